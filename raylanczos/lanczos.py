@@ -1,0 +1,343 @@
+"""Lanczos tridiagonalisation with full re-orthogonalisation, in float64.
+
+For a symmetric operator A of dimension n, m steps of Lanczos from a unit start vector
+v₀ build an orthonormal Krylov basis V = [v₀ … v_{m−1}] (m × n here, one vector per row)
+and a symmetric tridiagonal T (diagonal α, off-diagonal β) with the Lanczos relation
+
+    A Vᵀ = Vᵀ T + β_{m−1} v_m e_{m−1}ᵀ.
+
+Each step re-orthogonalises the new vector against the whole basis by classical
+Gram–Schmidt applied twice ("twice is enough", Giraud, Langou & Rozložník 2005), as two
+BLAS-2 passes ``w -= Vᵀ(V w)``; no Python loop runs over basis vectors.
+
+The state advances one matrix-vector product at a time, so a driver can compute the
+product anywhere (a Ray worker group, a GPU), checkpoint between steps, and resume.
+This module depends on numpy and scipy only.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+from scipy.linalg import blas
+
+Matvec = Callable[[np.ndarray], np.ndarray]
+
+#: A draw ends early (an invariant subspace was found) when the new off-diagonal β_j falls
+#: below this fraction of the spectral scale seen so far (the largest ‖A v_i‖, i ≤ j).
+DEFAULT_BREAKDOWN_RTOL = 1e-10
+
+START_DISTRIBUTIONS = ("gaussian", "rademacher")
+
+
+def start_vector(dim: int, *, seed: int, draw: int = 0, distribution: str = "gaussian") -> np.ndarray:
+    """Unit random start vector for one SLQ draw, float64[dim].
+
+    The generator is ``numpy.random.default_rng([seed, draw])``: independent across draws,
+    reproducible bit for bit, and never the global RNG.
+
+    Args:
+      dim: n, the operator's dimension (> 0).
+      seed: the run's seed (≥ 0).
+      draw: the draw index d (≥ 0).
+      distribution: ``"gaussian"`` (entries N(0, 1)) or ``"rademacher"`` (entries ±1),
+        normalised to unit norm either way.
+    """
+    _check_positive_int("dim", dim)
+    if distribution not in START_DISTRIBUTIONS:
+        raise ValueError(f"distribution must be one of {START_DISTRIBUTIONS}, got {distribution!r}")
+    if seed < 0 or draw < 0:
+        raise ValueError(f"seed and draw must be >= 0, got seed={seed!r}, draw={draw!r}")
+    rng = np.random.default_rng([seed, draw])
+    if distribution == "gaussian":
+        v = rng.standard_normal(dim)
+    else:
+        v = rng.integers(0, 2, size=dim).astype(np.float64) * 2.0 - 1.0
+    return v / np.linalg.norm(v)
+
+
+def allocate_basis(rows: int, dim: int, path: str | os.PathLike | None = None) -> np.ndarray:
+    """Zeroed float64 (rows, dim) storage for a Lanczos basis.
+
+    With ``path`` the basis lives on disk through ``numpy.memmap`` (for n·m·8 bytes beyond
+    memory); the file is created or overwritten. Results are identical either way.
+    """
+    _check_positive_int("rows", rows)
+    _check_positive_int("dim", dim)
+    if path is None:
+        return np.zeros((rows, dim), dtype=np.float64)
+    return np.lib.format.open_memmap(Path(path), mode="w+", dtype=np.float64, shape=(rows, dim))
+
+
+def open_basis(path: str | os.PathLike) -> np.ndarray:
+    """Reopen an on-disk basis written by :func:`allocate_basis` for update (no copy)."""
+    return np.lib.format.open_memmap(Path(path), mode="r+")
+
+
+def as_matvec(operator: Any, dim: int | None = None) -> tuple[Matvec, int]:
+    """Normalise a dense symmetric matrix, an object with ``matvec``/``dim``, or a callable.
+
+    Returns ``(matvec, dim)``. ``dim`` is required for a bare callable.
+    """
+    if isinstance(operator, np.ndarray):
+        if operator.ndim != 2 or operator.shape[0] != operator.shape[1]:
+            raise ValueError(f"a matrix operator must be square, got shape {operator.shape}")
+        if dim is not None and dim != operator.shape[0]:
+            raise ValueError(f"dim={dim!r} does not match the matrix of shape {operator.shape}")
+        matrix = np.asarray(operator, dtype=np.float64)
+        return (lambda v: matrix @ v), matrix.shape[0]
+    if hasattr(operator, "matvec") and hasattr(operator, "dim"):
+        if dim is not None and dim != operator.dim:
+            raise ValueError(f"dim={dim!r} does not match the operator's dim={operator.dim!r}")
+        return operator.matvec, int(operator.dim)
+    if callable(operator):
+        if dim is None:
+            raise ValueError("dim is required when the operator is a plain callable")
+        return operator, dim
+    raise TypeError(f"expected a square ndarray, an object with matvec and dim, or a callable; got {type(operator).__name__}")
+
+
+@dataclass
+class LanczosState:
+    """The resumable state of one Lanczos run (one SLQ draw).
+
+    Attributes:
+      alpha: float64[m], diagonal of T; entries ≥ ``steps`` are unset (zero).
+      beta: float64[m], ``beta[j]`` = ‖residual‖ after step j; ``beta[:steps-1]`` is the
+        off-diagonal of T and ``beta[steps-1]`` the norm of the final residual.
+      basis: float64[m + 1, n] (in memory or a memmap); rows ``[:steps]`` are the Krylov
+        basis and row ``steps`` the next vector to multiply (or the final residual
+        direction v_m once all m steps are done).
+      steps: Lanczos steps completed (matrix-vector products consumed).
+      scale: the largest ‖A v_j‖ seen, the spectral scale for the breakdown test.
+      breakdown: True when the run ended early on an invariant subspace.
+      breakdown_rtol: β_j < breakdown_rtol · scale is a breakdown.
+    """
+
+    alpha: np.ndarray
+    beta: np.ndarray
+    basis: np.ndarray
+    steps: int = 0
+    scale: float = 0.0
+    breakdown: bool = False
+    breakdown_rtol: float = DEFAULT_BREAKDOWN_RTOL
+
+    @classmethod
+    def start(
+        cls,
+        v0: np.ndarray,
+        order: int,
+        *,
+        basis: np.ndarray | None = None,
+        breakdown_rtol: float = DEFAULT_BREAKDOWN_RTOL,
+    ) -> "LanczosState":
+        """Begin a run of ``order`` steps (clamped to n) from ``v0`` (normalised here).
+
+        ``basis``, if given, is preallocated float64 storage of shape (≥ m + 1, n), e.g.
+        from :func:`allocate_basis` with a path; otherwise the basis is kept in memory.
+        """
+        v0 = np.asarray(v0)
+        if v0.ndim != 1 or v0.size == 0:
+            raise ValueError(f"v0 must be a non-empty 1-D vector, got shape {v0.shape}")
+        dim = v0.shape[0]
+        _check_positive_int("order", order)
+        order = min(order, dim)
+        norm = float(np.linalg.norm(v0))
+        if not np.isfinite(norm) or norm == 0.0:
+            raise ValueError(f"v0 must have a finite, non-zero norm, got norm {norm!r}")
+        if basis is None:
+            basis = allocate_basis(order + 1, dim)
+        elif basis.dtype != np.float64 or basis.ndim != 2 or basis.shape[1] != dim or basis.shape[0] < order + 1:
+            raise ValueError(
+                f"basis must be float64 of shape (>= {order + 1}, {dim}), got {basis.dtype} {basis.shape}"
+            )
+        basis[0] = v0 / norm
+        return cls(
+            alpha=np.zeros(order, dtype=np.float64),
+            beta=np.zeros(order, dtype=np.float64),
+            basis=basis,
+            breakdown_rtol=breakdown_rtol,
+        )
+
+    @property
+    def dim(self) -> int:
+        return self.basis.shape[1]
+
+    @property
+    def order(self) -> int:
+        return self.alpha.shape[0]
+
+    @property
+    def done(self) -> bool:
+        return self.breakdown or self.steps >= self.order
+
+    @property
+    def vector(self) -> np.ndarray:
+        """The unit vector v_steps to multiply next, float64[n] (a read-only view)."""
+        view = self.basis[self.steps]
+        view = view.view(np.ndarray)
+        view.flags.writeable = False
+        return view
+
+    def advance(self, product: np.ndarray) -> None:
+        """Consume ``product`` = A · :attr:`vector` and complete one Lanczos step.
+
+        ``product`` is float64[n]; it is copied, never modified. Raises ``ValueError`` for
+        a wrong shape or non-finite entries, and ``RuntimeError`` when the run is done.
+        """
+        if self.done:
+            raise RuntimeError(f"the Lanczos run is complete after {self.steps} steps")
+        j = self.steps
+        w = np.array(product, dtype=np.float64, copy=True)
+        if w.shape != (self.dim,):
+            raise ValueError(f"matvec returned shape {w.shape}, expected ({self.dim},)")
+        if not np.all(np.isfinite(w)):
+            bad = int(np.size(w) - np.count_nonzero(np.isfinite(w)))
+            raise ValueError(f"matvec returned {bad} non-finite entries at Lanczos step {j}")
+        self.scale = max(self.scale, float(np.linalg.norm(w)))
+        basis = self.basis[: j + 1]
+        first = reorthogonalize(basis, w)
+        second = reorthogonalize(basis, w)
+        self.alpha[j] = first[j] + second[j]
+        beta = float(np.linalg.norm(w))
+        self.beta[j] = beta
+        self.steps = j + 1
+        if beta <= self.breakdown_rtol * self.scale:
+            self.breakdown = self.steps < self.order
+            self.beta[j] = 0.0
+            self.basis[self.steps] = 0.0
+            return
+        w /= beta
+        self.basis[self.steps] = w
+
+    def tridiagonal(self) -> tuple[np.ndarray, np.ndarray]:
+        """(α, β) of T after the steps completed: float64[k] and float64[k − 1] copies."""
+        k = self.steps
+        return self.alpha[:k].copy(), self.beta[: max(k - 1, 0)].copy()
+
+    def snapshot(self) -> dict[str, np.ndarray]:
+        """Everything but the basis, as arrays that ``numpy.savez`` can store safely."""
+        return {
+            "alpha": self.alpha.copy(),
+            "beta": self.beta.copy(),
+            "steps": np.int64(self.steps),
+            "scale": np.float64(self.scale),
+            "breakdown": np.bool_(self.breakdown),
+            "breakdown_rtol": np.float64(self.breakdown_rtol),
+            "dim": np.int64(self.dim),
+        }
+
+    @classmethod
+    def restore(cls, snapshot: dict[str, np.ndarray], basis: np.ndarray) -> "LanczosState":
+        """Rebuild a state from :meth:`snapshot` and its basis (validated, no copy)."""
+        alpha = np.asarray(snapshot["alpha"], dtype=np.float64)
+        beta = np.asarray(snapshot["beta"], dtype=np.float64)
+        steps = int(snapshot["steps"])
+        dim = int(snapshot["dim"])
+        order = alpha.shape[0]
+        if beta.shape != alpha.shape or alpha.ndim != 1:
+            raise ValueError(f"snapshot alpha/beta shapes differ: {alpha.shape} vs {beta.shape}")
+        if not 0 <= steps <= order:
+            raise ValueError(f"snapshot steps={steps} outside [0, {order}]")
+        if basis.dtype != np.float64 or basis.shape[1:] != (dim,) or basis.shape[0] < order + 1:
+            raise ValueError(
+                f"basis must be float64 of shape (>= {order + 1}, {dim}), got {basis.dtype} {basis.shape}"
+            )
+        return cls(
+            alpha=alpha.copy(),
+            beta=beta.copy(),
+            basis=basis,
+            steps=steps,
+            scale=float(snapshot["scale"]),
+            breakdown=bool(snapshot["breakdown"]),
+            breakdown_rtol=float(snapshot["breakdown_rtol"]),
+        )
+
+
+def reorthogonalize(basis: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """One classical Gram–Schmidt pass, in place: ``w -= Vᵀ (V w)``; returns ``V w``.
+
+    ``basis`` is V, float64 (k, n) C-contiguous (rows are basis vectors); ``w`` float64[n]
+    is updated in place. Two BLAS-2 ``dgemv`` calls on Vᵀ (Fortran-ordered, so no copy
+    and no temporary of length n).
+    """
+    vt = basis.T  # (n, k), Fortran-contiguous view of the row-major basis
+    coefficients = blas.dgemv(1.0, vt, w, trans=1)
+    blas.dgemv(-1.0, vt, coefficients, beta=1.0, y=w, overwrite_y=True)
+    return coefficients
+
+
+@dataclass(frozen=True)
+class LanczosResult:
+    """One run's tridiagonal: ``alpha`` float64[k], ``beta`` float64[k − 1], k = steps.
+
+    ``basis`` is float64 (k, n) when requested (rows are the Lanczos vectors), else None.
+    ``residual_norm`` is β_{k−1}, the norm of the final residual (0 at breakdown).
+    """
+
+    alpha: np.ndarray
+    beta: np.ndarray
+    steps: int
+    breakdown: bool
+    residual_norm: float
+    basis: np.ndarray | None = None
+
+
+def lanczos(
+    matvec: Any,
+    dim: int | None = None,
+    order: int = 90,
+    *,
+    seed: int = 0,
+    draw: int = 0,
+    v0: np.ndarray | None = None,
+    distribution: str = "gaussian",
+    basis_path: str | os.PathLike | None = None,
+    return_basis: bool = False,
+    breakdown_rtol: float = DEFAULT_BREAKDOWN_RTOL,
+) -> LanczosResult:
+    """Run ``order`` Lanczos steps (clamped to ``dim``) on a symmetric operator.
+
+    Args:
+      matvec: float64[n] → float64[n], or a square matrix, or an object with
+        ``matvec`` and ``dim``.
+      dim: n (> 0); taken from the operator when it has one.
+      order: m (> 0), the number of steps; clamped to n.
+      seed, draw: seed the start vector (see :func:`start_vector`) unless ``v0`` is given.
+      v0: an explicit start vector (normalised here; must have non-zero norm).
+      distribution: ``"gaussian"`` or ``"rademacher"`` start vector.
+      basis_path: keep the basis on disk at this path (``numpy.memmap``) instead of memory.
+      return_basis: return the basis as float64 (k, n) (a memmap view with basis_path).
+      breakdown_rtol: see :data:`DEFAULT_BREAKDOWN_RTOL`.
+    """
+    _check_positive_int("order", order)
+    if dim is not None:
+        _check_positive_int("dim", dim)
+    apply, dim = as_matvec(matvec, dim)
+    if v0 is None:
+        v0 = start_vector(dim, seed=seed, draw=draw, distribution=distribution)
+    elif np.shape(v0) != (dim,):
+        raise ValueError(f"v0 must have shape ({dim},), got {np.shape(v0)}")
+    steps = min(order, dim)
+    basis = allocate_basis(steps + 1, dim, basis_path)
+    state = LanczosState.start(v0, order, basis=basis, breakdown_rtol=breakdown_rtol)
+    while not state.done:
+        state.advance(apply(state.vector))
+    alpha, beta = state.tridiagonal()
+    return LanczosResult(
+        alpha=alpha,
+        beta=beta,
+        steps=state.steps,
+        breakdown=state.breakdown,
+        residual_norm=float(state.beta[state.steps - 1]),
+        basis=state.basis[: state.steps] if return_basis else None,
+    )
+
+
+def _check_positive_int(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")

@@ -1,0 +1,275 @@
+"""From Lanczos tridiagonals to a spectrum: Gauss quadrature, smoothed density, statistics.
+
+For one draw with tridiagonal T = U Θ Uᵀ (k × k), the Gauss quadrature nodes are the
+Ritz values θⱼ and the weights wⱼ = (U₀ⱼ)², so that v₀ᵀ f(A) v₀ ≈ Σⱼ wⱼ f(θⱼ), exactly
+for polynomials f of degree ≤ 2k − 1. Over D draws the smoothed spectral density is
+
+    φ(t) = (1/D) Σ_d Σⱼ w_dj · N(t; θ_dj, σ²),
+
+where σ² is a *variance*, in squared eigenvalue units. Where a function takes
+``sigma2_relative`` s instead, the variance is σ² = s · (λ_max − λ_min)², i.e. the
+standard deviation is √s times the width of the spectrum.
+
+Arrays over draws are padded to the order m: ``nodes`` float64 (D, m) holds NaN and
+``weights`` float64 (D, m) holds 0 where a draw stopped early (breakdown). numpy/scipy only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+from scipy.linalg import eigh_tridiagonal
+from scipy.special import ndtr
+
+Tridiagonal = tuple[np.ndarray, np.ndarray]  # (alpha float64[k], beta float64[k-1])
+
+DEFAULT_SIGMA2_RELATIVE = 1e-5
+DEFAULT_GRID_POINTS = 10_000
+
+
+def tridiagonal_matrix(alpha: np.ndarray, beta: np.ndarray, order: int | None = None) -> np.ndarray:
+    """Dense symmetric T, float64 (order, order), zero-padded beyond k = len(alpha)."""
+    alpha = np.asarray(alpha, dtype=np.float64)
+    beta = np.asarray(beta, dtype=np.float64)
+    k = alpha.shape[0]
+    if beta.shape != (max(k - 1, 0),):
+        raise ValueError(f"beta must have length {max(k - 1, 0)} for {k} alphas, got shape {beta.shape}")
+    order = k if order is None else order
+    if order < k:
+        raise ValueError(f"order={order} is smaller than the tridiagonal's size {k}")
+    matrix = np.zeros((order, order), dtype=np.float64)
+    idx = np.arange(k)
+    matrix[idx, idx] = alpha
+    matrix[idx[:-1], idx[:-1] + 1] = beta
+    matrix[idx[:-1] + 1, idx[:-1]] = beta
+    return matrix
+
+
+def stack_tridiagonals(tridiagonals: Sequence[Tridiagonal], order: int) -> np.ndarray:
+    """float64 (D, m, m) in the original spectral-density layout (``tridiag_to_density``).
+
+    Draws that stopped early are zero-padded; the padding adds eigenvalues 0 with
+    quadrature weight 0, so densities computed from the padded matrices are unchanged.
+    """
+    return np.stack([tridiagonal_matrix(a, b, order) for a, b in tridiagonals]) if tridiagonals else np.zeros(
+        (0, order, order)
+    )
+
+
+def split_tridiagonals(stacked: np.ndarray, steps: Sequence[int] | None = None) -> list[Tridiagonal]:
+    """Inverse of :func:`stack_tridiagonals`: (α, β) per draw from float64 (D, m, m).
+
+    ``steps`` gives each draw's size; without it, trailing all-zero rows are dropped.
+    """
+    stacked = np.asarray(stacked, dtype=np.float64)
+    if stacked.ndim != 3 or stacked.shape[1] != stacked.shape[2]:
+        raise ValueError(f"expected tridiagonals of shape (D, m, m), got {stacked.shape}")
+    out = []
+    for d, matrix in enumerate(stacked):
+        if steps is None:
+            nonzero = np.flatnonzero(np.any(matrix != 0.0, axis=1))
+            k = int(nonzero[-1]) + 1 if nonzero.size else 0
+        else:
+            k = int(steps[d])
+        if k == 0:
+            raise ValueError(f"draw {d} has an empty tridiagonal")
+        out.append((np.diag(matrix)[:k].copy(), np.diag(matrix, 1)[: k - 1].copy()))
+    return out
+
+
+def gauss_quadrature(alpha: np.ndarray, beta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Nodes θ (ascending) and weights w = U₀ⱼ² of T, each float64[k]; Σ w = 1."""
+    alpha = np.asarray(alpha, dtype=np.float64)
+    beta = np.asarray(beta, dtype=np.float64)
+    if alpha.shape[0] == 1:
+        return alpha.copy(), np.ones(1)
+    nodes, vectors = eigh_tridiagonal(alpha, beta)
+    return nodes, vectors[0] ** 2
+
+
+def slq_quadrature(tridiagonals: Sequence[Tridiagonal], order: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Nodes (NaN-padded) and weights (zero-padded), float64 (D, m), over draws."""
+    if not tridiagonals:
+        raise ValueError("at least one tridiagonal is needed")
+    order = order or max(len(a) for a, _ in tridiagonals)
+    nodes = np.full((len(tridiagonals), order), np.nan)
+    weights = np.zeros((len(tridiagonals), order))
+    for d, (alpha, beta) in enumerate(tridiagonals):
+        k = len(alpha)
+        nodes[d, :k], weights[d, :k] = gauss_quadrature(alpha, beta)
+    return nodes, weights
+
+
+def spectral_range(nodes: np.ndarray, weights: np.ndarray) -> tuple[float, float]:
+    """(λ_min, λ_max) estimates: the extreme Ritz values over all draws."""
+    present = _present(nodes, weights)
+    values = np.asarray(nodes)[present]
+    return float(values.min()), float(values.max())
+
+
+def resolve_sigma2(nodes: np.ndarray, weights: np.ndarray, sigma2_relative: float) -> float:
+    """Absolute variance σ² = s · (λ_max − λ_min)² (eigenvalue units squared).
+
+    A spectrum of zero width uses max(|λ|, 1) as its width.
+    """
+    if not sigma2_relative > 0:
+        raise ValueError(f"sigma2_relative must be > 0, got {sigma2_relative!r}")
+    low, high = spectral_range(nodes, weights)
+    width = high - low if high > low else max(abs(high), 1.0)
+    return float(sigma2_relative * width**2)
+
+
+def default_grid(nodes: np.ndarray, weights: np.ndarray, sigma2: float, points: int = DEFAULT_GRID_POINTS) -> np.ndarray:
+    """Evenly spaced float64[points] covering all nodes with 5σ (or 1% of the width) margins."""
+    if points < 2:
+        raise ValueError(f"a grid needs at least 2 points, got {points!r}")
+    low, high = spectral_range(nodes, weights)
+    width = high - low if high > low else max(abs(high), 1.0)
+    pad = max(5.0 * np.sqrt(sigma2), 0.01 * width)
+    return np.linspace(low - pad, high + pad, points)
+
+
+def smoothed_density(nodes: np.ndarray, weights: np.ndarray, grid: np.ndarray, sigma2: float) -> np.ndarray:
+    """φ on ``grid`` (float64[G]) for nodes/weights (D, m) and absolute variance ``sigma2``."""
+    if not sigma2 > 0:
+        raise ValueError(f"sigma2 must be > 0 (a variance), got {sigma2!r}")
+    nodes = np.atleast_2d(np.asarray(nodes, dtype=np.float64))
+    weights = np.atleast_2d(np.asarray(weights, dtype=np.float64))
+    present = _present(nodes, weights)
+    centres = nodes[present]
+    mass = weights[present] / nodes.shape[0]
+    grid = np.asarray(grid, dtype=np.float64)
+    density = np.zeros_like(grid)
+    norm = 1.0 / np.sqrt(2.0 * np.pi * sigma2)
+    chunk = max(1, 2_000_000 // max(centres.size, 1))
+    for start in range(0, grid.size, chunk):
+        t = grid[start : start + chunk, None]
+        density[start : start + chunk] = np.exp(-((t - centres) ** 2) / (2.0 * sigma2)) @ mass * norm
+    return density
+
+
+def exact_smoothed_density(eigenvalues: np.ndarray, grid: np.ndarray, sigma2: float) -> np.ndarray:
+    """The smoothed density (1/n) Σᵢ N(t; λᵢ, σ²) of a known spectrum, on ``grid``."""
+    eigenvalues = np.asarray(eigenvalues, dtype=np.float64).ravel()
+    weights = np.full(eigenvalues.size, 1.0 / eigenvalues.size)
+    return smoothed_density(eigenvalues[None], weights[None], grid, sigma2)
+
+
+def log_abs_density(
+    nodes: np.ndarray,
+    weights: np.ndarray,
+    grid: np.ndarray,
+    sigma2: float,
+    floor: float = 1e-12,
+) -> np.ndarray:
+    """Smoothed density of log₁₀|λ| on ``grid`` (log₁₀ units; ``sigma2`` in decades²).
+
+    Nodes with |θ| < ``floor`` are left out (their mass is not renormalised away).
+    """
+    nodes = np.atleast_2d(np.asarray(nodes, dtype=np.float64))
+    weights = np.atleast_2d(np.asarray(weights, dtype=np.float64))
+    magnitude = np.abs(np.nan_to_num(nodes, nan=0.0))
+    kept = _present(nodes, weights) & (magnitude >= floor)
+    logs = np.where(kept, np.log10(np.where(kept, magnitude, 1.0)), np.nan)
+    return smoothed_density(logs, np.where(kept, weights, 0.0), grid, sigma2)
+
+
+def negative_mass(nodes: np.ndarray, weights: np.ndarray, sigma2: float) -> float:
+    """∫_{t<0} φ(t) dt, exactly (Gaussian tails), for absolute variance ``sigma2``."""
+    nodes = np.atleast_2d(nodes)
+    weights = np.atleast_2d(weights)
+    present = _present(nodes, weights)
+    tail = ndtr(-nodes[present] / np.sqrt(sigma2))
+    return float(np.sum(weights[present] * tail) / nodes.shape[0])
+
+
+def extreme_ritz_values(nodes: np.ndarray, weights: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k (descending) and bottom-k (ascending) Ritz values, best over draws.
+
+    Ritz values interlace the spectrum (the i-th largest Ritz value is ≤ λ_i), so the
+    i-th largest over draws is the sharpest estimate of λ_i; likewise at the bottom.
+    """
+    nodes = np.atleast_2d(nodes)
+    present = _present(nodes, np.atleast_2d(weights))
+    k = min(k, int(present.sum(axis=1).min()))
+    tops, bottoms = [], []
+    for row, mask in zip(nodes, present):
+        values = np.sort(row[mask])
+        tops.append(values[::-1][:k])
+        bottoms.append(values[:k])
+    return np.max(tops, axis=0), np.min(bottoms, axis=0)
+
+
+def orthogonality_loss(basis: np.ndarray) -> float:
+    """‖V Vᵀ − I‖_max for a basis float64 (k, n) with orthonormal rows in exact arithmetic."""
+    basis = np.asarray(basis)
+    gram = basis @ basis.T
+    gram[np.diag_indices_from(gram)] -= 1.0
+    return float(np.max(np.abs(gram))) if gram.size else 0.0
+
+
+def ritz_pairs(
+    basis: np.ndarray, alpha: np.ndarray, beta: np.ndarray, k: int = 1, *, largest: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
+    """The k extreme Ritz pairs of one draw: values float64[k] and vectors float64 (k, n).
+
+    ``basis`` is the draw's Lanczos basis (≥ len(alpha), n); vectors are unit-norm rows
+    y = Vᵀ u for eigenvectors u of T, ordered from the most extreme inward.
+    """
+    size = len(alpha)
+    k = min(k, size)
+    if size == 1:
+        values, vectors = np.asarray(alpha, dtype=np.float64), np.ones((1, 1))
+    else:
+        values, vectors = eigh_tridiagonal(alpha, beta)
+    order = np.argsort(values)[::-1][:k] if largest else np.argsort(values)[:k]
+    ritz = vectors[:, order].T @ np.asarray(basis[:size])
+    return values[order], ritz
+
+
+@dataclass(frozen=True)
+class SpectrumSummary:
+    """Statistics of an SLQ run (eigenvalue units throughout).
+
+    ``trace_estimate`` is n · mean_d(α_d0) (Hutchinson); ``trace_std_error`` its standard
+    error over draws (NaN for one draw). ``negative_mass`` is ∫_{t<0} φ with variance
+    ``sigma2``.
+    """
+
+    lambda_max: float
+    lambda_min: float
+    top_ritz_values: list[float]
+    bottom_ritz_values: list[float]
+    trace_estimate: float
+    trace_std_error: float
+    negative_mass: float
+    sigma2: float
+
+
+def summarize(
+    tridiagonals: Sequence[Tridiagonal], dim: int, *, sigma2: float | None = None, k: int = 10
+) -> SpectrumSummary:
+    """Statistics of a run from its tridiagonals; ``sigma2`` defaults to the relative default."""
+    nodes, weights = slq_quadrature(tridiagonals)
+    if sigma2 is None:
+        sigma2 = resolve_sigma2(nodes, weights, DEFAULT_SIGMA2_RELATIVE)
+    top, bottom = extreme_ritz_values(nodes, weights, k)
+    first = np.array([alpha[0] for alpha, _ in tridiagonals])
+    std_error = float(dim * first.std(ddof=1) / np.sqrt(first.size)) if first.size > 1 else float("nan")
+    return SpectrumSummary(
+        lambda_max=float(top[0]),
+        lambda_min=float(bottom[0]),
+        top_ritz_values=top.tolist(),
+        bottom_ritz_values=bottom.tolist(),
+        trace_estimate=float(dim * first.mean()),
+        trace_std_error=std_error,
+        negative_mass=negative_mass(nodes, weights, sigma2),
+        sigma2=float(sigma2),
+    )
+
+
+def _present(nodes: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Mask of real quadrature nodes (not the NaN padding of draws that stopped early)."""
+    return np.isfinite(nodes) & np.isfinite(weights)
