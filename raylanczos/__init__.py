@@ -6,7 +6,9 @@ Hessian-vector products of a :class:`Problem` shard by shard. Importing this pac
 imports neither Ray nor any deep-learning framework.
 """
 
+from raylanczos.data import ArrayDataset, ParquetDataset, Shard, ShardPlan, ShardPlanError
 from raylanczos.lanczos import LanczosResult, LanczosState, allocate_basis, lanczos, start_vector
+from raylanczos.problem import Problem, ProblemError
 from raylanczos.spectrum import (
     SpectrumSummary,
     gauss_quadrature,
@@ -18,13 +20,34 @@ from raylanczos.spectrum import (
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name: str):
+    """Lazy access to the Ray-backed entry points, so ``import raylanczos`` stays light."""
+    if name in ("hessian_spectrum", "load_result", "rerender", "SpectrumResult"):
+        from raylanczos import runner
+
+        return getattr(runner, name)
+    raise AttributeError(f"module 'raylanczos' has no attribute {name!r}")
+
+
 __all__ = [
+    "ArrayDataset",
+    "ParquetDataset",
+    "Problem",
+    "ProblemError",
+    "Shard",
+    "ShardPlan",
+    "ShardPlanError",
+    "SpectrumResult",
     "LanczosResult",
     "LanczosState",
     "SpectrumSummary",
     "allocate_basis",
     "gauss_quadrature",
+    "hessian_spectrum",
     "lanczos",
+    "load_result",
+    "rerender",
     "slq_quadrature",
     "smoothed_density",
     "stack_tridiagonals",

@@ -1,0 +1,171 @@
+"""The Ray layer: one actor per shard, and the distributed Hessian as a float64 matvec.
+
+Per matvec: one ``ray.put`` of the vector, every actor computes its shard's
+Σ_b |b|·H_b v from that object reference, and the driver sums the partials in float64 in
+worker order and divides by N.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import time
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+import ray
+
+from raylanczos.data import ShardPlan
+from raylanczos.problem import ProblemSource
+from raylanczos.worker import PartialHVP, ShardWorker, reduce_partials
+
+logger = logging.getLogger(__name__)
+
+
+class WorkerError(RuntimeError):
+    """A worker failed to start or to compute; the message names the worker and its shard."""
+
+
+@dataclass(frozen=True)
+class StepTiming:
+    """Seconds spent by one distributed matvec.
+
+    ``broadcast``: ``ray.put`` of the vector; ``hvp_max``: the slowest worker's own HVP
+    time; ``gather``: waiting for all partials beyond the slowest HVP (scheduling,
+    transfer); ``reduce``: the float64 sum and division on the driver.
+    """
+
+    broadcast: float
+    hvp_max: float
+    gather: float
+    reduce: float
+
+
+def worker_sys_path() -> list[str]:
+    """Import-path entries that make the driver's problem factory importable in actors."""
+    entries = [os.getcwd()]
+    entries += [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    return entries
+
+
+class WorkerGroup:
+    """One :class:`~raylanczos.worker.ShardWorker` actor per shard of ``plan``.
+
+    Args:
+      source: the problem factory path (imported in each actor), or a picklable
+        problem or factory.
+      plan: a validated shard plan; worker i owns ``plan.shards[i]``.
+      resources: Ray actor options per worker, e.g. ``{"num_cpus": 1, "num_gpus": 1}``
+        (``num_cpus``, ``num_gpus`` and ``resources`` are accepted).
+      compute_dtype: None (the model's dtype) or ``"float64"``.
+    """
+
+    def __init__(
+        self,
+        source: ProblemSource,
+        plan: ShardPlan,
+        *,
+        resources: dict[str, Any] | None = None,
+        compute_dtype: str | None = None,
+    ):
+        self.plan = plan
+        options = {"num_cpus": 1, **(resources or {})}
+        unknown = set(options) - {"num_cpus", "num_gpus", "resources", "memory"}
+        if unknown:
+            raise ValueError(f"unsupported worker resource option(s) {sorted(unknown)}; use num_cpus, num_gpus, resources, memory")
+        actor_class = ray.remote(ShardWorker).options(**options)
+        self.actors = [
+            actor_class.remote(source, shard, compute_dtype=compute_dtype, sys_path=worker_sys_path())
+            for shard in plan.shards
+        ]
+        self.infos = [dict(info, **where) for info, where in zip(self.execute("describe"), self.execute_placement())]
+
+    def execute_async(self, method: str, *args: Any) -> list[ray.ObjectRef]:
+        return [getattr(actor, method).remote(*args) for actor in self.actors]
+
+    def execute(self, method: str, *args: Any) -> list[Any]:
+        """Call ``method`` on every worker; results in worker order; errors name the worker."""
+        return self.get(self.execute_async(method, *args))
+
+    def get(self, refs: Sequence[ray.ObjectRef]) -> list[Any]:
+        results = []
+        for shard, ref in zip(self.plan.shards, refs):
+            try:
+                results.append(ray.get(ref))
+            except ray.exceptions.RayError as err:
+                raise WorkerError(f"worker {shard.worker} ({shard.describe()}) failed: {_root_cause(err)}") from err
+        return results
+
+    def execute_placement(self) -> list[dict[str, Any]]:
+        refs = [actor.__ray_call__.remote(_placement) for actor in self.actors]
+        return self.get(refs)
+
+    def shutdown(self) -> None:
+        for actor in self.actors:
+            ray.kill(actor)
+        self.actors = []
+
+
+def _placement(_actor: Any) -> dict[str, Any]:
+    """The node and accelerator ids of the calling actor (runs inside it)."""
+    context = ray.get_runtime_context()
+    return {"node_id": context.get_node_id(), "gpu_ids": [str(g) for g in ray.get_gpu_ids()]}
+
+
+def _root_cause(err: BaseException) -> str:
+    """The innermost user-facing message of a Ray error, on one line.
+
+    Ray reports an exception raised in an actor as a traceback whose last unindented
+    line is ``module.ExceptionType: message``; that line is kept, without the module.
+    """
+    cause = getattr(err, "cause", None)
+    if isinstance(err, ray.exceptions.RayTaskError) and cause is not None:
+        return f"{type(cause).__name__}: {cause}"
+    lines = [line for line in re.sub(r"\x1b\[[0-9;]*m", "", str(err)).splitlines() if line.strip()]
+    last = next((line for line in reversed(lines) if not line[0].isspace()), lines[-1] if lines else repr(err))
+    name, sep, message = last.partition(": ")
+    return f"{name.rsplit('.', 1)[-1]}: {message}" if sep and " " not in name else last
+
+
+class DistributedHessian:
+    """H = ∇²L as a float64 matvec over a :class:`WorkerGroup` (the driver-side operator).
+
+    ``dim`` is n; ``last_timing`` holds the :class:`StepTiming` of the latest matvec.
+    """
+
+    def __init__(self, group: WorkerGroup, num_examples: int):
+        dims = {info["num_params"] for info in group.infos}
+        if len(dims) != 1:
+            raise WorkerError(f"workers disagree on the number of parameters: {sorted(dims)}")
+        self.group = group
+        self.dim = dims.pop()
+        self.num_examples = num_examples
+        self.last_timing: StepTiming | None = None
+
+    def matvec(self, vector: np.ndarray) -> np.ndarray:
+        start = time.perf_counter()
+        ref = ray.put(np.ascontiguousarray(vector, dtype=np.float64))
+        broadcast = time.perf_counter()
+        partials: list[PartialHVP] = self.group.get(self.group.execute_async("partial_hvp", ref))
+        gathered = time.perf_counter()
+        product = reduce_partials(partials, self.num_examples)
+        done = time.perf_counter()
+        hvp_max = max(p.seconds for p in partials)
+        self.last_timing = StepTiming(
+            broadcast=broadcast - start,
+            hvp_max=hvp_max,
+            gather=max(gathered - broadcast - hvp_max, 0.0),
+            reduce=done - gathered,
+        )
+        return product
+
+
+def connect(address: str | None = None) -> bool:
+    """Connect to Ray at ``address`` (or start a local Ray); True if this call started it."""
+    if ray.is_initialized():
+        return False
+    logging.getLogger("ray").setLevel(logging.WARNING)
+    ray.init(address=address, log_to_driver=True, include_dashboard=False if address is None else None)
+    return True

@@ -1,0 +1,1 @@
+"""Bundled example problems (each a problem factory, ``raylanczos.examples.<module>:<function>``)."""
