@@ -42,6 +42,18 @@ class Shard:
     def to_json(self) -> dict[str, Any]:
         return {"files": list(self.files)} if self.files else {"rows": [list(r) for r in self.rows]}
 
+    def locate(self, first: int, stop: int) -> str:
+        """Describe shard-local rows ``[first, stop)`` in dataset terms (global rows if known)."""
+        if self.files:
+            return f"rows {first}-{stop - 1} of the shard's files, in order"
+        offsets = np.cumsum([0] + [b - a for a, b in self.rows])
+
+        def global_row(local: int) -> int:
+            index = int(np.searchsorted(offsets, local, side="right")) - 1
+            return self.rows[index][0] + local - int(offsets[index])
+
+        return f"dataset rows {global_row(first)}-{global_row(stop - 1)}"
+
 
 @dataclass(frozen=True)
 class ShardPlan:
@@ -75,7 +87,7 @@ class ShardPlan:
             where = f"shard plan {source}"
             try:
                 source = json.loads(Path(source).read_text())
-            except (OSError, json.JSONDecodeError) as err:
+            except (OSError, ValueError) as err:  # ValueError: bad JSON or not UTF-8
                 raise ShardPlanError(f"cannot read {where}: {err}") from None
         workers = source.get("workers") if isinstance(source, Mapping) else None
         if not isinstance(workers, list) or not workers:
@@ -85,6 +97,8 @@ class ShardPlan:
             if not isinstance(entry, Mapping) or set(entry) not in ({"rows"}, {"files"}):
                 raise ShardPlanError(f'{where}: worker {i} must be {{"rows": [[start, stop], ...]}} or {{"files": [...]}}, got {entry!r}')
             if "rows" in entry:
+                if not isinstance(entry["rows"], list) or not entry["rows"]:
+                    raise ShardPlanError(f"{where}: worker {i} rows must be a non-empty list of [start, stop] ranges, got {entry['rows']!r}")
                 shards.append(Shard(i, rows=tuple(_parse_range(where, i, r) for r in entry["rows"])))
             else:
                 files = entry["files"]
@@ -270,7 +284,7 @@ class ParquetDataset(Dataset):
 
     def read(self, shard: Shard) -> Batch:
         if shard.files:
-            parts = [self._read_file(path) for path in shard.files]
+            parts = [self._read_file(path) for path in shard.files if self.file_rows[self.files.index(path)]]
         else:
             parts = []
             for start, stop in shard.rows:
@@ -279,6 +293,8 @@ class ParquetDataset(Dataset):
                     lo, hi = self.offsets[index], self.offsets[index + 1]
                     if lo >= stop:
                         break
+                    if hi == lo:
+                        continue
                     table = self._read_file(self.files[index])
                     a, b = max(start, lo) - lo, min(stop, hi) - lo
                     parts.append({k: v[a:b] for k, v in table.items()})
@@ -310,7 +326,12 @@ def column_to_numpy(column: Any, name: str = "", path: str = "") -> np.ndarray:
     array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
     shape = [len(array)]
     while pa.types.is_list(array.type) or pa.types.is_large_list(array.type) or pa.types.is_fixed_size_list(array.type):
-        lengths = np.unique(array.value_lengths().to_numpy(zero_copy_only=False)) if len(array) else np.array([0])
+        if array.null_count:
+            raise ValueError(f"column {name!r} of {path} has {array.null_count} null values")
+        if pa.types.is_fixed_size_list(array.type):
+            lengths = np.array([array.type.list_size])
+        else:
+            lengths = np.unique(array.value_lengths().to_numpy(zero_copy_only=False)) if len(array) else np.array([0])
         if lengths.size != 1:
             raise ValueError(f"column {name!r} of {path} has lists of unequal lengths {lengths[:5].tolist()}")
         shape.append(int(lengths[0]))

@@ -190,6 +190,7 @@ class _DrawLoop:
             state_draw, state, records, timings = self.checkpoint.load(self.config)
             logger.info("resuming: %d draw(s) finished, draw %d at step %d", len(records), state_draw + 1, state.steps)
         elif self.checkpoint is not None:
+            _clear_previous_outputs(self.out)
             self.checkpoint.begin(self.config)
         basis = state.basis if state is not None else self._new_basis()
         self._clock = _Progress(self.order * self.draws, self.order * len(records) + (state.steps if state else 0))
@@ -402,12 +403,15 @@ def _prepare_output(out: Path | None, *, resume: bool, overwrite: bool) -> Check
         probe.unlink()
     except OSError as err:
         raise PermissionError(f"output directory {out} is not writable: {err}") from None
-    if overwrite:
-        for name in ("tridiag.npy", "spectrum.npz", "summary.json", "density.png"):
-            (out / name).unlink(missing_ok=True)
-        for stale in out.glob("lanczos_vec_*.npy"):
-            stale.unlink()
     return checkpoint
+
+
+def _clear_previous_outputs(out: Path) -> None:
+    """Remove an overwritten run's outputs, once the new run's workers are up."""
+    for name in ("tridiag.npy", "spectrum.npz", "summary.json", "density.png"):
+        (out / name).unlink(missing_ok=True)
+    for stale in out.glob("lanczos_vec_*.npy"):
+        stale.unlink()
 
 
 def _timing_summary(timings: np.ndarray) -> dict[str, Any]:

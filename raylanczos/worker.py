@@ -85,8 +85,8 @@ class ShardWorker:
             bad = product.size - int(np.count_nonzero(np.isfinite(product)))
             if bad:
                 return (
-                    f"non-finite Hessian-vector product on {where}: {bad} NaN/inf entries in the batch of "
-                    f"shard-local rows {first}-{stop - 1} (check that batch's data and the model's weights)"
+                    f"non-finite Hessian-vector product on {where}: {bad} NaN/inf entries from the batch of "
+                    f"{self.shard.locate(first, stop)} (check that batch's data and the model's weights)"
                 )
         return f"non-finite Hessian-vector product on {where} (the sum over batches overflowed)"
 

@@ -1,0 +1,39 @@
+"""Problem factories for tests, importable as ``tests.problems:<name>`` in Ray workers."""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import numpy as np
+
+import raylanczos as rl
+from raylanczos.examples import digits
+
+NAN_ROW = 1000
+
+
+def nan_data() -> rl.Problem:
+    """The tiny digits MLP with one NaN pixel in example ``NAN_ROW``."""
+    problem = digits.tiny_problem()
+    x, y = digits.load_digits()
+    x = x.copy()
+    x[NAN_ROW, 7] = np.nan
+    return rl.Problem.from_jax(problem.params, problem.loss_fn, rl.ArrayDataset({"x": x, "y": y}), problem.batch_size)
+
+
+def vector_loss() -> rl.Problem:
+    """A loss that forgets the mean: it returns one value per example."""
+    problem = digits.tiny_problem()
+
+    def per_example_loss(params, batch):
+        logits = digits.forward(params, batch["x"])
+        return -jnp.take_along_axis(logits, batch["y"][:, None], axis=1)[:, 0]
+
+    return rl.Problem.from_jax(problem.params, per_example_loss, problem.data, problem.batch_size)
+
+
+def not_a_problem():
+    return {"params": None}
+
+
+def raises() -> rl.Problem:
+    raise FileNotFoundError("weights.ckpt")

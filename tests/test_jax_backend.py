@@ -1,0 +1,79 @@
+"""The JAX backend's HVPs against the dense float64 Hessian of the digits MLP."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import raylanczos as rl
+from raylanczos.backends import make_backend
+from raylanczos.examples import digits
+from raylanczos.worker import LocalHessian
+from tests import problems
+from tests.hessians import tiny_hessian
+
+UNEQUAL_SHARDS = rl.ShardPlan.from_json(
+    {"workers": [{"rows": [[0, 700]]}, {"rows": [[700, 1000], [1500, 1797]]}, {"rows": [[1000, 1500]]}]}
+)
+
+
+def relative_error(got: np.ndarray, want: np.ndarray) -> float:
+    return float(np.linalg.norm(got - want) / np.linalg.norm(want))
+
+
+@pytest.fixture(scope="module")
+def vector() -> np.ndarray:
+    return np.random.default_rng(7).standard_normal(tiny_hessian().shape[0])
+
+
+def test_float64_hvp_matches_dense_hessian(vector):
+    """Whole data in batches of 256: 7 full batches and a ragged one of 5 examples."""
+    hessian = LocalHessian(digits.tiny_problem(), compute_dtype="float64")
+    assert hessian.workers[0].backend.batch_sizes[-1] == 5
+    assert relative_error(hessian.matvec(vector), tiny_hessian() @ vector) < 1e-10
+
+
+def test_float32_hvp_matches_dense_hessian(vector):
+    hessian = LocalHessian(digits.tiny_problem())
+    assert hessian.workers[0].backend.dtype == np.float32
+    assert relative_error(hessian.matvec(vector), tiny_hessian() @ vector) < 1e-5
+
+
+def test_unequal_shards_with_ragged_batches_are_exact(vector):
+    """Shards of 700, 597 and 500 rows: every shard ends in a ragged batch."""
+    hessian = LocalHessian(digits.tiny_problem(), plan=UNEQUAL_SHARDS, compute_dtype="float64")
+    assert [w.backend.batch_sizes[-1] for w in hessian.workers] == [700 - 512, 597 - 512, 500 - 256]
+    assert relative_error(hessian.matvec(vector), tiny_hessian() @ vector) < 1e-10
+
+
+def test_equal_batch_weighting_would_be_wrong(vector):
+    """The reference weights batches by size; averaging batch HVPs equally differs measurably."""
+    backend = LocalHessian(digits.tiny_problem(), compute_dtype="float64").workers[0].backend
+    equal_weights = np.mean([product for _, _, product in backend.batch_hvps(vector)], axis=0)
+    assert relative_error(equal_weights, tiny_hessian() @ vector) > 1e-4
+
+
+def test_non_scalar_loss_is_refused():
+    problem = problems.vector_loss()
+    with pytest.raises(rl.ProblemError, match=r"must return a scalar.*shape \(256,\)"):
+        make_backend(problem, problem.data.arrays)
+
+
+def test_integer_params_are_refused():
+    problem = digits.tiny_problem()
+    bad = rl.Problem.from_jax({"w": np.arange(3)}, problem.loss_fn, problem.data, 16)
+    with pytest.raises(rl.ProblemError, match="floating-point"):
+        make_backend(bad, bad.data.arrays)
+
+
+def test_unknown_compute_dtype_is_refused():
+    problem = digits.tiny_problem()
+    with pytest.raises(ValueError, match="'float16'"):
+        make_backend(problem, problem.data.arrays, compute_dtype="float16")
+
+
+def test_nan_data_names_worker_shard_and_rows(vector):
+    problem = problems.nan_data()
+    hessian = LocalHessian(problem, plan=rl.ShardPlan.balanced(problem.num_examples, 2))
+    with pytest.raises(RuntimeError, match=r"worker 1, shard 1 \(rows 898-1796\).*dataset rows 898-1153"):
+        hessian.matvec(vector)
