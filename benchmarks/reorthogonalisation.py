@@ -63,6 +63,11 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def _short_path(path: str) -> str:
+    """Last two components, e.g. ``numpy.libs/libscipy_openblas64_-….so`` (shows the owner)."""
+    return os.path.join(os.path.basename(os.path.dirname(path)), os.path.basename(path))
+
+
 def blas_info() -> list[dict]:
     """BLAS libraries in use: threadpoolctl if installed, else numpy.show_config dicts."""
     try:
@@ -72,7 +77,7 @@ def blas_info() -> list[dict]:
     if threadpool_info is not None:
         keys = ("internal_api", "version", "num_threads", "threading_layer", "architecture")
         return [
-            {**{k: d.get(k) for k in keys}, "file": os.path.basename(d.get("filepath") or "")}
+            {**{k: d.get(k) for k in keys}, "file": _short_path(d.get("filepath") or "")}
             for d in threadpool_info()
             if d.get("user_api") == "blas"
         ]

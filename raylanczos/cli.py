@@ -80,7 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     summary = result.summary
     print(
         f"λ_max {summary['lambda_max']:.6g}  λ_min {summary['lambda_min']:.6g}  trace ≈ {summary['trace_estimate']:.6g}  "
-        f"negative mass {summary['negative_mass']:.3g}  → {result.out}"
+        f"negative weight {summary['negative_weight']:.3g}  → {result.out}"
     )
     return 0
 
@@ -128,10 +128,22 @@ def _density(args: argparse.Namespace):
     )
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time of each record."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value) -> None:
+        pass
+
+
 def _configure_logging() -> None:
     logger = logging.getLogger("raylanczos")
-    if not logger.handlers:
-        handler = logging.StreamHandler(sys.stderr)
+    if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", datefmt="%H:%M:%S"))
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)

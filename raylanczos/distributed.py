@@ -167,5 +167,5 @@ def connect(address: str | None = None) -> bool:
     if ray.is_initialized():
         return False
     logging.getLogger("ray").setLevel(logging.WARNING)
-    ray.init(address=address, log_to_driver=True, include_dashboard=False if address is None else None)
+    ray.init(address=address, log_to_driver=True)
     return True

@@ -294,6 +294,7 @@ def render_spectrum(
         trace_estimate=stats.trace_estimate,
         trace_std_error=stats.trace_std_error,
         negative_mass=stats.negative_mass,
+        negative_weight=stats.negative_weight,
         density={
             "sigma2": sigma2,
             "sigma2_relative": relative,

@@ -235,7 +235,8 @@ class SpectrumSummary:
 
     ``trace_estimate`` is n · mean_d(α_d0) (Hutchinson); ``trace_std_error`` its standard
     error over draws (NaN for one draw). ``negative_mass`` is ∫_{t<0} φ with variance
-    ``sigma2``.
+    ``sigma2`` (smoothing spreads a bulk at zero to both sides); ``negative_weight`` is the
+    unsmoothed quadrature weight on negative nodes, mean_d Σ_{θ_dj<0} w_dj.
     """
 
     lambda_max: float
@@ -245,6 +246,7 @@ class SpectrumSummary:
     trace_estimate: float
     trace_std_error: float
     negative_mass: float
+    negative_weight: float
     sigma2: float
 
 
@@ -266,6 +268,7 @@ def summarize(
         trace_estimate=float(dim * first.mean()),
         trace_std_error=std_error,
         negative_mass=negative_mass(nodes, weights, sigma2),
+        negative_weight=float(np.sum(np.where(np.nan_to_num(nodes, nan=0.0) < 0, weights, 0.0)) / nodes.shape[0]),
         sigma2=float(sigma2),
     )
 

@@ -87,6 +87,25 @@ def run_state(apply, v0: np.ndarray, order: int, basis: np.ndarray | None = None
     return state
 
 
+def unit_interval_spectrum(n: int, rng: np.random.Generator) -> np.ndarray:
+    """n eigenvalues in [-1, 1] with both endpoints present, so ‖A‖ = 1."""
+    return np.concatenate([[-1.0, 1.0], rng.uniform(-1.0, 1.0, n - 2)])
+
+
+def krylov_moments(apply, v0: np.ndarray, count: int) -> np.ndarray:
+    """v₀ᵀ Aᵏ v₀ for k = 0 … count−1 by repeated products."""
+    moments, u = [], v0.copy()
+    for _ in range(count):
+        moments.append(float(v0 @ u))
+        u = apply(u)
+    return np.array(moments)
+
+
+def fresh_basis(where: str, rows: int, dim: int, tmp_path):
+    """Zeroed basis storage in memory, or on disk at ``tmp_path/basis.npy`` (memmap)."""
+    return allocate_basis(rows, dim, tmp_path / "basis.npy" if where == "disk" else None)
+
+
 def value_pattern(name: str, value) -> str:
     """Regex: the message mentions ``name`` and then the received value as a whole token."""
     return rf"{re.escape(name)}.*(?<![\w.-]){re.escape(repr(value))}(?![\w.])"
@@ -195,20 +214,6 @@ def test_lanczos_relation_and_orthogonality(big_problem):
 # --------------------------------------------------------------------------- Gauss quadrature
 
 
-def unit_interval_spectrum(n: int, rng: np.random.Generator) -> np.ndarray:
-    """n eigenvalues in [-1, 1] with both endpoints present, so ‖A‖ = 1."""
-    return np.concatenate([[-1.0, 1.0], rng.uniform(-1.0, 1.0, n - 2)])
-
-
-def krylov_moments(apply, v0: np.ndarray, count: int) -> np.ndarray:
-    """v₀ᵀ Aᵏ v₀ for k = 0 … count−1 by repeated products."""
-    moments, u = [], v0.copy()
-    for _ in range(count):
-        moments.append(float(v0 @ u))
-        u = apply(u)
-    return np.array(moments)
-
-
 def test_gauss_quadrature_is_exact_to_degree_2m_minus_1():
     """v₀ᵀAᵏv₀ = Σⱼ wⱼθⱼᵏ for k = 0 … 2m−1 (n = 500, m = 20, spectrum in [-1, 1]).
 
@@ -296,10 +301,6 @@ def test_breakdown_state_is_clean_and_final():
 
 
 # --------------------------------------------------------------------------- resume
-
-
-def fresh_basis(where: str, rows: int, dim: int, tmp_path):
-    return allocate_basis(rows, dim, tmp_path / "basis.npy" if where == "disk" else None)
 
 
 @pytest.mark.parametrize("stop_after", [0, 1, 23])

@@ -63,3 +63,24 @@ def test_lambda_max_at_order_90_on_a_2410_parameter_mlp(ray_session):
     )
     assert result.summary["lambda_max"] == pytest.approx(eigenvalues[-1], rel=1e-6)
     assert result.summary["orthogonality_loss"][0] < 1e-12
+
+
+def test_parquet_files_plan_matches_array_data(ray_session, tmp_path):
+    """The digits written as three Parquet files, one per worker by a files plan; the
+    problem object itself (not a factory path) travels to the workers."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    x, y = digits.load_digits()
+    bounds = [0, 600, 1200, 1797]
+    for i, (a, b) in enumerate(zip(bounds[:-1], bounds[1:])):
+        table = pa.table({"x": pa.FixedSizeListArray.from_arrays(pa.array(x[a:b].ravel()), 64), "y": pa.array(y[a:b])})
+        pq.write_table(table, tmp_path / f"part-{i}.parquet")
+    tiny = digits.tiny_problem()
+    problem = rl.Problem.from_jax(tiny.params, tiny.loss_fn, rl.ParquetDataset(tmp_path), tiny.batch_size)
+    plan = rl.ShardPlan.from_json({"workers": [{"files": [f"part-{i}.parquet"]} for i in (2, 0, 1)]})
+    options = dict(order=8, draws=1, compute_dtype="float64", worker_resources=WORKER_RESOURCES)
+    from_parquet = rl.hessian_spectrum(problem, shards=plan, **options)
+    from_arrays = rl.hessian_spectrum(TINY, num_workers=1, **options)
+    assert [w["num_examples"] for w in from_parquet.summary["workers"]] == [597, 600, 600]
+    np.testing.assert_allclose(from_parquet.tridiagonals, from_arrays.tridiagonals, rtol=1e-12, atol=1e-14)

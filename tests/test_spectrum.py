@@ -1,0 +1,376 @@
+"""Acceptance tests for :mod:`raylanczos.spectrum`: quadrature, densities, statistics.
+
+The tridiagonals come from real Lanczos runs (:func:`raylanczos.lanczos.lanczos`) on
+operators with spectra known by construction (dense Q diag(λ) Qᵀ or diagonal ``λ ⊙ v``).
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+
+from raylanczos.lanczos import lanczos, start_vector
+from raylanczos.spectrum import (
+    DEFAULT_SIGMA2_RELATIVE,
+    default_grid,
+    exact_smoothed_density,
+    extreme_ritz_values,
+    log_abs_density,
+    negative_mass,
+    resolve_sigma2,
+    ritz_pairs,
+    slq_quadrature,
+    smoothed_density,
+    split_tridiagonals,
+    stack_tridiagonals,
+    summarize,
+)
+
+# --------------------------------------------------------------------------- helpers
+
+
+def orthogonal_matrix(n: int, rng: np.random.Generator) -> np.ndarray:
+    """Haar-distributed orthogonal (n, n) matrix (QR of a Gaussian, signs fixed)."""
+    q, r = np.linalg.qr(rng.standard_normal((n, n)))
+    return q * np.sign(np.diag(r))
+
+
+def matrix_with_spectrum(eigenvalues: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Dense symmetric Q diag(λ) Qᵀ (exactly symmetrised) with the given eigenvalues."""
+    lam = np.asarray(eigenvalues, dtype=np.float64)
+    q = orthogonal_matrix(lam.size, rng)
+    a = (q * lam) @ q.T
+    return (a + a.T) / 2.0
+
+
+def diagonal_operator(eigenvalues: np.ndarray):
+    """The operator diag(λ) as a plain callable ``v ↦ λ ⊙ v`` and its dimension."""
+    lam = np.asarray(eigenvalues, dtype=np.float64).copy()
+    return (lambda v: lam * v), lam.size
+
+
+OUTLIERS = np.array([-4.0, 3.5, 6.0, 9.0, 14.0])
+
+
+def bulk_plus_outliers(n: int, rng: np.random.Generator) -> np.ndarray:
+    """n − 5 eigenvalues uniform on [-1, 1] (the bulk) and the 5 :data:`OUTLIERS`."""
+    return np.concatenate([rng.uniform(-1.0, 1.0, n - OUTLIERS.size), OUTLIERS])
+
+
+def few_distinct(n: int, values: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """n eigenvalues taking only ``values`` (each at least once), shuffled."""
+    counts = rng.multinomial(n - values.size, np.full(values.size, 1 / values.size)) + 1
+    lam = np.repeat(values, counts)
+    rng.shuffle(lam)
+    return lam
+
+
+def tridiagonals_of(runs) -> list[tuple[np.ndarray, np.ndarray]]:
+    return [(r.alpha, r.beta) for r in runs]
+
+
+def trapezoid(y: np.ndarray, x: np.ndarray) -> float:
+    return float(np.sum((y[1:] + y[:-1]) * np.diff(x)) / 2.0)
+
+
+def l1_distance(phi: np.ndarray, phi_exact: np.ndarray, grid: np.ndarray) -> float:
+    """∫ |φ − φ_exact| dt on the grid (trapezoid)."""
+    return trapezoid(np.abs(phi - phi_exact), grid)
+
+
+@pytest.fixture(scope="module")
+def mixed_runs():
+    """Four draws at order m = 15: three full ones (n = 200, indefinite spectrum) and one
+    that breaks down after 7 steps (7 distinct eigenvalues, none at 0)."""
+    rng = np.random.default_rng(100)
+    m = 15
+    generic, dim = diagonal_operator(rng.uniform(-2.0, 3.0, 200))
+    distinct = np.linspace(-3.0, 4.0, 7) + 0.25
+    short, short_dim = diagonal_operator(few_distinct(150, distinct, rng))
+    runs = [lanczos(generic, dim, order=m, seed=1, draw=d) for d in range(2)]
+    runs.append(lanczos(short, short_dim, order=m, seed=1, draw=2))
+    runs.append(lanczos(generic, dim, order=m, seed=1, draw=3))
+    assert [r.steps for r in runs] == [m, m, 7, m] and runs[2].breakdown
+    return runs, m
+
+
+# --------------------------------------------------------------------------- stacking
+
+
+def test_stack_tridiagonals_layout_and_split_roundtrip(mixed_runs):
+    """(D, m, m) float64, symmetric tridiagonal, zero-padded for the early-stopped draw."""
+    runs, m = mixed_runs
+    tris = tridiagonals_of(runs)
+    stacked = stack_tridiagonals(tris, m)
+    assert stacked.shape == (len(runs), m, m) and stacked.dtype == np.float64
+    for matrix, (alpha, beta) in zip(stacked, tris):
+        k = alpha.size
+        assert np.array_equal(matrix, matrix.T)
+        assert not np.any(np.triu(matrix, 2)) and not np.any(np.tril(matrix, -2))
+        assert np.array_equal(np.diag(matrix)[:k], alpha)
+        assert np.array_equal(np.diag(matrix, 1)[: k - 1], beta)
+        assert not np.any(matrix[k:, :]) and not np.any(matrix[:, k:])
+    assert stack_tridiagonals([], m).shape == (0, m, m)
+
+    for restored in (split_tridiagonals(stacked), split_tridiagonals(stacked, [r.steps for r in runs])):
+        assert len(restored) == len(tris)
+        for (alpha, beta), (alpha2, beta2) in zip(tris, restored):
+            assert np.array_equal(alpha, alpha2) and np.array_equal(beta, beta2)
+
+
+def test_stacked_eigh_matches_slq_quadrature(mixed_runs):
+    """``np.linalg.eigh`` of each stacked matrix (the ``tridiag_to_density`` reading) gives
+    the nodes and weights evecs[0]**2 of ``slq_quadrature`` to 1e-12 (absolute, ‖T‖ ~ 4);
+    the padding contributes exact-zero eigenvalues of weight 0."""
+    runs, m = mixed_runs
+    tris = tridiagonals_of(runs)
+    nodes, weights = slq_quadrature(tris, m)
+    assert nodes.shape == weights.shape == (len(runs), m)
+    stacked = stack_tridiagonals(tris, m)
+    for d, (matrix, (alpha, _)) in enumerate(zip(stacked, tris)):
+        k = alpha.size
+        evals, evecs = np.linalg.eigh(matrix)
+        w = evecs[0] ** 2
+        padding = np.linalg.norm(evecs[:k], axis=0) < 1e-12
+        assert padding.sum() == m - k
+        assert np.all(evals[padding] == 0.0) and np.all(w[padding] == 0.0)
+        np.testing.assert_allclose(evals[~padding], nodes[d, :k], rtol=0, atol=1e-12)
+        np.testing.assert_allclose(w[~padding], weights[d, :k], rtol=0, atol=1e-12)
+        assert np.all(np.isnan(nodes[d, k:])) and np.all(weights[d, k:] == 0.0)
+        np.testing.assert_allclose(weights[d].sum(), 1.0, rtol=0, atol=1e-12)
+
+    # Densities from the padded eigen-decomposition equal those from slq_quadrature.
+    decomposed = [np.linalg.eigh(matrix) for matrix in stacked]
+    padded_nodes = np.array([evals for evals, _ in decomposed])
+    padded_weights = np.array([evecs[0] ** 2 for _, evecs in decomposed])
+    sigma2 = resolve_sigma2(nodes, weights, 1e-3)
+    grid = default_grid(nodes, weights, sigma2, points=2000)
+    np.testing.assert_allclose(
+        smoothed_density(padded_nodes, padded_weights, grid, sigma2),
+        smoothed_density(nodes, weights, grid, sigma2),
+        rtol=0,
+        atol=1e-10,
+    )
+
+
+# --------------------------------------------------------------------------- densities
+
+
+@pytest.mark.parametrize("sigma2_relative", [DEFAULT_SIGMA2_RELATIVE, 1e-3, 1e-1])
+def test_smoothed_density_integrates_to_one(mixed_runs, sigma2_relative):
+    """∫φ over ``default_grid`` is 1 up to the Gaussian tails beyond the ≥ 5σ margins
+    (≤ 3e-7 per extreme node) and trapezoid error; tolerance 1e-5."""
+    runs, m = mixed_runs
+    nodes, weights = slq_quadrature(tridiagonals_of(runs), m)
+    sigma2 = resolve_sigma2(nodes, weights, sigma2_relative)
+    low, high = np.nanmin(nodes), np.nanmax(nodes)
+    assert sigma2 == pytest.approx(sigma2_relative * (high - low) ** 2, rel=1e-14)
+    grid = default_grid(nodes, weights, sigma2)
+    assert grid.size == 10_000
+    assert grid[0] <= low - 5 * np.sqrt(sigma2) * (1 - 1e-12) and grid[-1] >= high + 5 * np.sqrt(sigma2) * (1 - 1e-12)
+    phi = smoothed_density(nodes, weights, grid, sigma2)
+    assert np.all(np.isfinite(phi)) and np.all(phi >= 0.0)
+    assert abs(trapezoid(phi, grid) - 1.0) <= 1e-5
+
+
+@pytest.mark.parametrize("sigma2", [1e-3, 0.05, 1.0])
+def test_negative_mass_matches_numerical_integration(mixed_runs, sigma2):
+    """``negative_mass`` equals the trapezoid integral of φ over [min θ − 12σ, 0] to 1e-7.
+
+    (40 001 points, step ≤ σ/20 for the smallest σ here; the dropped tail below 12σ is ~1e-33.)
+    """
+    runs, m = mixed_runs
+    nodes, weights = slq_quadrature(tridiagonals_of(runs), m)
+    sigma = np.sqrt(sigma2)
+    grid = np.linspace(np.nanmin(nodes) - 12 * sigma, 0.0, 40_001)
+    integral = trapezoid(smoothed_density(nodes, weights, grid, sigma2), grid)
+    mass = negative_mass(nodes, weights, sigma2)
+    assert 0.05 < mass < 0.95
+    assert abs(mass - integral) <= 1e-7
+
+
+def test_log_abs_density_is_finite_non_negative_and_drops_tiny_nodes():
+    """log₁₀|λ| density: finite, ≥ 0, and its integral is 1 minus the mass of nodes with
+    |θ| < floor (not renormalised). Half of the spectrum is exactly 0, so about half of the
+    mass is dropped; the integral is checked to 1e-6 (margins ≥ 8σ, step ≤ σ/20)."""
+    rng = np.random.default_rng(101)
+    lam = np.concatenate([np.zeros(100), few_distinct(100, np.array([-2.0, -0.3, 0.01, 0.5, 3.0]), rng)])
+    apply, dim = diagonal_operator(lam)
+    runs = [lanczos(apply, dim, order=10, seed=2, draw=d) for d in range(3)]
+    assert all(r.breakdown and r.steps == 6 for r in runs)
+    nodes, weights = slq_quadrature(tridiagonals_of(runs), 10)
+    floor = 1e-12
+    tiny = np.isfinite(nodes) & (np.abs(np.nan_to_num(nodes)) < floor)
+    dropped = weights[tiny].sum() / nodes.shape[0]
+    assert 0.3 < dropped < 0.7
+    # The grid spans every present node's log₁₀|θ|, the dropped ~1e-17 ones included, so
+    # mass wrongly kept for them would show up in the integral.
+    logs = np.log10(np.abs(nodes[np.isfinite(nodes) & (nodes != 0.0)]))
+    assert logs.min() < np.log10(floor) - 2
+    sigma2 = 0.01
+    grid = np.linspace(logs.min() - 8 * np.sqrt(sigma2), logs.max() + 8 * np.sqrt(sigma2), 40_001)
+    phi = log_abs_density(nodes, weights, grid, sigma2, floor=floor)
+    assert np.all(np.isfinite(phi)) and np.all(phi >= 0.0)
+    assert abs(trapezoid(phi, grid) - (1.0 - dropped)) <= 1e-6
+
+
+def test_slq_density_converges_with_draws():
+    """L1 distance of the SLQ density (90 steps) to the exact smoothed density of a
+    2000 × 2000 bulk-plus-outliers matrix falls as the number of draws grows from 1 to 10.
+
+    σ = 0.02 × the bulk width (2), i.e. σ² = 1.6e-3, on a common grid covering the whole
+    spectrum. The 1-draw figure is the mean over five separate seeds; the 10-draw average
+    uses a disjoint seed (same draws would make "average ≤ mean of L1s" hold by convexity).
+    The estimator's error is dominated by start-vector variance, so it should shrink by
+    about √10; the test asserts the 10-draw L1 is below 0.6 × the 1-draw L1.
+    """
+    rng = np.random.default_rng(2000)
+    lam = bulk_plus_outliers(2000, rng)
+    a = matrix_with_spectrum(lam, rng)
+    sigma2 = (0.02 * 2.0) ** 2
+    sigma = np.sqrt(sigma2)
+    grid = np.linspace(lam.min() - 6 * sigma, lam.max() + 6 * sigma, 4000)
+    exact = exact_smoothed_density(lam, grid, sigma2)
+    np.testing.assert_allclose(trapezoid(exact, grid), 1.0, atol=1e-9)
+
+    def l1_of(runs):
+        nodes, weights = slq_quadrature(tridiagonals_of(runs), 90)
+        return l1_distance(smoothed_density(nodes, weights, grid, sigma2), exact, grid)
+
+    one_draw = [l1_of([lanczos(a, order=90, seed=seed, draw=0)]) for seed in range(1, 6)]
+    ten_draws = l1_of([lanczos(a, order=90, seed=0, draw=d) for d in range(10)])
+    one = float(np.mean(one_draw))
+    print(
+        f"\nSLQ L1 vs exact smoothed density (n=2000, 90 steps, sigma2={sigma2:.3g}): "
+        f"1 draw {one:.4f} (seeds 1-5: {', '.join(f'{x:.4f}' for x in one_draw)}), "
+        f"10 draws {ten_draws:.4f}"
+    )
+    assert ten_draws < one
+    assert ten_draws < 0.6 * one
+
+
+# --------------------------------------------------------------------------- statistics
+
+
+def test_summarize_exact_run():
+    """order = n = 80 on a known dense matrix: λ_max/λ_min and the top/bottom 10 Ritz values
+    equal the true extremes to 1e-10·‖A‖; trace_estimate is n·α₀ for one draw;
+    negative_weight is v₀'s spectral mass on the negative eigenvalues (1e-12)."""
+    rng = np.random.default_rng(102)
+    lam = rng.uniform(-3.0, 5.0, 80)
+    a = matrix_with_spectrum(lam, rng)
+    result = lanczos(a, order=80, seed=3)
+    tris = [(result.alpha, result.beta)]
+    summary = summarize(tris, 80)
+    truth = np.linalg.eigvalsh(a)
+    tol = 1e-10 * np.max(np.abs(truth))
+    assert abs(summary.lambda_max - truth[-1]) <= tol
+    assert abs(summary.lambda_min - truth[0]) <= tol
+    np.testing.assert_allclose(summary.top_ritz_values, truth[::-1][:10], rtol=0, atol=tol)
+    np.testing.assert_allclose(summary.bottom_ritz_values, truth[:10], rtol=0, atol=tol)
+    assert summary.trace_estimate == 80 * result.alpha[0]
+    v0 = start_vector(80, seed=3)
+    assert summary.trace_estimate == pytest.approx(80 * (v0 @ a @ v0), rel=1e-12)
+    assert np.isnan(summary.trace_std_error)
+    nodes, weights = slq_quadrature(tris)
+    assert summary.sigma2 == resolve_sigma2(nodes, weights, DEFAULT_SIGMA2_RELATIVE)
+    assert summary.negative_mass == negative_mass(nodes, weights, summary.sigma2)
+    # Unsmoothed weight on negative nodes = v₀'s spectral mass on the negative eigenvalues.
+    evals, evecs = np.linalg.eigh(a)
+    assert summary.negative_weight == pytest.approx(np.sum((evecs.T @ v0)[evals < 0] ** 2), abs=1e-12)
+    explicit = summarize(tris, 80, sigma2=0.5, k=3)
+    assert explicit.sigma2 == 0.5 and len(explicit.top_ritz_values) == 3
+    assert explicit.negative_mass == pytest.approx(negative_mass(nodes, weights, 0.5), rel=1e-15)
+
+
+def test_trace_estimate_within_three_standard_errors():
+    """200 Gaussian draws, diagonal operator n = 200, order 5: |estimate − tr A| ≤ 3 SE.
+
+    The standard error is recomputed as n·std(α₀, ddof=1)/√D from α₀ = v₀ᵀAv₀ per draw.
+    The seeds are fixed, so the outcome is deterministic (z ≈ −1.9 with these seeds).
+    """
+    rng = np.random.default_rng(103)
+    lam = rng.uniform(-1.0, 3.0, 200)
+    apply, dim = diagonal_operator(lam)
+    runs = [lanczos(apply, dim, order=5, seed=17, draw=d) for d in range(200)]
+    summary = summarize(tridiagonals_of(runs), dim)
+    starts = [start_vector(dim, seed=17, draw=d) for d in range(200)]
+    quadratic_forms = np.array([v0 @ (lam * v0) for v0 in starts])
+    np.testing.assert_allclose([r.alpha[0] for r in runs], quadratic_forms, rtol=1e-12, atol=1e-14)
+    expected_se = dim * quadratic_forms.std(ddof=1) / np.sqrt(200)
+    assert summary.trace_std_error == pytest.approx(expected_se, rel=1e-10)
+    assert summary.trace_std_error > 0
+    assert abs(summary.trace_estimate - lam.sum()) <= 3 * summary.trace_std_error
+
+
+def test_rademacher_trace_is_exact_for_diagonal_operator():
+    """With Rademacher starts, v₀ᵀ diag(λ) v₀ = Σλ/n for every draw: the trace estimate is exact."""
+    lam = np.random.default_rng(104).uniform(-1.0, 3.0, 200)
+    apply, dim = diagonal_operator(lam)
+    runs = [lanczos(apply, dim, order=3, seed=4, draw=d, distribution="rademacher") for d in range(5)]
+    summary = summarize(tridiagonals_of(runs), dim)
+    assert summary.trace_estimate == pytest.approx(lam.sum(), rel=1e-13)
+    assert summary.trace_std_error <= 1e-12 * abs(lam.sum())
+
+
+def test_extreme_ritz_values_interlace_the_spectrum():
+    """Best-over-draws i-th largest (smallest) Ritz value never exceeds λ_i (drops below λ_{n−i})."""
+    rng = np.random.default_rng(105)
+    lam = bulk_plus_outliers(300, rng)
+    apply, dim = diagonal_operator(lam)
+    runs = [lanczos(apply, dim, order=25, seed=6, draw=d) for d in range(4)]
+    nodes, weights = slq_quadrature(tridiagonals_of(runs))
+    top, bottom = extreme_ritz_values(nodes, weights, 8)
+    truth = np.sort(lam)
+    assert np.all(np.diff(top) <= 0) and np.all(np.diff(bottom) >= 0)
+    assert np.all(top <= truth[::-1][:8] + 1e-12) and np.all(bottom >= truth[:8] - 1e-12)
+    per_draw_max = np.nanmax(nodes, axis=1)
+    assert top[0] == per_draw_max.max()
+    np.testing.assert_allclose(top[:4], np.sort(OUTLIERS)[::-1][:4], rtol=1e-8)
+
+
+def test_ritz_pairs_residuals():
+    """Top/bottom Ritz vectors are unit-norm; the converged outliers (14 and −4) have
+    ‖A y − θ y‖ ≤ 1e-8·‖A‖, and every pair's residual equals β_{m−1}·|u_{m−1}| (the
+    Lanczos residual identity) to 1e-10·‖A‖, which ties each vector to its value."""
+    rng = np.random.default_rng(106)
+    lam = bulk_plus_outliers(500, rng)
+    a = matrix_with_spectrum(lam, rng)
+    norm_a = np.max(np.abs(lam))
+    m = 50
+    result = lanczos(a, order=m, seed=8, return_basis=True)
+    thetas, u = np.linalg.eigh(np.diag(result.alpha) + np.diag(result.beta, 1) + np.diag(result.beta, -1))
+    for largest in (True, False):
+        values, vectors = ritz_pairs(result.basis, result.alpha, result.beta, k=m, largest=largest)
+        assert values.shape == (m,) and vectors.shape == (m, 500)
+        assert np.all(np.diff(values) <= 0) if largest else np.all(np.diff(values) >= 0)
+        np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=0, atol=1e-12)
+        residuals = np.linalg.norm(vectors @ a - values[:, None] * vectors, axis=1)
+        predicted = result.residual_norm * np.abs(u[-1])[:: -1 if largest else 1]
+        np.testing.assert_allclose(values, thetas[:: -1 if largest else 1], rtol=0, atol=1e-12 * norm_a)
+        np.testing.assert_allclose(residuals, predicted, rtol=0, atol=1e-10 * norm_a)
+        extreme = OUTLIERS.max() if largest else OUTLIERS.min()
+        assert values[0] == pytest.approx(extreme, rel=1e-10)
+        assert residuals[0] <= 1e-8 * norm_a
+        assert abs(vectors[0] @ a @ vectors[0] - values[0]) <= 1e-10 * norm_a
+    top_two, top_vectors = ritz_pairs(result.basis, result.alpha, result.beta, k=2)
+    all_values, all_vectors = ritz_pairs(result.basis, result.alpha, result.beta, k=m)
+    assert np.array_equal(top_two, all_values[:2])
+    np.testing.assert_allclose(top_vectors, all_vectors[:2], rtol=0, atol=1e-14)
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+def test_bad_sigma_is_rejected(mixed_runs):
+    runs, m = mixed_runs
+    nodes, weights = slq_quadrature(tridiagonals_of(runs), m)
+    grid = np.linspace(-1, 1, 5)
+    with pytest.raises(ValueError, match=re.escape("-0.5")):
+        smoothed_density(nodes, weights, grid, -0.5)
+    with pytest.raises(ValueError, match=r"\b0\.0\b"):
+        resolve_sigma2(nodes, weights, 0.0)
+    with pytest.raises(ValueError, match=r"\b1\b"):
+        default_grid(nodes, weights, 0.1, points=1)
