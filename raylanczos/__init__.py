@@ -8,6 +8,7 @@ imports neither Ray nor any deep-learning framework.
 
 from raylanczos.data import ArrayDataset, ParquetDataset, Shard, ShardPlan, ShardPlanError
 from raylanczos.lanczos import LanczosResult, LanczosState, allocate_basis, lanczos, start_vector
+from raylanczos.layout import ParameterBlock, ParameterLayout, split_vector
 from raylanczos.problem import Problem, ProblemError
 from raylanczos.spectrum import (
     SpectrumSummary,
@@ -41,6 +42,8 @@ __all__ = [
     "SpectrumResult",
     "LanczosResult",
     "LanczosState",
+    "ParameterBlock",
+    "ParameterLayout",
     "SpectrumSummary",
     "allocate_basis",
     "gauss_quadrature",
@@ -50,6 +53,7 @@ __all__ = [
     "rerender",
     "slq_quadrature",
     "smoothed_density",
+    "split_vector",
     "stack_tridiagonals",
     "start_vector",
     "summarize",

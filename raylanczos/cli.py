@@ -12,6 +12,7 @@ import sys
 from typing import Sequence
 
 from raylanczos import spectrum
+from raylanczos.worker import DEFAULT_MAX_RESTARTS, DEFAULT_TIMEOUT_S
 
 EXIT_ERROR = 2
 
@@ -38,6 +39,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--save-vectors", action="store_true", help="write each draw's Lanczos basis to lanczos_vec_<d>.npy")
     _add_density_options(run)
     run.add_argument("--address", default=None, help="Ray address (default: a running Ray, else a new local one)")
+    run.add_argument(
+        "--timeout", type=float, default=DEFAULT_TIMEOUT_S,
+        help=f"seconds to wait for a worker to start or to answer one step (default {DEFAULT_TIMEOUT_S:g})",
+    )
+    run.add_argument(
+        "--max-restarts", type=int, default=DEFAULT_MAX_RESTARTS,
+        help=f"restarts of a worker whose process dies; its step is recomputed (default {DEFAULT_MAX_RESTARTS})",
+    )
 
     density = commands.add_parser("density", help="recompute the density and plot of a finished run with another σ² or grid")
     density.add_argument("--out", required=True, help="output directory of a finished run")
@@ -108,6 +117,8 @@ def _run(args: argparse.Namespace):
         sigma2_relative=args.sigma2_relative,
         grid_points=args.grid_points,
         address=args.address,
+        timeout=args.timeout,
+        max_restarts=args.max_restarts,
     )
 
 

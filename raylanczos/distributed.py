@@ -19,7 +19,7 @@ import ray
 
 from raylanczos.data import ShardPlan
 from raylanczos.problem import ProblemSource
-from raylanczos.worker import PartialHVP, ShardWorker, reduce_partials
+from raylanczos.worker import DEFAULT_MAX_RESTARTS, DEFAULT_TIMEOUT_S, PartialHVP, ShardWorker, reduce_partials
 
 logger = logging.getLogger(__name__)
 
@@ -58,8 +58,12 @@ class WorkerGroup:
         problem or factory.
       plan: a validated shard plan; worker i owns ``plan.shards[i]``.
       resources: Ray actor options per worker, e.g. ``{"num_cpus": 1, "num_gpus": 1}``
-        (``num_cpus``, ``num_gpus`` and ``resources`` are accepted).
+        (``num_cpus``, ``num_gpus``, ``resources`` and ``memory`` are accepted).
       compute_dtype: None (the model's dtype) or ``"float64"``.
+      max_restarts: how often Ray may restart a dead worker (its call is then retried).
+      timeout: seconds to wait for a worker to start or to answer one call.
+
+    Workers are spread over the cluster's nodes where resources allow.
     """
 
     def __init__(
@@ -69,18 +73,40 @@ class WorkerGroup:
         *,
         resources: dict[str, Any] | None = None,
         compute_dtype: str | None = None,
+        max_restarts: int = DEFAULT_MAX_RESTARTS,
+        timeout: float = DEFAULT_TIMEOUT_S,
     ):
+        if not timeout > 0:
+            raise ValueError(f"timeout must be positive seconds, got {timeout!r}")
         self.plan = plan
+        self.timeout = timeout
         options = {"num_cpus": 1, **(resources or {})}
         unknown = set(options) - {"num_cpus", "num_gpus", "resources", "memory"}
         if unknown:
             raise ValueError(f"unsupported worker resource option(s) {sorted(unknown)}; use num_cpus, num_gpus, resources, memory")
-        actor_class = ray.remote(ShardWorker).options(**options)
+        actor_class = ray.remote(ShardWorker).options(
+            **options,
+            max_restarts=max_restarts,
+            max_task_retries=max_restarts,
+            scheduling_strategy="SPREAD",
+        )
         self.actors = [
             actor_class.remote(source, shard, compute_dtype=compute_dtype, sys_path=worker_sys_path())
             for shard in plan.shards
         ]
-        self.infos = [dict(info, **where) for info, where in zip(self.execute("describe"), self.execute_placement())]
+        try:
+            described = self.execute("describe")
+            placed = self.get([actor.__ray_call__.remote(_placement) for actor in self.actors])
+        except BaseException:
+            self.shutdown()
+            raise
+        self.infos = [dict(info, **where) for info, where in zip(described, placed)]
+        for info, shard in zip(self.infos, plan.shards):
+            logger.info(
+                "worker %d: %s, %d examples, node %s (%s), pid %d, GPUs %s",
+                shard.worker, shard.describe(), info["num_examples"], info["node_id"][:12], info["hostname"],
+                info["pid"], info["gpu_ids"] or "none",
+            )
 
     def execute_async(self, method: str, *args: Any) -> list[ray.ObjectRef]:
         return [getattr(actor, method).remote(*args) for actor in self.actors]
@@ -90,21 +116,24 @@ class WorkerGroup:
         return self.get(self.execute_async(method, *args))
 
     def get(self, refs: Sequence[ray.ObjectRef]) -> list[Any]:
+        """Results of one call per worker, waiting at most ``timeout`` seconds in all."""
+        deadline = time.monotonic() + self.timeout
         results = []
         for shard, ref in zip(self.plan.shards, refs):
             try:
-                results.append(ray.get(ref))
+                results.append(ray.get(ref, timeout=max(deadline - time.monotonic(), 0.0)))
+            except ray.exceptions.GetTimeoutError:
+                raise WorkerError(
+                    f"worker {shard.worker} ({shard.describe()}) did not answer within {self.timeout:g} s "
+                    "(raise the timeout if starting or one step legitimately takes longer)"
+                ) from None
             except ray.exceptions.RayError as err:
                 raise WorkerError(f"worker {shard.worker} ({shard.describe()}) failed: {_root_cause(err)}") from err
         return results
 
-    def execute_placement(self) -> list[dict[str, Any]]:
-        refs = [actor.__ray_call__.remote(_placement) for actor in self.actors]
-        return self.get(refs)
-
     def shutdown(self) -> None:
         for actor in self.actors:
-            ray.kill(actor)
+            ray.kill(actor, no_restart=True)
         self.actors = []
 
 

@@ -8,13 +8,14 @@ accelerator is) and once in the driver, for the dataset's size.
 from __future__ import annotations
 
 import importlib
+import inspect
 import sys
 from dataclasses import dataclass
-from typing import Any, Callable, Union
+from typing import Any, Callable, Mapping, Union
 
-from raylanczos.data import Dataset
+from raylanczos.data import ArrayDataset, Dataset
 
-BACKENDS = ("jax",)
+BACKENDS = ("jax", "keras")
 
 
 class ProblemError(ValueError):
@@ -26,25 +27,39 @@ class Problem:
     """A full-batch mean loss L(θ) = (1/N) Σᵢ ℓ(θ; xᵢ) whose Hessian at ``params`` is wanted.
 
     Attributes:
-      backend: the framework that differentiates ``loss_fn`` (``"jax"``).
-      params: the parameters θ (for JAX, any pytree of arrays). The flat parameter
-        vector follows the pytree's flattening order (``jax.flatten_util.ravel_pytree``).
-      loss_fn: ``loss_fn(params, batch) -> scalar``, the *mean* loss over the batch.
+      backend: the framework that differentiates ``loss_fn``: ``"jax"``, or ``"keras"``
+        (Keras 3 on TensorFlow).
+      params: the parameters θ. For JAX, any pytree of arrays; the flat parameter vector
+        follows the pytree's flattening order (``jax.flatten_util.ravel_pytree``). For
+        Keras, the model itself; θ is ``model.trainable_variables``, in that order.
+      loss_fn: ``loss_fn(params, batch) -> scalar`` (JAX) or ``loss_fn(model, batch)``
+        (Keras), the *mean* loss over the batch.
       data: the dataset (:class:`~raylanczos.ArrayDataset` or :class:`~raylanczos.ParquetDataset`).
       batch_size: examples per HVP batch; the last batch of a shard may be smaller.
+      training: Keras only. False (default): the model runs in inference mode
+        (batch-norm moving statistics, no dropout). True: training mode (batch-norm uses
+        each batch's statistics); ``loss_fn`` must then take a ``training`` argument and
+        pass it on, ``model(x, training=training)``.
     """
 
     backend: str
     params: Any
-    loss_fn: Callable[[Any, dict], Any]
+    loss_fn: Callable[..., Any]
     data: Dataset
     batch_size: int
+    training: bool = False
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
             raise ProblemError(f"unknown backend {self.backend!r}; expected one of {BACKENDS}")
         if not callable(self.loss_fn):
             raise ProblemError(f"loss_fn must be callable, got {type(self.loss_fn).__name__}")
+        if not isinstance(self.training, bool):
+            raise ProblemError(f"training must be True or False, got {self.training!r}")
+        if self.backend == "jax" and self.training:
+            raise ProblemError("training=True applies to Keras models only; a JAX loss_fn chooses its own mode")
+        if self.backend == "keras":
+            _check_keras_problem(self.params, self.loss_fn, self.training)
         if not isinstance(self.data, Dataset):
             raise ProblemError(
                 f"data must be an ArrayDataset or ParquetDataset, got {type(self.data).__name__}"
@@ -53,9 +68,43 @@ class Problem:
             raise ProblemError(f"batch_size must be a positive integer, got {self.batch_size!r}")
 
     @classmethod
-    def from_jax(cls, params: Any, loss_fn: Callable[[Any, dict], Any], data: Dataset, batch_size: int) -> "Problem":
-        """A JAX problem: ``loss_fn(params, batch)`` returns the mean loss over ``batch``."""
-        return cls("jax", params, loss_fn, data, batch_size)
+    def from_jax(
+        cls, params: Any, loss_fn: Callable[[Any, dict], Any], data: Dataset | Mapping[str, Any], batch_size: int
+    ) -> "Problem":
+        """A JAX problem: ``loss_fn(params, batch)`` returns the mean loss over ``batch``.
+
+        ``data`` is a dataset or a mapping of equal-length arrays (made an :class:`ArrayDataset`).
+        """
+        return cls("jax", params, loss_fn, _as_dataset(data), batch_size)
+
+    @classmethod
+    def from_keras(
+        cls,
+        model: Any,
+        loss_fn: Callable[..., Any],
+        data: Dataset | Mapping[str, Any],
+        batch_size: int,
+        *,
+        training: bool = False,
+    ) -> "Problem":
+        """A Keras 3 (TensorFlow backend) problem: the Hessian at the model's current weights.
+
+        Args:
+          model: a built ``keras.Model`` with trainable weights. θ is
+            ``model.trainable_variables``, in that order, each raveled in C order.
+          loss_fn: ``loss_fn(model, batch)`` returns the mean loss over ``batch`` (a
+            mapping of arrays, as JAX problems receive), as a scalar. If it has a
+            ``training`` parameter, it is called ``loss_fn(model, batch, training=...)``
+            and should call ``model(x, training=training)``.
+          data: a dataset or a mapping of equal-length arrays.
+          batch_size: examples per HVP batch.
+          training: False (default) evaluates batch-norm and dropout in inference mode
+            (a ``loss_fn`` without a ``training`` parameter calls ``model(x)``, which Keras
+            runs in inference mode). True selects training-mode batch statistics and needs
+            a ``loss_fn`` with a ``training`` parameter. Either way, HVPs never update the
+            model's state (moving statistics, dropout seeds), so the operator is fixed.
+        """
+        return cls("keras", model, loss_fn, _as_dataset(data), batch_size, training=training)
 
     @property
     def num_examples(self) -> int:
@@ -63,6 +112,50 @@ class Problem:
 
 
 ProblemSource = Union[str, Problem, Callable[[], Problem]]
+
+
+def accepts_training(loss_fn: Callable[..., Any]) -> bool:
+    """Whether ``loss_fn`` can be called with a ``training=`` keyword."""
+    try:
+        parameters = inspect.signature(loss_fn).parameters.values()
+    except (TypeError, ValueError):  # builtins and some C callables have no signature
+        return False
+    keyword = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return any(
+        (p.name == "training" and p.kind in keyword) or p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters
+    )
+
+
+def _check_keras_problem(model: Any, loss_fn: Callable[..., Any], training: bool) -> None:
+    """Framework-free checks of a Keras problem (the backend checks the rest with TensorFlow)."""
+    variables = getattr(model, "trainable_variables", None)
+    if variables is None or isinstance(model, type):
+        raise ProblemError(f"from_keras needs a keras.Model, got {type(model).__name__}")
+    if not list(variables):
+        name = getattr(model, "name", type(model).__name__)
+        raise ProblemError(
+            f"the Keras model {name!r} has no trainable weights (model.trainable_variables is empty), so there "
+            "is nothing to differentiate; build it (give it a keras.Input or call it on a batch) and check that "
+            "its layers are trainable"
+        )
+    if training and not accepts_training(loss_fn):
+        raise ProblemError(
+            "training=True needs a loss_fn with a training parameter, loss_fn(model, batch, training), that "
+            "calls model(x, training=training); "
+            f"{getattr(loss_fn, '__qualname__', repr(loss_fn))} takes {_signature(loss_fn)}"
+        )
+
+
+def _signature(fn: Callable[..., Any]) -> str:
+    try:
+        return str(inspect.signature(fn))
+    except (TypeError, ValueError):
+        return "an unknown signature"
+
+
+def _as_dataset(data: Any) -> Any:
+    """A mapping of arrays becomes an :class:`ArrayDataset`; anything else is left as it is."""
+    return ArrayDataset(data) if isinstance(data, Mapping) else data
 
 
 def load_factory(spec: str) -> Callable[[], Problem]:
@@ -102,7 +195,7 @@ def build_problem(source: ProblemSource) -> Problem:
     if not isinstance(problem, Problem):
         raise ProblemError(
             f"problem factory {name!r} returned {type(problem).__name__}, expected raylanczos.Problem "
-            "(build one with Problem.from_jax)"
+            "(build one with Problem.from_jax or Problem.from_keras)"
         )
     return problem
 

@@ -7,6 +7,7 @@ Each finished draw is appended to ``tridiag.npy`` at once, so no finished draw i
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import platform
@@ -17,12 +18,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import ray
 
 from raylanczos import spectrum
 from raylanczos.data import ShardPlan
+from raylanczos.distributed import DistributedHessian, WorkerGroup, connect
 from raylanczos.lanczos import START_DISTRIBUTIONS, LanczosState, allocate_basis, start_vector
 from raylanczos.plot import plot_density
 from raylanczos.problem import Problem, ProblemSource, build_problem
+from raylanczos.worker import DEFAULT_MAX_RESTARTS, DEFAULT_TIMEOUT_S
 from raylanczos.results import (
     TIMING_COLUMNS,
     Checkpoint,
@@ -83,6 +87,8 @@ def hessian_spectrum(
     grid_points: int = spectrum.DEFAULT_GRID_POINTS,
     top_k: int = 10,
     address: str | None = None,
+    timeout: float = DEFAULT_TIMEOUT_S,
+    max_restarts: int = DEFAULT_MAX_RESTARTS,
 ) -> SpectrumResult:
     """Estimate the Hessian eigenvalue density of ``problem`` by SLQ on a Ray worker group.
 
@@ -105,11 +111,10 @@ def hessian_spectrum(
       grid_points: density grid size.
       top_k: how many extreme Ritz values the summary lists.
       address: Ray address; None connects to a running Ray or starts a local one.
+      timeout: seconds to wait for a worker to start or to answer one step.
+      max_restarts: how often a dead worker (killed process, lost node) is restarted;
+        its step is then recomputed, so the result is unchanged.
     """
-    import ray
-
-    from raylanczos.distributed import DistributedHessian, WorkerGroup, connect
-
     _check_count("order", order)
     _check_count("draws", draws)
     if distribution not in START_DISTRIBUTIONS:
@@ -125,7 +130,9 @@ def hessian_spectrum(
     started_ray = connect(address)
     group = None
     try:
-        group = WorkerGroup(source, plan, resources=worker_resources, compute_dtype=compute_dtype)
+        group = WorkerGroup(
+            source, plan, resources=worker_resources, compute_dtype=compute_dtype, max_restarts=max_restarts, timeout=timeout
+        )
         hessian = DistributedHessian(group, described.num_examples)
         dim = hessian.dim
         if order > dim:
@@ -351,8 +358,6 @@ def rerender(
 
 
 def load_summary(out: str | os.PathLike) -> dict[str, Any]:
-    import json
-
     path = Path(out) / "summary.json"
     try:
         return json.loads(path.read_text())

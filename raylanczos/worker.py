@@ -20,6 +20,13 @@ from raylanczos.data import Shard, ShardPlan
 from raylanczos.problem import ProblemSource, build_problem, ensure_on_path
 
 
+#: A worker process that dies (SIGKILL, out of memory, lost node) is restarted this many
+#: times and its call retried; a worker whose factory raises is not restarted.
+DEFAULT_MAX_RESTARTS = 3
+#: Seconds to wait for a worker to start, or to answer one step, before giving up.
+DEFAULT_TIMEOUT_S = 3600.0
+
+
 class NonFiniteHVPError(RuntimeError):
     """A Hessian-vector product with NaN or infinite entries (names worker, shard, rows)."""
 
@@ -55,6 +62,7 @@ class ShardWorker:
         ensure_on_path(list(sys_path))
         self.shard = shard
         problem = build_problem(source)
+        self.backend_name = problem.backend
         arrays = problem.data.read(shard)
         self.backend = make_backend(problem, arrays, compute_dtype=compute_dtype)
 
@@ -66,9 +74,19 @@ class ShardWorker:
             "num_params": self.backend.num_params,
             "num_examples": self.backend.num_examples,
             "compute_dtype": str(self.backend.dtype),
+            "backend": self.backend_name,
+            "training": self.backend.training,
             "hostname": socket.gethostname(),
             "pid": os.getpid(),
         }
+
+    def parameter_layout(self) -> list[dict[str, Any]]:
+        """The flat vector's layout: ``[{"name", "shape", "offset", "size"}, ...]`` (JSON-ready).
+
+        JAX: ``ravel_pytree`` order, named by pytree paths; Keras: ``trainable_variables``
+        order, named by variable paths. Read it back with :func:`raylanczos.split_vector`.
+        """
+        return self.backend.layout.to_json()
 
     def partial_hvp(self, vector: np.ndarray) -> PartialHVP:
         """This shard's Σ_b |b|·H_b v for ``vector`` float64[n]; raises on non-finite output."""

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import tempfile
+import threading
+from pathlib import Path
+
 import jax.numpy as jnp
 import numpy as np
 
@@ -37,3 +41,23 @@ def not_a_problem():
 
 def raises() -> rl.Problem:
     raise FileNotFoundError("weights.ckpt")
+
+
+FLAG_DIR = Path(tempfile.gettempdir()) / "raylanczos-test-flags"
+FAIL_FLAG = FLAG_DIR / "fail-factory"
+
+
+def fails_when_flagged() -> rl.Problem:
+    """The tiny digits MLP, unless ``FAIL_FLAG`` exists (a checkpoint gone missing, say)."""
+    if FAIL_FLAG.exists():
+        raise FileNotFoundError(f"flag {FAIL_FLAG} is set")
+    return digits.tiny_problem()
+
+
+def hangs_in_workers() -> rl.Problem:
+    """Returns at once in the driver but never in a Ray worker (a stuck filesystem, say)."""
+    import ray
+
+    if ray.is_initialized() and ray.get_runtime_context().get_actor_id() is not None:
+        threading.Event().wait()
+    return digits.tiny_problem()

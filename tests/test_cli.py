@@ -129,7 +129,7 @@ def test_bad_numbers_are_named(ray_session, tmp_path, capsys):
 
 def test_killed_run_resumes_bit_identically(ray_session, tmp_path, capsys):
     """A real driver process is SIGKILLed mid-draw; ``--resume`` finishes the same numbers."""
-    address = ray_session.address_info["address"]
+    address = ray_session.address
     args = ["run", "--problem", TINY, "--order", "10", "--draws", "3", "--workers", "2", "--address", address, *FAST]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     driver = subprocess.Popen(

@@ -3,11 +3,18 @@
 Every backend is built from a :class:`~raylanczos.Problem` and a shard's arrays, and has
 
 - ``num_params``: n, the length of the flat parameter vector;
+- ``num_examples``, ``batch_sizes``: the shard's examples and its batches' sizes;
+- ``dtype``: the compute dtype (numpy);
+- ``layout``: the flat vector's :class:`~raylanczos.layout.ParameterLayout` (named blocks);
+- ``training``: the Keras training mode (bool), None for JAX;
 - ``hvp_sum(vector) -> (float64[n], count)``: Σ_b |b| · H_b v over the shard's batches,
   where H_b is the Hessian of the batch's mean loss, accumulated in float64;
-- ``batch_hvps(vector)``: the per-batch (rows, float64[n]) products, for diagnostics.
+- ``batch_hvps(vector)``: the per-batch (first row, stop row, float64[n]) products, for
+  diagnostics.
 
-Frameworks are imported only inside the backend that needs them.
+Frameworks are imported only inside the backend that needs them: ``"jax"`` imports JAX
+(:mod:`raylanczos.backends.jax`), ``"keras"`` imports TensorFlow and Keras
+(:mod:`raylanczos.backends.tf`) and never JAX.
 """
 
 from __future__ import annotations
@@ -31,4 +38,8 @@ def make_backend(problem: Problem, arrays: Batch, *, compute_dtype: str | None =
         from raylanczos.backends.jax import JaxBackend
 
         return JaxBackend(problem, arrays, compute_dtype=compute_dtype)
+    if problem.backend == "keras":
+        from raylanczos.backends.tf import KerasBackend
+
+        return KerasBackend(problem, arrays, compute_dtype=compute_dtype)
     raise ProblemError(f"unknown backend {problem.backend!r}")

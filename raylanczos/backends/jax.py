@@ -1,7 +1,8 @@
 """JAX backend: forward-over-reverse Hessian-vector products over one shard's batches.
 
 The flat parameter vector is ``jax.flatten_util.ravel_pytree(params)``: leaves in pytree
-flattening order, each raveled in C order. For a batch b with mean loss L_b,
+flattening order, each raveled in C order, named by their pytree paths
+(:func:`pytree_layout`). For a batch b with mean loss L_b,
 
     H_b v = d/dε ∇L_b(θ + ε v) |_{ε=0}         (``jax.jvp`` of ``jax.grad``),
 
@@ -21,6 +22,7 @@ import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
 from raylanczos.data import Batch, BatchPlan
+from raylanczos.layout import ParameterLayout, unique_names
 from raylanczos.problem import Problem, ProblemError
 
 
@@ -34,7 +36,13 @@ class JaxBackend:
       compute_dtype: None or ``"float32"`` computes in the parameters' dtype (float32 for
         most models); ``"float64"`` casts parameters and floating data to float64 and
         runs with ``jax_enable_x64`` (validation mode).
+
+    Attributes:
+      layout: the flat vector's :class:`~raylanczos.layout.ParameterLayout` (pytree paths).
+      training: None: a JAX loss has no training mode of its own.
     """
+
+    training = None
 
     def __init__(self, problem: Problem, arrays: Batch, *, compute_dtype: str | None = None):
         self._x64 = compute_dtype == "float64"
@@ -45,10 +53,15 @@ class JaxBackend:
             for leaf in leaves:
                 if not jnp.issubdtype(jnp.asarray(leaf).dtype, jnp.floating):
                     raise ProblemError(f"params must be floating-point arrays, found dtype {jnp.asarray(leaf).dtype}")
+            for path, leaf in jax.tree_util.tree_flatten_with_path(problem.params)[0]:
+                bad = int(np.size(leaf) - np.count_nonzero(np.isfinite(np.asarray(leaf))))
+                if bad:
+                    raise ProblemError(f"params{jax.tree_util.keystr(path)} has {bad} non-finite (NaN or inf) values")
             model_dtype = jnp.result_type(*leaves)
             dtype = {"float64": jnp.float64, "float32": jnp.float32}.get(compute_dtype, model_dtype)
             params = jax.tree_util.tree_map(lambda x: jnp.asarray(x, dtype), problem.params)
             flat, unravel = ravel_pytree(params)
+            self.layout = pytree_layout(params)
             self.dtype = np.dtype(flat.dtype)
             self.num_params = int(flat.size)
             self._params = flat
@@ -104,3 +117,14 @@ class JaxBackend:
 
     def _precision(self) -> contextlib.AbstractContextManager:
         return jax.enable_x64(True) if self._x64 else contextlib.nullcontext()
+
+
+def pytree_layout(params) -> ParameterLayout:
+    """Blocks in ``ravel_pytree`` order, named ``keystr(path, simple=True, separator="/")``.
+
+    A list of ``{"w", "b"}`` dicts gives ``"0/b", "0/w", "1/b", ...`` (dict keys sorted, as
+    JAX flattens them); a bare array is named ``"params"``.
+    """
+    leaves = jax.tree_util.tree_flatten_with_path(params)[0]
+    names = [jax.tree_util.keystr(path, simple=True, separator="/") or "params" for path, _ in leaves]
+    return ParameterLayout.from_shapes(zip(unique_names(names), (np.shape(leaf) for _, leaf in leaves)))

@@ -8,6 +8,9 @@ Factories (``raylanczos.examples.digits:<name>``):
   ``problem``       hidden 32: 2,410 parameters (the README's example)
   ``tiny_problem``  hidden 4:    310 parameters (small enough for a dense Hessian)
   ``wide_problem``  hidden 1024 × 1024: about 1.13M parameters (benchmarks)
+
+The data and initial weights come from :mod:`raylanczos.examples.digits_data`, shared with
+the Keras twin :mod:`raylanczos.examples.digits_keras`.
 """
 
 from __future__ import annotations
@@ -20,8 +23,7 @@ import jax
 import jax.numpy as jnp
 
 import raylanczos as rl
-
-BATCH_SIZE = 256  # 1797 = 7 · 256 + 5: the last batch is ragged
+from raylanczos.examples.digits_data import BATCH_SIZE, init_params, load_digits
 
 
 def problem() -> rl.Problem:
@@ -42,28 +44,6 @@ def make_problem(hidden: tuple[int, ...] = (32,), *, train_steps: int = 300, see
     params = trained_params(tuple(hidden), train_steps, seed)
     data = rl.ArrayDataset({"x": x, "y": y})
     return rl.Problem.from_jax(params, mean_cross_entropy, data, batch_size=BATCH_SIZE)
-
-
-@functools.cache
-def load_digits() -> tuple[np.ndarray, np.ndarray]:
-    """Inputs float32 (1797, 64) scaled to [0, 1] and labels int32 (1797,)."""
-    from sklearn.datasets import load_digits as sklearn_digits
-
-    digits = sklearn_digits()
-    return (digits.data / 16.0).astype(np.float32), digits.target.astype(np.int32)
-
-
-def init_params(hidden: tuple[int, ...], seed: int) -> list[dict[str, np.ndarray]]:
-    """Glorot-normal weights and zero biases, float32, layer by layer."""
-    rng = np.random.default_rng(seed)
-    widths = (64, *hidden, 10)
-    return [
-        {
-            "w": (rng.standard_normal((a, b)) * np.sqrt(2.0 / (a + b))).astype(np.float32),
-            "b": np.zeros(b, dtype=np.float32),
-        }
-        for a, b in zip(widths[:-1], widths[1:])
-    ]
 
 
 def forward(params: list[dict], x: jax.Array) -> jax.Array:

@@ -1,0 +1,249 @@
+"""Keras backend: forward-over-back Hessian-vector products of a Keras 3 model on TensorFlow.
+
+The flat parameter vector is ``model.trainable_variables``, in that order, each raveled in
+C order, named by the variables' paths (:func:`keras_layout`). For a batch b with mean
+loss L_b,
+
+    H_b v = d/dε ∇L_b(θ + ε v) |_{ε=0}    (``tf.autodiff.ForwardAccumulator`` over ``tf.GradientTape``),
+
+in one ``tf.function`` built with the backend and traced once per batch shape (a full
+batch and, at most, one ragged last batch). The shard's sum Σ_b |b| · H_b v is accumulated
+on the host in float64.
+
+The loss runs inside a ``keras.StatelessScope``: the model's state (batch-norm moving
+statistics, dropout seed generators) is read but never written, so an HVP does not change
+the model and two HVPs of the same vector are identical. This module imports TensorFlow
+and Keras, never JAX.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterator
+
+import numpy as np
+
+import keras
+import tensorflow as tf
+
+from raylanczos.data import Batch, BatchPlan
+from raylanczos.layout import ParameterLayout, unique_names
+from raylanczos.problem import Problem, ProblemError, accepts_training
+
+#: Dtype names (and dtype-policy names) that :func:`clone_in_dtype` rewrites.
+FLOAT_DTYPE_NAMES = frozenset({"float16", "bfloat16", "float32", "float64", "mixed_float16", "mixed_bfloat16"})
+
+
+class KerasBackend:
+    """Partial HVPs of one shard of a Keras :class:`~raylanczos.Problem`.
+
+    Args:
+      problem: ``problem.params`` is a built Keras 3 model (TensorFlow backend) and
+        ``problem.loss_fn(model, batch)`` (with ``training=`` if it takes it) returns the
+        batch's mean loss as a scalar.
+      arrays: the shard's examples (mapping of arrays, first axis = examples).
+      compute_dtype: None computes in the model's dtype (float32 for most models);
+        ``"float32"`` or ``"float64"`` rebuilds the model from its config in that dtype,
+        with the same weights, and casts floating data to it (``"float64"`` is the
+        validation mode).
+
+    Attributes:
+      layout: the flat vector's :class:`~raylanczos.layout.ParameterLayout`, named by the
+        original model's variable paths.
+      training: whether the model runs in training mode (``problem.training``).
+      dtype: the compute dtype of the parameters (numpy dtype).
+    """
+
+    def __init__(self, problem: Problem, arrays: Batch, *, compute_dtype: str | None = None):
+        check_keras()
+        model = problem.params
+        if not isinstance(model, keras.layers.Layer):
+            raise ProblemError(f"a Keras problem needs a Keras 3 model (keras.Model), got {type(model).__name__}")
+        self.layout = keras_layout(model)
+        self.training = problem.training
+        self._cast_to = None
+        if compute_dtype is not None and compute_dtype != _widest_dtype(model.trainable_variables).name:
+            model = clone_in_dtype(model, compute_dtype)
+            self._cast_to = np.dtype(compute_dtype)
+        self._model = model
+        self._variables = [v.value for v in model.trainable_variables]  # tf.Variables, as the tapes need
+        self.dtype = np.dtype(_widest_dtype(model.trainable_variables).as_numpy_dtype)
+        self.num_params = self.layout.num_params
+
+        plan = BatchPlan(self._cast_data(arrays), problem.batch_size)
+        self.batch_sizes = plan.sizes
+        self.num_examples = sum(plan.sizes)
+        self._batches = [{k: tf.identity(tf.convert_to_tensor(v)) for k, v in batch.items()} for batch in plan]
+        self._loss = _bind_loss(problem.loss_fn, model, problem.training)
+        self._check_first_batch(plan.sizes[0])
+        self._hvp = tf.function(self._batch_hvp)
+
+    @property
+    def num_traces(self) -> int:
+        """How often the HVP ``tf.function`` has been traced (once per batch shape)."""
+        return int(self._hvp.experimental_get_tracing_count())
+
+    def hvp_sum(self, vector: np.ndarray) -> tuple[np.ndarray, int]:
+        """Σ_b |b| · H_b v over the shard: (float64[n], number of examples)."""
+        total = np.zeros(self.num_params, dtype=np.float64)
+        for size, product in self._products(vector):
+            total += size * product
+        return total, self.num_examples
+
+    def batch_hvps(self, vector: np.ndarray) -> Iterator[tuple[int, int, np.ndarray]]:
+        """(first row, stop row, H_b v as float64[n]) per batch, rows relative to the shard."""
+        start = 0
+        for size, product in self._products(vector):
+            yield start, start + size, product
+            start += size
+
+    def _products(self, vector: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
+        vector = np.asarray(vector, dtype=np.float64)
+        if vector.shape != (self.num_params,):
+            raise ValueError(f"expected a vector of {self.num_params} parameters, got shape {vector.shape}")
+        v = tf.constant(vector)
+        for size, batch in zip(self.batch_sizes, self._batches):
+            yield size, self._hvp(v, batch).numpy()
+
+    def _batch_hvp(self, vector: tf.Tensor, batch: dict[str, tf.Tensor]) -> tf.Tensor:
+        """H_b v of one batch as float64[n]; ``vector`` is float64[n], cast to each variable's dtype."""
+        parts = tf.split(vector, [block.size for block in self.layout.blocks])
+        tangents = [tf.cast(tf.reshape(p, v.shape), v.dtype) for p, v in zip(parts, self._variables)]
+        zero = tf.UnconnectedGradients.ZERO
+        with keras.StatelessScope():
+            with tf.autodiff.ForwardAccumulator(self._variables, tangents) as accumulator:
+                with tf.GradientTape(watch_accessed_variables=False) as tape:
+                    tape.watch(self._variables)
+                    loss = self._loss(batch)
+                gradients = tape.gradient(loss, self._variables, unconnected_gradients=zero)
+            products = accumulator.jvp(gradients, unconnected_gradients=zero)
+        return tf.concat([tf.reshape(tf.cast(p, tf.float64), [-1]) for p in products], axis=0)
+
+    def _check_first_batch(self, size: int) -> None:
+        """Run the loss once, eagerly: a scalar, and no framework error (e.g. shapes that do not fit)."""
+        batch = self._batches[0]
+        try:
+            with keras.StatelessScope():
+                loss = self._loss(batch)
+            shape = tuple(tf.convert_to_tensor(loss).shape)
+        except Exception as err:  # noqa: BLE001 - any failure is the model's or the loss's, reported in full
+            arrays = ", ".join(f"{k} {tuple(v.shape)} {v.dtype.name}" for k, v in batch.items())
+            raise ProblemError(
+                f"loss_fn failed on the first batch ({size} examples: {arrays}); the model "
+                f"{self._model.name!r} has output shape {_output_shape(self._model)}: does it fit the labels? "
+                f"{type(err).__name__}: {_first_line(err)}"
+            ) from err
+        if shape != ():
+            raise ProblemError(
+                f"loss_fn must return a scalar (the mean loss over the batch), got an array of shape {shape}"
+            )
+
+    def _cast_data(self, arrays: Batch) -> Batch:
+        if self._cast_to is None:
+            return dict(arrays)
+        return {k: (v.astype(self._cast_to) if np.issubdtype(v.dtype, np.floating) else v) for k, v in arrays.items()}
+
+
+def check_keras() -> None:
+    """Keras 3 on the TensorFlow backend, or a :class:`ProblemError` saying what is installed."""
+    major = int(keras.__version__.split(".")[0])
+    if major < 3:
+        raise ProblemError(f"Keras models need Keras 3 (TensorFlow >= 2.16); found Keras {keras.__version__}")
+    if keras.backend.backend() != "tensorflow":
+        raise ProblemError(
+            f"Keras models run on the TensorFlow backend, but Keras uses {keras.backend.backend()!r}; "
+            "set KERAS_BACKEND=tensorflow before keras is imported"
+        )
+
+
+def keras_layout(model: Any) -> ParameterLayout:
+    """Blocks in ``model.trainable_variables`` order, named by each variable's ``path``."""
+    variables = list(model.trainable_variables)
+    names = unique_names([str(getattr(v, "path", None) or v.name) for v in variables])
+    return ParameterLayout.from_shapes((name, tuple(v.shape)) for name, v in zip(names, variables))
+
+
+def clone_in_dtype(model: Any, dtype: str) -> Any:
+    """A copy of ``model`` computing in ``dtype`` (``"float32"`` or ``"float64"``), same weights.
+
+    The copy is rebuilt from the model's config with every floating dtype and dtype
+    policy (layers, inputs) set to ``dtype``, under a global ``dtype`` policy for
+    sub-layers that a subclassed model creates without one; then every weight is copied.
+    """
+    name = getattr(model, "name", type(model).__name__)
+    hint = (
+        "register custom layers and models with @keras.saving.register_keras_serializable() and give them "
+        f"get_config(), or build the model in {dtype} in the problem factory"
+    )
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(dtype)
+    try:
+        config = _with_float_dtype(keras.saving.serialize_keras_object(model), dtype)
+        clone = keras.saving.deserialize_keras_object(config)
+    except Exception as err:  # noqa: BLE001
+        raise ProblemError(
+            f"compute_dtype {dtype!r} rebuilds the model from its config, and model {name!r} cannot be rebuilt "
+            f"({type(err).__name__}: {_first_line(err)}); {hint}"
+        ) from err
+    finally:
+        keras.config.set_dtype_policy(previous)
+    source, target = list(model.weights), list(getattr(clone, "weights", []))
+    shapes = [tuple(w.shape) for w in source]
+    if [tuple(w.shape) for w in target] != shapes or len(clone.trainable_variables) != len(model.trainable_variables):
+        raise ProblemError(
+            f"compute_dtype {dtype!r}: the model {name!r} rebuilt from its config has weights of shapes "
+            f"{[tuple(w.shape) for w in target]}, the original {shapes}; {hint}"
+        )
+    for t, s in zip(target, source):
+        t.assign(np.asarray(s).astype(t.dtype) if _is_floating(t.dtype) else np.asarray(s))
+    return clone
+
+
+def _bind_loss(loss_fn: Callable[..., Any], model: Any, training: bool) -> Callable[[dict], Any]:
+    """``batch -> loss_fn(model, batch[, training=training])``."""
+    if accepts_training(loss_fn):
+        return lambda batch: loss_fn(model, batch, training=training)
+    if training:
+        raise ProblemError("training=True needs a loss_fn(model, batch, training) that calls model(x, training=training)")
+    return lambda batch: loss_fn(model, batch)
+
+
+def _with_float_dtype(config: Any, dtype: str) -> Any:
+    """The serialized config with every floating ``"dtype"`` entry (name or policy) replaced by ``dtype``."""
+    if isinstance(config, dict):
+        if config.get("class_name") in ("DTypePolicy", "FloatDTypePolicy") and (
+            config.get("config", {}).get("name") in FLOAT_DTYPE_NAMES
+        ):
+            return dtype
+        return {
+            k: (dtype if k == "dtype" and isinstance(v, str) and v in FLOAT_DTYPE_NAMES else _with_float_dtype(v, dtype))
+            for k, v in config.items()
+        }
+    if isinstance(config, list):
+        return [_with_float_dtype(item, dtype) for item in config]
+    return config
+
+
+def _widest_dtype(variables: Any) -> tf.DType:
+    dtypes = {tf.as_dtype(v.dtype) for v in variables}
+    for d in dtypes:
+        if not d.is_floating:
+            raise ProblemError(f"trainable weights must be floating-point, found dtype {d.name}")
+    return max(dtypes, key=lambda d: (d.size, d.name))
+
+
+def _is_floating(dtype: Any) -> bool:
+    return tf.as_dtype(dtype).is_floating
+
+
+def _output_shape(model: Any) -> str:
+    outputs = getattr(model, "outputs", None)
+    if not outputs:
+        return "unknown (a subclassed model declares none)"
+    shapes = [tuple(o.shape) for o in outputs]
+    return str(shapes[0]) if len(shapes) == 1 else str(shapes)
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    line = text[0] if text else ""
+    return line if len(line) <= 400 else line[:400] + "..."
