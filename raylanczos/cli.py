@@ -24,7 +24,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="estimate the Hessian spectrum of a problem")
     run.add_argument("--problem", required=True, help="problem factory, 'package.module:function' (found from the cwd and PYTHONPATH)")
-    run.add_argument("--out", required=True, help="output directory")
+    run.add_argument("--out", required=True, help="output directory, or an object-store URI such as s3://bucket/runs/x")
+    run.add_argument(
+        "--checkpoint-dir", default=None,
+        help="local directory for the per-step checkpoint (default <out>/checkpoint; a cache directory for URIs)",
+    )
     run.add_argument("--order", type=int, default=90, help="Lanczos steps per draw, m (default 90; clamped to n)")
     run.add_argument("--draws", type=int, default=10, help="independent random start vectors, D (default 10)")
     run.add_argument("--workers", type=int, default=None, help="HVP workers, one data shard each (default 1, or the shard plan's count)")
@@ -49,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     density = commands.add_parser("density", help="recompute the density and plot of a finished run with another σ² or grid")
-    density.add_argument("--out", required=True, help="output directory of a finished run")
+    density.add_argument("--out", required=True, help="output directory or URI of a finished run")
     _add_density_options(density, defaults=False)
     density.add_argument("--sigma2", type=float, default=None, help="absolute variance σ² (eigenvalue units squared); overrides --sigma2-relative")
     density.add_argument("--grid-min", type=float, default=None, help="lower end of the grid")
@@ -108,6 +112,7 @@ def _run(args: argparse.Namespace):
         worker_resources=resources,
         shards=args.shards,
         out=args.out,
+        checkpoint_dir=args.checkpoint_dir,
         seed=args.seed,
         resume=args.resume,
         overwrite=args.overwrite,

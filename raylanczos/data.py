@@ -25,11 +25,16 @@ class ShardPlanError(ValueError):
 
 @dataclass(frozen=True)
 class Shard:
-    """What one worker owns: half-open row ranges ``[start, stop)`` or whole files."""
+    """What one worker owns: half-open row ranges ``[start, stop)`` or whole files.
+
+    ``resources`` are extra Ray resources the worker must be placed with, e.g.
+    ``{"node:10.0.0.5": 0.01}`` to pin it to the node that holds its files.
+    """
 
     worker: int
     rows: tuple[tuple[int, int], ...] = ()
     files: tuple[str, ...] = ()
+    resources: tuple[tuple[str, float], ...] = ()
 
     def describe(self) -> str:
         if self.files:
@@ -40,7 +45,8 @@ class Shard:
         return f"shard {self.worker} (rows {spans})"
 
     def to_json(self) -> dict[str, Any]:
-        return {"files": list(self.files)} if self.files else {"rows": [list(r) for r in self.rows]}
+        owned = {"files": list(self.files)} if self.files else {"rows": [list(r) for r in self.rows]}
+        return {**owned, "resources": dict(self.resources)} if self.resources else owned
 
     def locate(self, first: int, stop: int) -> str:
         """Describe shard-local rows ``[first, stop)`` in dataset terms (global rows if known)."""
@@ -80,7 +86,8 @@ class ShardPlan:
         """Read ``{"workers": [{"rows": [[start, stop], ...]} | {"files": [...]}, ...]}``.
 
         ``source`` is a path to such a JSON file or the parsed mapping. Row ranges are
-        half-open, ``[start, stop)``.
+        half-open, ``[start, stop)``. A worker entry may add ``"resources": {name: amount}``
+        to pin it, e.g. ``{"node:10.0.0.5": 0.01}``.
         """
         where = "shard plan"
         if not isinstance(source, Mapping):
@@ -94,17 +101,18 @@ class ShardPlan:
             raise ShardPlanError(f'{where}: expected {{"workers": [...]}} with one entry per worker')
         shards = []
         for i, entry in enumerate(workers):
-            if not isinstance(entry, Mapping) or set(entry) not in ({"rows"}, {"files"}):
+            if not isinstance(entry, Mapping) or set(entry) - {"resources"} not in ({"rows"}, {"files"}):
                 raise ShardPlanError(f'{where}: worker {i} must be {{"rows": [[start, stop], ...]}} or {{"files": [...]}}, got {entry!r}')
+            resources = _parse_resources(where, i, entry.get("resources", {}))
             if "rows" in entry:
                 if not isinstance(entry["rows"], list) or not entry["rows"]:
                     raise ShardPlanError(f"{where}: worker {i} rows must be a non-empty list of [start, stop] ranges, got {entry['rows']!r}")
-                shards.append(Shard(i, rows=tuple(_parse_range(where, i, r) for r in entry["rows"])))
+                shards.append(Shard(i, rows=tuple(_parse_range(where, i, r) for r in entry["rows"]), resources=resources))
             else:
                 files = entry["files"]
                 if not isinstance(files, list) or not all(isinstance(f, str) for f in files) or not files:
                     raise ShardPlanError(f"{where}: worker {i} files must be a non-empty list of paths, got {files!r}")
-                shards.append(Shard(i, files=tuple(files)))
+                shards.append(Shard(i, files=tuple(files), resources=resources))
         return cls(tuple(shards))
 
     def to_json(self) -> dict[str, Any]:
@@ -166,11 +174,19 @@ class ShardPlan:
                     raise ShardPlanError(f"file {path} is assigned to both worker {owner[path]} and worker {shard.worker}")
                 owner[path] = shard.worker
                 paths.append(path)
-            resolved.append(Shard(shard.worker, files=tuple(paths)))
+            resolved.append(Shard(shard.worker, files=tuple(paths), resources=shard.resources))
         missing = [p for p in known if p not in owner]
         if missing:
             raise ShardPlanError(f"{len(missing)} file(s) assigned to no worker, e.g. {missing[0]}")
         return ShardPlan(tuple(resolved))
+
+
+def _parse_resources(where: str, worker: int, value: Any) -> tuple[tuple[str, float], ...]:
+    if not isinstance(value, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for k, v in value.items()
+    ):
+        raise ShardPlanError(f"{where}: worker {worker} resources must map names to positive amounts, got {value!r}")
+    return tuple(sorted((k, float(v)) for k, v in value.items()))
 
 
 def _parse_range(where: str, worker: int, value: Any) -> tuple[int, int]:

@@ -16,8 +16,10 @@ from typing import Any, Sequence
 
 import numpy as np
 import ray
+from ray.util.placement_group import placement_group, remove_placement_group
+from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-from raylanczos.data import ShardPlan
+from raylanczos.data import Shard, ShardPlan
 from raylanczos.problem import ProblemSource
 from raylanczos.worker import DEFAULT_MAX_RESTARTS, DEFAULT_TIMEOUT_S, PartialHVP, ShardWorker, reduce_partials
 
@@ -63,7 +65,9 @@ class WorkerGroup:
       max_restarts: how often Ray may restart a dead worker (its call is then retried).
       timeout: seconds to wait for a worker to start or to answer one call.
 
-    Workers are spread over the cluster's nodes where resources allow.
+    Workers are placed through one placement group, one bundle per worker, spread over
+    the cluster's nodes where resources allow (an autoscaler sees the whole demand at
+    once); a shard's own ``resources`` pin its worker (see :class:`~raylanczos.Shard`).
     """
 
     def __init__(
@@ -84,16 +88,27 @@ class WorkerGroup:
         unknown = set(options) - {"num_cpus", "num_gpus", "resources", "memory"}
         if unknown:
             raise ValueError(f"unsupported worker resource option(s) {sorted(unknown)}; use num_cpus, num_gpus, resources, memory")
-        actor_class = ray.remote(ShardWorker).options(
-            **options,
-            max_restarts=max_restarts,
-            max_task_retries=max_restarts,
-            scheduling_strategy="SPREAD",
-        )
-        self.actors = [
-            actor_class.remote(source, shard, compute_dtype=compute_dtype, sys_path=worker_sys_path())
-            for shard in plan.shards
-        ]
+        bundles = [_bundle(options, shard) for shard in plan.shards]
+        self.placement = placement_group(bundles, strategy="SPREAD")
+        self.actors = []
+        try:
+            ray.get(self.placement.ready(), timeout=timeout)
+        except ray.exceptions.GetTimeoutError:
+            self.shutdown()
+            raise WorkerError(
+                f"the cluster could not place {len(bundles)} workers within {timeout:g} s; they need {bundles}"
+            ) from None
+        actor_class = ray.remote(ShardWorker)
+        for index, shard in enumerate(plan.shards):
+            actor_options = dict(options, resources={**options.get("resources", {}), **dict(shard.resources)})
+            self.actors.append(
+                actor_class.options(
+                    **actor_options,
+                    max_restarts=max_restarts,
+                    max_task_retries=max_restarts,
+                    scheduling_strategy=PlacementGroupSchedulingStrategy(self.placement, placement_group_bundle_index=index),
+                ).remote(source, shard, compute_dtype=compute_dtype, sys_path=worker_sys_path())
+            )
         try:
             described = self.execute("describe")
             placed = self.get([actor.__ray_call__.remote(_placement) for actor in self.actors])
@@ -135,6 +150,19 @@ class WorkerGroup:
         for actor in self.actors:
             ray.kill(actor, no_restart=True)
         self.actors = []
+        remove_placement_group(self.placement)
+
+
+def _bundle(options: dict[str, Any], shard: Shard) -> dict[str, float]:
+    """The placement-group bundle of one worker: its CPUs, GPUs, memory and resources."""
+    bundle = {
+        "CPU": options.get("num_cpus", 0),
+        "GPU": options.get("num_gpus", 0),
+        "memory": options.get("memory", 0),
+        **options.get("resources", {}),
+        **dict(shard.resources),
+    }
+    return {name: float(amount) for name, amount in bundle.items() if amount}
 
 
 def _placement(_actor: Any) -> dict[str, Any]:

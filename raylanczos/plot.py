@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import BinaryIO
 
 import numpy as np
 
@@ -10,12 +11,12 @@ import numpy as np
 def plot_density(
     grid: np.ndarray,
     density: np.ndarray,
-    path: str | os.PathLike,
+    target: str | os.PathLike | BinaryIO,
     *,
     title: str = "Hessian eigenvalue density",
     floor_ratio: float = 1e-10,
 ) -> None:
-    """Write a PNG of ``density`` over ``grid`` (both float64[G]) to ``path``.
+    """Write a PNG of ``density`` over ``grid`` (both float64[G]) to a path or binary file.
 
     Values below ``floor_ratio`` · max(density) are clipped so the log axis stays readable.
     """
@@ -33,5 +34,5 @@ def plot_density(
     ax.set_title(title)
     ax.grid(True, which="major", alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path)
+    fig.savefig(target, format="png")
     plt.close(fig)

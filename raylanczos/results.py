@@ -1,10 +1,12 @@
-"""Saving and loading a run's outputs and its per-step checkpoint.
+"""A run's per-step checkpoint, and the layout of its outputs.
 
 Everything on disk is numbers or JSON: arrays are read with ``allow_pickle=False``, so
-a tampered file cannot run code. Every file is written atomically (a temporary file in
-the same directory, then ``os.replace``), so a crash never leaves a half-written output.
+a tampered file cannot run code. Every file is written atomically (see
+:mod:`raylanczos.store`), so a crash never leaves a half-written file. The start vector
+of draw d is drawn from ``default_rng([seed, d])``, so the seed in the configuration is
+all the random state a checkpoint needs.
 
-Layout of an output directory::
+Layout of an output location (a directory or an object-store URI)::
 
     tridiag.npy            float64 (D, m, m), one tridiagonal per finished draw
     spectrum.npz           nodes (D, m), weights (D, m), steps (D,), grid (G,), density (G,),
@@ -12,7 +14,9 @@ Layout of an output directory::
     summary.json           configuration, versions, statistics, timings
     density.png            the density on a log y-axis
     lanczos_vec_<d>.npy    float64 (k, n) basis of draw d (only when vectors are saved)
-    checkpoint/            config.json, state.npz, basis.npy: what resuming needs
+    checkpoint/            config.json, state.npz, basis.npy: what resuming needs (always
+                           on local disk: ``<out>/checkpoint`` for a local ``out``, else a
+                           local cache directory or ``--checkpoint-dir``)
 """
 
 from __future__ import annotations
@@ -20,7 +24,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from raylanczos.lanczos import LanczosState, allocate_basis, open_basis
+from raylanczos.store import OutputStore, json_default, json_writer, npz_writer
 
 TIMING_COLUMNS = ("draw", "step", "broadcast", "hvp_max", "gather", "reduce", "reorth", "checkpoint")
 
@@ -36,49 +40,8 @@ class CheckpointError(ValueError):
     """A checkpoint that is missing, corrupt, or from a different configuration."""
 
 
-def atomic_write(path: Path, write: Any) -> None:
-    """Call ``write(fileobj)`` on a temporary file beside ``path``, then rename it over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(tmp, "wb") as handle:
-            write(handle)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def save_npy(path: Path, array: np.ndarray) -> None:
-    atomic_write(path, lambda f: np.save(f, array, allow_pickle=False))
-
-
-def save_npz(path: Path, **arrays: Any) -> None:
-    atomic_write(path, lambda f: np.savez(f, **arrays))
-
-
-def save_json(path: Path, payload: dict[str, Any]) -> None:
-    text = json.dumps(payload, indent=2, sort_keys=False, default=_json_default) + "\n"
-    atomic_write(path, lambda f: f.write(text.encode()))
-
-
-def load_npz(path: Path) -> dict[str, np.ndarray]:
-    with np.load(path, allow_pickle=False) as data:
-        return {k: data[k] for k in data.files}
-
-
 def config_hash(config: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(config, sort_keys=True, default=_json_default).encode()).hexdigest()
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"cannot store {type(value).__name__} in JSON")
+    return hashlib.sha256(json.dumps(config, sort_keys=True, default=json_default).encode()).hexdigest()
 
 
 @dataclass
@@ -128,32 +91,34 @@ class DrawRecords:
 
 
 class Checkpoint:
-    """The ``checkpoint/`` directory of a run: config, Lanczos state and basis memmap."""
+    """The local checkpoint directory of a run: config, Lanczos state and basis memmap."""
 
     def __init__(self, directory: str | os.PathLike):
         self.directory = Path(directory)
-        self.config_path = self.directory / "config.json"
-        self.state_path = self.directory / "state.npz"
+        self.store = OutputStore(self.directory)
         self.basis_path = self.directory / "basis.npy"
 
     def exists(self) -> bool:
-        return self.config_path.exists()
+        return self.store.exists("config.json")
 
     def begin(self, config: dict[str, Any]) -> None:
-        save_json(self.config_path, {"config": config, "hash": config_hash(config)})
+        self.store.write("config.json", json_writer({"config": config, "hash": config_hash(config)}))
 
     def new_basis(self, rows: int, dim: int) -> np.ndarray:
+        self.directory.mkdir(parents=True, exist_ok=True)
         return allocate_basis(rows, dim, self.basis_path)
 
     def save(self, draw: int, state: LanczosState, records: DrawRecords, timings: np.ndarray) -> None:
         """Record the run after a step (atomically): current draw, state, finished draws, timings."""
-        save_npz(self.state_path, draw=np.int64(draw), timings=timings, **state.snapshot(), **records.to_arrays())
+        self.store.write(
+            "state.npz", npz_writer(draw=np.int64(draw), timings=timings, **state.snapshot(), **records.to_arrays())
+        )
 
     def load(self, config: dict[str, Any]) -> tuple[int, LanczosState, DrawRecords, np.ndarray]:
         """(draw, state, finished draws, timings) of a run with exactly this ``config``."""
         try:
-            saved = json.loads(self.config_path.read_text())
-            arrays = load_npz(self.state_path)
+            saved = self.store.load_json("config.json")
+            arrays = self.store.load_npz("state.npz")
             basis = open_basis(self.basis_path)
         except (OSError, ValueError, KeyError) as err:
             raise CheckpointError(f"cannot read checkpoint in {self.directory}: {err}") from None

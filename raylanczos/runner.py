@@ -7,14 +7,12 @@ Each finished draw is appended to ``tridiag.npy`` at once, so no finished draw i
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import platform
 import time
 from dataclasses import dataclass
 from importlib import metadata
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,16 +25,8 @@ from raylanczos.lanczos import START_DISTRIBUTIONS, LanczosState, allocate_basis
 from raylanczos.plot import plot_density
 from raylanczos.problem import Problem, ProblemSource, build_problem
 from raylanczos.worker import DEFAULT_MAX_RESTARTS, DEFAULT_TIMEOUT_S
-from raylanczos.results import (
-    TIMING_COLUMNS,
-    Checkpoint,
-    CheckpointError,
-    DrawRecords,
-    load_npz,
-    save_json,
-    save_npy,
-    save_npz,
-)
+from raylanczos.results import TIMING_COLUMNS, Checkpoint, CheckpointError, DrawRecords
+from raylanczos.store import OutputStore, json_writer, npy_writer, npz_writer
 
 logger = logging.getLogger("raylanczos")
 
@@ -54,7 +44,7 @@ class SpectrumResult:
       grid, density: float64 (G,), the smoothed density φ on its grid.
       sigma2: the absolute variance of the smoothing Gaussian.
       summary: the contents of ``summary.json``.
-      out: the output directory, or None.
+      out: the output location (a directory or URI), or None.
     """
 
     tridiagonals: np.ndarray
@@ -65,7 +55,7 @@ class SpectrumResult:
     density: np.ndarray
     sigma2: float
     summary: dict[str, Any]
-    out: Path | None
+    out: str | None
 
 
 def hessian_spectrum(
@@ -77,6 +67,7 @@ def hessian_spectrum(
     worker_resources: dict[str, Any] | None = None,
     shards: str | os.PathLike | ShardPlan | None = None,
     out: str | os.PathLike | None = None,
+    checkpoint_dir: str | os.PathLike | None = None,
     seed: int = 0,
     resume: bool = False,
     overwrite: bool = False,
@@ -100,7 +91,10 @@ def hessian_spectrum(
       num_workers: workers (one shard each); default 1, or the shard plan's count.
       worker_resources: Ray options per worker, e.g. ``{"num_cpus": 1, "num_gpus": 1}``.
       shards: a :class:`ShardPlan` or the path of a JSON shard plan; default balanced rows.
-      out: output directory (see :mod:`raylanczos.results`); None keeps results in memory.
+      out: output directory or object-store URI such as ``s3://bucket/runs/x`` (see
+        :mod:`raylanczos.results`); None keeps results in memory.
+      checkpoint_dir: local directory for the per-step checkpoint and the memory-mapped
+        basis; default ``<out>/checkpoint``, or a cache directory for a URI ``out``.
       seed: seeds the start vectors (draw d uses ``default_rng([seed, d])``).
       resume: continue the run checkpointed in ``out``.
       overwrite: replace a finished or interrupted run in ``out``.
@@ -123,8 +117,8 @@ def hessian_spectrum(
         raise ValueError("resume needs the output directory of the run to continue (out)")
     described = build_problem(problem)
     plan = _shard_plan(shards, num_workers, described)
-    out_dir = Path(out) if out is not None else None
-    checkpoint = _prepare_output(out_dir, resume=resume, overwrite=overwrite)
+    out_dir = OutputStore(out) if out is not None else None
+    checkpoint = _prepare_output(out_dir, checkpoint_dir, resume=resume, overwrite=overwrite)
     source = problem if isinstance(problem, str) else described
 
     started_ray = connect(address)
@@ -182,7 +176,9 @@ def hessian_spectrum(
 class _DrawLoop:
     """Runs the draws one step at a time, checkpointing after every step."""
 
-    def __init__(self, hessian: Any, config: dict[str, Any], checkpoint: Checkpoint | None, out: Path | None, save_vectors: bool):
+    def __init__(
+        self, hessian: Any, config: dict[str, Any], checkpoint: Checkpoint | None, out: OutputStore | None, save_vectors: bool
+    ):
         self.hessian = hessian
         self.config = config
         self.checkpoint = checkpoint
@@ -210,8 +206,8 @@ class _DrawLoop:
             records.add(state, orthogonality)
             if self.out is not None:
                 if self.save_vectors:
-                    save_npy(self.out / f"lanczos_vec_{draw}.npy", np.asarray(state.basis[: state.steps]))
-                save_npy(self.out / "tridiag.npy", spectrum.stack_tridiagonals(records.tridiagonals(), self.order))
+                    self.out.write(f"lanczos_vec_{draw}.npy", npy_writer(np.asarray(state.basis[: state.steps])))
+                self.out.write("tridiag.npy", npy_writer(spectrum.stack_tridiagonals(records.tridiagonals(), self.order)))
                 self.checkpoint.save(draw, state, records, timings)
             logger.info(
                 "draw %d/%d done: %d steps%s, orthogonality loss %.1e",
@@ -263,7 +259,7 @@ class _Progress:
 def render_spectrum(
     tridiagonals: list[tuple[np.ndarray, np.ndarray]],
     summary: dict[str, Any],
-    out: Path | None,
+    out: OutputStore | None,
     *,
     sigma2_relative: float | None = spectrum.DEFAULT_SIGMA2_RELATIVE,
     sigma2: float | None = None,
@@ -314,15 +310,17 @@ def render_spectrum(
     stacked = spectrum.stack_tridiagonals(tridiagonals, order)
     steps = np.array([len(a) for a, _ in tridiagonals])
     if out is not None:
-        save_npy(out / "tridiag.npy", stacked)
-        save_npz(
-            out / "spectrum.npz",
-            nodes=nodes, weights=weights, steps=steps, grid=grid, density=density,
-            sigma2=np.float64(sigma2), sigma2_relative=np.float64(np.nan if relative is None else relative),
+        out.write("tridiag.npy", npy_writer(stacked))
+        out.write(
+            "spectrum.npz",
+            npz_writer(
+                nodes=nodes, weights=weights, steps=steps, grid=grid, density=density,
+                sigma2=np.float64(sigma2), sigma2_relative=np.float64(np.nan if relative is None else relative),
+            ),
         )
-        save_json(out / "summary.json", summary)
-        plot_density(grid, density, out / "density.png", title=_plot_title(summary))
-    return SpectrumResult(stacked, steps, nodes, weights, grid, density, float(sigma2), summary, out)
+        out.write("summary.json", json_writer(summary))
+        out.write("density.png", lambda handle: plot_density(grid, density, handle, title=_plot_title(summary)))
+    return SpectrumResult(stacked, steps, nodes, weights, grid, density, float(sigma2), summary, str(out) if out else None)
 
 
 def rerender(
@@ -335,12 +333,9 @@ def rerender(
     top_k: int = 10,
 ) -> SpectrumResult:
     """Recompute ``spectrum.npz``, ``density.png`` and the summary's statistics from saved outputs."""
-    out = Path(out)
-    summary = load_summary(out)
-    try:
-        stacked = np.load(out / "tridiag.npy", allow_pickle=False)
-    except (OSError, ValueError) as err:
-        raise FileNotFoundError(f"cannot read {out / 'tridiag.npy'}: {err}") from None
+    store = OutputStore(out)
+    summary = store.load_json("summary.json")
+    stacked = store.load_npy("tridiag.npy")
     tridiagonals = spectrum.split_tridiagonals(stacked, summary.get("steps_completed"))
     previous = summary.get("density", {})
     if sigma2 is None and sigma2_relative is None:
@@ -348,7 +343,7 @@ def rerender(
     return render_spectrum(
         tridiagonals,
         summary,
-        out,
+        store,
         sigma2_relative=sigma2_relative,
         sigma2=sigma2,
         grid_points=grid_points or previous.get("grid_points", spectrum.DEFAULT_GRID_POINTS),
@@ -357,23 +352,15 @@ def rerender(
     )
 
 
-def load_summary(out: str | os.PathLike) -> dict[str, Any]:
-    path = Path(out) / "summary.json"
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as err:
-        raise FileNotFoundError(f"cannot read {path}: {err}") from None
-
-
 def load_result(out: str | os.PathLike) -> SpectrumResult:
     """A finished run's outputs, read back from ``out`` (numbers and JSON only)."""
-    out = Path(out)
-    summary = load_summary(out)
-    arrays = load_npz(out / "spectrum.npz")
-    stacked = np.load(out / "tridiag.npy", allow_pickle=False)
+    store = OutputStore(out)
+    summary = store.load_json("summary.json")
+    arrays = store.load_npz("spectrum.npz")
+    stacked = store.load_npy("tridiag.npy")
     return SpectrumResult(
         stacked, arrays["steps"], arrays["nodes"], arrays["weights"], arrays["grid"], arrays["density"],
-        float(arrays["sigma2"]), summary, out,
+        float(arrays["sigma2"]), summary, str(store),
     )
 
 
@@ -391,33 +378,33 @@ def _shard_plan(shards: Any, num_workers: int | None, problem: Problem) -> Shard
     return plan.validate(problem.data)
 
 
-def _prepare_output(out: Path | None, *, resume: bool, overwrite: bool) -> Checkpoint | None:
+OUTPUT_NAMES = ("tridiag.npy", "spectrum.npz", "summary.json", "density.png")
+
+
+def _prepare_output(
+    out: OutputStore | None, checkpoint_dir: str | os.PathLike | None, *, resume: bool, overwrite: bool
+) -> Checkpoint | None:
     if out is None:
+        if checkpoint_dir is not None:
+            raise ValueError("checkpoint_dir needs an output location (out)")
         return None
-    checkpoint = Checkpoint(out / "checkpoint")
+    checkpoint = Checkpoint(checkpoint_dir if checkpoint_dir is not None else out.default_checkpoint_dir())
     if resume:
         if not checkpoint.exists():
             raise CheckpointError(f"nothing to resume: {checkpoint.directory} holds no checkpoint")
         return checkpoint
-    occupied = checkpoint.exists() or (out / "summary.json").exists() or (out / "tridiag.npy").exists()
+    occupied = checkpoint.exists() or any(out.exists(name) for name in OUTPUT_NAMES)
     if occupied and not overwrite:
         raise FileExistsError(f"{out} already holds a run; resume it (--resume), overwrite it (--overwrite) or choose another --out")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".write-test"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as err:
-        raise PermissionError(f"output directory {out} is not writable: {err}") from None
+    out.ensure_writable()
     return checkpoint
 
 
-def _clear_previous_outputs(out: Path) -> None:
+def _clear_previous_outputs(out: OutputStore) -> None:
     """Remove an overwritten run's outputs, once the new run's workers are up."""
-    for name in ("tridiag.npy", "spectrum.npz", "summary.json", "density.png"):
-        (out / name).unlink(missing_ok=True)
-    for stale in out.glob("lanczos_vec_*.npy"):
-        stale.unlink()
+    for name in out.names():
+        if name in OUTPUT_NAMES or (name.startswith("lanczos_vec_") and name.endswith(".npy")):
+            out.remove(name)
 
 
 def _timing_summary(timings: np.ndarray) -> dict[str, Any]:

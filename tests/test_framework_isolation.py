@@ -1,0 +1,72 @@
+"""Packaging: ``import raylanczos`` and JAX runs never import TensorFlow; Keras runs never need JAX.
+
+Each check runs in a fresh interpreter and inspects ``sys.modules``. TensorFlow itself
+imports JAX when JAX is installed (``tensorflow/lite/python/util.py`` tries
+``from jax import jit``), so the Keras check makes JAX unimportable first, as in an
+environment with only the ``tf`` extra: the run must work and load no JAX module.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+FRAMEWORKS = """
+import sys
+def loaded(*names):
+    return sorted({m.split(".")[0] for m in sys.modules if m.split(".")[0] in names})
+"""
+
+
+def run_python(code: str) -> str:
+    result = subprocess.run(
+        [sys.executable, "-c", FRAMEWORKS + textwrap.dedent(code)], capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout.strip().splitlines()[-1]
+
+
+def test_import_raylanczos_loads_no_framework():
+    out = run_python("""
+        import raylanczos, raylanczos.backends, raylanczos.layout, raylanczos.worker
+        import raylanczos.examples.digits_data
+        print(loaded("jax", "jaxlib", "tensorflow", "keras", "ray"))
+    """)
+    assert out == "[]"
+
+
+def test_a_jax_run_loads_no_tensorflow():
+    out = run_python("""
+        import numpy as np
+        from raylanczos.examples import digits
+        from raylanczos.worker import LocalHessian
+        hessian = LocalHessian(digits.tiny_problem())
+        hessian.matvec(np.ones(hessian.dim))
+        print(loaded("jax", "tensorflow", "keras"))
+    """)
+    assert out == "['jax']"
+
+
+def test_a_keras_run_needs_no_jax():
+    pytest.importorskip("tensorflow")
+    out = run_python("""
+        import importlib.abc
+
+        class NoJax(importlib.abc.MetaPathFinder):
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] in ("jax", "jaxlib"):
+                    raise ModuleNotFoundError(f"No module named {name!r} (blocked by the test)")
+                return None
+
+        sys.meta_path.insert(0, NoJax())
+        import numpy as np
+        from raylanczos.examples import digits_keras
+        from raylanczos.worker import LocalHessian
+        hessian = LocalHessian(digits_keras.tiny_problem(), compute_dtype="float64")
+        assert np.all(np.isfinite(hessian.matvec(np.ones(hessian.dim))))
+        print(loaded("jax", "jaxlib", "tensorflow", "keras"))
+    """)
+    assert out == "['keras', 'tensorflow']"
