@@ -17,8 +17,8 @@
 #       --workers 2 --gpus-per-worker 1 --overwrite
 #
 # Environment:
-#   RAYLANCZOS_LOCAL_DIR   state: Ray's temp dir, logs, pids (default /tmp/raylanczos-local-$USER;
-#                          keep it short, Ray puts Unix sockets under it)
+#   RAYLANCZOS_LOCAL_DIR   state: each node's Ray temp dir, logs, pids (default
+#                          /tmp/raylanczos-local-$USER; keep it short, Ray puts Unix sockets under it)
 #   RAYLANCZOS_LOCAL_CPUS  CPUs per node (default 1)
 #   RAYLANCZOS_LOCAL_PORT  GCS port of the head (default 6390)
 #   RAYLANCZOS_LOCAL_DASHBOARD_PORT  dashboard and job server port (default 8266)
@@ -27,14 +27,13 @@
 # Token authentication is on (RAY_AUTH_MODE=token) and the dashboard and job server listen
 # on 127.0.0.1 only. `stop` ends only the processes of this cluster: the `ray start --block`
 # processes it started (their pids are in $RAYLANCZOS_LOCAL_DIR/pids), and any Ray process
-# left under its own temp dir. Unlike `ray stop`, it leaves every other Ray on the machine alone.
+# left under its own temp dirs. Unlike `ray stop`, it leaves every other Ray on the machine alone.
 set -euo pipefail
 
 STATE_DIR="${RAYLANCZOS_LOCAL_DIR:-/tmp/raylanczos-local-${USER:-$(id -un)}}"
 CPUS="${RAYLANCZOS_LOCAL_CPUS:-1}"
 GCS_PORT="${RAYLANCZOS_LOCAL_PORT:-6390}"
 DASHBOARD_PORT="${RAYLANCZOS_LOCAL_DASHBOARD_PORT:-8266}"
-RAY_TMP="$STATE_DIR/ray"
 PIDS="$STATE_DIR/pids"
 RAY="${RAY:-ray}"
 PYTHON="${PYTHON:-python3}"
@@ -43,7 +42,7 @@ export RAY_AUTH_MODE=token
 export RAY_USAGE_STATS_ENABLED=0
 
 usage() {
-    sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'
+    awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0" >&2
     exit 2
 }
 
@@ -112,16 +111,18 @@ start() {
     nohup "$RAY" start --head --block --port="$GCS_PORT" \
         --dashboard-host=127.0.0.1 --dashboard-port="$DASHBOARD_PORT" --include-dashboard=true \
         --ray-client-server-port="$client_port" $(node_ports) \
-        --num-cpus="$CPUS" --num-gpus=0 --temp-dir="$RAY_TMP" --disable-usage-stats \
+        --num-cpus="$CPUS" --num-gpus=0 --temp-dir="$STATE_DIR/node-0" --disable-usage-stats \
         > "$STATE_DIR/head.log" 2>&1 < /dev/null &
     echo "$!" >> "$PIDS"
     wait_started "$!" "$STATE_DIR/head.log"
 
+    # Each node gets a temp dir of its own: nodes sharing one would unpack a job's working
+    # directory into the same place, and replace it under a running driver.
     local i
     for ((i = 1; i < nodes; i++)); do
         # shellcheck disable=SC2046
         nohup "$RAY" start --block --address="127.0.0.1:$GCS_PORT" $(node_ports) \
-            --num-cpus="$CPUS" --num-gpus=1 --temp-dir="$RAY_TMP" --disable-usage-stats \
+            --num-cpus="$CPUS" --num-gpus=1 --temp-dir="$STATE_DIR/node-$i" --disable-usage-stats \
             > "$STATE_DIR/worker-$i.log" 2>&1 < /dev/null &
         echo "$!" >> "$PIDS"
         wait_started "$!" "$STATE_DIR/worker-$i.log"
@@ -137,9 +138,9 @@ local-cluster: $nodes node(s) up: the head ($CPUS CPU, no GPU) and $((nodes - 1)
 EOF
 }
 
-leftovers() {  # pids of processes still running under this cluster's temp dir
-    if [[ -d "$RAY_TMP" ]]; then
-        pgrep -f -- "$RAY_TMP" || true
+leftovers() {  # pids of processes still running under this cluster's temp dirs
+    if [[ -d "$STATE_DIR" ]]; then
+        pgrep -f -- "$STATE_DIR/node-" || true
     fi
 }
 

@@ -74,8 +74,21 @@ def allocate_basis(rows: int, dim: int, path: str | os.PathLike | None = None) -
 
 
 def open_basis(path: str | os.PathLike) -> np.ndarray:
-    """Reopen an on-disk basis written by :func:`allocate_basis` for update (no copy)."""
-    return np.lib.format.open_memmap(Path(path), mode="r+")
+    """Reopen an on-disk basis written by :func:`allocate_basis` for update (no copy).
+
+    Raises ``ValueError`` for a file shorter than its header promises (numpy would
+    silently zero-extend it).
+    """
+    path = Path(path)
+    with open(path, "rb") as handle:
+        version = np.lib.format.read_magic(handle)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, _, dtype = read_header(handle)
+        expected = handle.tell() + int(np.prod(shape)) * np.dtype(dtype).itemsize
+    size = path.stat().st_size
+    if size < expected:
+        raise ValueError(f"{path} is truncated: {size} bytes, its header needs {expected}")
+    return np.lib.format.open_memmap(path, mode="r+")
 
 
 def as_matvec(operator: Any, dim: int | None = None) -> tuple[Matvec, int]:

@@ -188,8 +188,6 @@ def build_problem(source: ProblemSource) -> Problem:
         raise ProblemError(f"expected a Problem, a factory function or 'module:function', got {type(source).__name__}")
     try:
         problem = factory()
-    except ProblemError:
-        raise
     except Exception as err:  # noqa: BLE001
         raise ProblemError(f"problem factory {name!r} raised {type(err).__name__}: {err}") from err
     if not isinstance(problem, Problem):

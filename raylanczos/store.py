@@ -13,6 +13,7 @@ import io
 import json
 import os
 import uuid
+import zipfile
 from pathlib import Path
 from typing import Any, Callable
 
@@ -144,11 +145,17 @@ class OutputStore:
             raise PermissionError(f"output location {self.location} is not writable: {err}") from None
 
     def load_npy(self, name: str) -> np.ndarray:
-        return np.load(io.BytesIO(self.read(name)), allow_pickle=False)
+        try:
+            return np.load(io.BytesIO(self.read(name)), allow_pickle=False)
+        except (ValueError, EOFError) as err:
+            raise ValueError(f"{self._path(name)} is not a valid .npy file (damaged or truncated): {err}") from None
 
     def load_npz(self, name: str) -> dict[str, np.ndarray]:
-        with np.load(io.BytesIO(self.read(name)), allow_pickle=False) as data:
-            return {k: data[k] for k in data.files}
+        try:
+            with np.load(io.BytesIO(self.read(name)), allow_pickle=False) as data:
+                return {k: data[k] for k in data.files}
+        except (ValueError, EOFError, zipfile.BadZipFile) as err:
+            raise ValueError(f"{self._path(name)} is not a valid .npz file (damaged or truncated): {err}") from None
 
     def load_json(self, name: str) -> dict[str, Any]:
         try:

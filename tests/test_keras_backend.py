@@ -190,3 +190,17 @@ def test_training_mode_needs_a_training_parameter():
         rl.Problem.from_keras(problem.params, lambda model, batch: 0.0, problem.data, 256, training=True)
     with pytest.raises(rl.ProblemError, match="Keras models only"):
         rl.Problem("jax", {"w": np.zeros(2)}, lambda p, b: 0.0, problem.data, 256, training=True)
+
+
+def test_loss_that_ignores_the_model_argument_is_refused_in_float64_mode():
+    """float64 mode hands loss_fn a float64 copy; a loss closing over the original would give H v = 0."""
+    problem = tiny_problem()
+    original = problem.params
+
+    def closes_over_the_original(model, batch):
+        return digits_keras.mean_cross_entropy(original, batch)
+
+    bad = rl.Problem.from_keras(original, closes_over_the_original, problem.data, problem.batch_size)
+    make_backend(bad, bad.data.arrays)  # the model's own dtype: the same model, accepted
+    with pytest.raises(rl.ProblemError, match="does not depend on the trainable weights.*must call that model"):
+        make_backend(bad, bad.data.arrays, compute_dtype="float64")

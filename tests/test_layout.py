@@ -35,7 +35,7 @@ def test_layout_is_json_ready_and_reads_back():
     assert entries[1] == {"name": "0/w", "shape": [64, 4], "offset": 4, "size": 256}
     vector = np.arange(310.0)
     parts = rl.split_vector(vector, entries)  # the summary.json form
-    assert parts["0/w"].shape == (64, 4) and parts["0/w"][0, 0] == 4.0 and parts["1/b"][-1] == 309.0
+    assert parts["0/w"].shape == (64, 4) and parts["0/w"][0, 0] == 4.0 and parts["1/w"][-1, -1] == 309.0
     assert ParameterLayout.from_json(entries).to_json() == entries
 
 

@@ -58,6 +58,8 @@ class KerasBackend:
         model = problem.params
         if not isinstance(model, keras.layers.Layer):
             raise ProblemError(f"a Keras problem needs a Keras 3 model (keras.Model), got {type(model).__name__}")
+        if not model.trainable_variables:
+            raise ProblemError(f"the Keras model {model.name!r} has no trainable weights: there is nothing to differentiate")
         self.layout = keras_layout(model)
         self.training = problem.training
         self._cast_to = None
@@ -119,10 +121,12 @@ class KerasBackend:
         return tf.concat([tf.reshape(tf.cast(p, tf.float64), [-1]) for p in products], axis=0)
 
     def _check_first_batch(self, size: int) -> None:
-        """Run the loss once, eagerly: a scalar, and no framework error (e.g. shapes that do not fit)."""
+        """Run the loss and its gradient once, eagerly: no framework error (e.g. an output shape
+        that does not fit the labels), a scalar, and a value that depends on the model's weights."""
         batch = self._batches[0]
         try:
-            with keras.StatelessScope():
+            with keras.StatelessScope(), tf.GradientTape(watch_accessed_variables=False) as tape:
+                tape.watch(self._variables)
                 loss = self._loss(batch)
             shape = tuple(tf.convert_to_tensor(loss).shape)
         except Exception as err:  # noqa: BLE001 - any failure is the model's or the loss's, reported in full
@@ -135,6 +139,11 @@ class KerasBackend:
         if shape != ():
             raise ProblemError(
                 f"loss_fn must return a scalar (the mean loss over the batch), got an array of shape {shape}"
+            )
+        if all(g is None for g in tape.gradient(loss, self._variables)):
+            raise ProblemError(
+                f"loss_fn's value does not depend on the trainable weights of the model it is given "
+                f"({self._model.name!r}); it must call that model, its first argument, not another one"
             )
 
     def _cast_data(self, arrays: Batch) -> Batch:
