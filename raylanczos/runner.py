@@ -139,6 +139,8 @@ def hessian_spectrum(
             "seed": seed,
             "distribution": distribution,
             "compute_dtype": compute_dtype or "model",
+            "backend": described.backend,
+            "training": described.training if described.backend == "keras" else None,
             "num_params": dim,
             "num_examples": described.num_examples,
             "batch_size": described.batch_size,
@@ -152,6 +154,7 @@ def hessian_spectrum(
             "config": config,
             "dataset": described.data.describe(),
             "workers": group.infos,
+            "parameter_layout": group.execute("parameter_layout")[0],
             "worker_resources": {"num_cpus": 1, **(worker_resources or {})},
             "steps_completed": records.steps,
             "breakdown": records.breakdown,
@@ -424,7 +427,7 @@ def _plot_title(summary: dict[str, Any]) -> str:
 
 
 def _versions() -> dict[str, str]:
-    names = ("numpy", "scipy", "ray", "jax", "jaxlib", "pyarrow")
+    names = ("numpy", "scipy", "ray", "jax", "jaxlib", "tensorflow", "keras", "pyarrow")
     versions = {"python": platform.python_version(), "platform": platform.platform()}
     versions.update({name: _version(name) for name in names})
     return {name: version for name, version in versions.items() if version}

@@ -45,6 +45,10 @@ def test_run_writes_every_output(finished_run):
     assert summary["config"]["order"] == 12 and summary["config"]["draws"] == 2
     assert summary["config"]["num_params"] == 310 and summary["config"]["num_examples"] == 1797
     assert summary["steps_completed"] == [12, 12]
+    assert summary["config"]["backend"] == "jax" and summary["config"]["training"] is None
+    layout = summary["parameter_layout"]
+    assert [block["name"] for block in layout] == ["0/b", "0/w", "1/b", "1/w"]
+    assert layout[-1]["offset"] + layout[-1]["size"] == 310
     timings = np.array(summary["timings"]["rows"])
     assert timings.shape == (24, len(summary["timings"]["columns"]))
     assert np.all(timings[:, 3] > 0), "every step records the slowest worker's HVP time"

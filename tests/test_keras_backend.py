@@ -204,3 +204,14 @@ def test_loss_that_ignores_the_model_argument_is_refused_in_float64_mode():
     make_backend(bad, bad.data.arrays)  # the model's own dtype: the same model, accepted
     with pytest.raises(rl.ProblemError, match="does not depend on the trainable weights.*must call that model"):
         make_backend(bad, bad.data.arrays, compute_dtype="float64")
+
+
+def test_nan_data_names_worker_shard_and_rows():
+    problem = tiny_problem()
+    x, y = digits_keras.load_digits()
+    x = x.copy()
+    x[1000, 7] = np.nan
+    bad = rl.Problem.from_keras(problem.params, digits_keras.mean_cross_entropy, {"x": x, "y": y}, problem.batch_size)
+    hessian = LocalHessian(bad, plan=rl.ShardPlan.balanced(bad.num_examples, 2))
+    with pytest.raises(RuntimeError, match=r"worker 1, shard 1 \(rows 898-1796\).*dataset rows 898-1153"):
+        hessian.matvec(np.ones(hessian.dim))

@@ -63,7 +63,9 @@ class KerasBackend:
         self.layout = keras_layout(model)
         self.training = problem.training
         self._cast_to = None
-        if compute_dtype is not None and compute_dtype != _widest_dtype(model.trainable_variables).name:
+        policy = getattr(model, "dtype_policy", None)
+        model_dtypes = {_widest_dtype(model.trainable_variables).name, getattr(policy, "compute_dtype", None)}
+        if compute_dtype is not None and model_dtypes - {None} != {compute_dtype}:
             model = clone_in_dtype(model, compute_dtype)
             self._cast_to = np.dtype(compute_dtype)
         self._model = model
@@ -77,7 +79,7 @@ class KerasBackend:
         self._batches = [{k: tf.identity(tf.convert_to_tensor(v)) for k, v in batch.items()} for batch in plan]
         self._loss = _bind_loss(problem.loss_fn, model, problem.training)
         self._check_first_batch(plan.sizes[0])
-        self._hvp = tf.function(self._batch_hvp)
+        self._hvp = _hvp_function(self._variables, [block.size for block in self.layout.blocks], self._loss)
 
     @property
     def num_traces(self) -> int:
@@ -85,40 +87,31 @@ class KerasBackend:
         return int(self._hvp.experimental_get_tracing_count())
 
     def hvp_sum(self, vector: np.ndarray) -> tuple[np.ndarray, int]:
-        """Σ_b |b| · H_b v over the shard: (float64[n], number of examples)."""
-        total = np.zeros(self.num_params, dtype=np.float64)
+        """Σ_b |b| · H_b v over the shard: (float64[n], number of examples).
+
+        The sum is kept in float64 where the products are computed (the accelerator, if
+        any) and copied to the host once.
+        """
+        total = None
         for size, product in self._products(vector):
-            total += size * product
-        return total, self.num_examples
+            term = tf.constant(float(size), tf.float64) * product
+            total = term if total is None else total + term
+        return total.numpy(), self.num_examples
 
     def batch_hvps(self, vector: np.ndarray) -> Iterator[tuple[int, int, np.ndarray]]:
         """(first row, stop row, H_b v as float64[n]) per batch, rows relative to the shard."""
         start = 0
         for size, product in self._products(vector):
-            yield start, start + size, product
+            yield start, start + size, product.numpy()
             start += size
 
-    def _products(self, vector: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
+    def _products(self, vector: np.ndarray) -> Iterator[tuple[int, tf.Tensor]]:
         vector = np.asarray(vector, dtype=np.float64)
         if vector.shape != (self.num_params,):
             raise ValueError(f"expected a vector of {self.num_params} parameters, got shape {vector.shape}")
         v = tf.constant(vector)
         for size, batch in zip(self.batch_sizes, self._batches):
-            yield size, self._hvp(v, batch).numpy()
-
-    def _batch_hvp(self, vector: tf.Tensor, batch: dict[str, tf.Tensor]) -> tf.Tensor:
-        """H_b v of one batch as float64[n]; ``vector`` is float64[n], cast to each variable's dtype."""
-        parts = tf.split(vector, [block.size for block in self.layout.blocks])
-        tangents = [tf.cast(tf.reshape(p, v.shape), v.dtype) for p, v in zip(parts, self._variables)]
-        zero = tf.UnconnectedGradients.ZERO
-        with keras.StatelessScope():
-            with tf.autodiff.ForwardAccumulator(self._variables, tangents) as accumulator:
-                with tf.GradientTape(watch_accessed_variables=False) as tape:
-                    tape.watch(self._variables)
-                    loss = self._loss(batch)
-                gradients = tape.gradient(loss, self._variables, unconnected_gradients=zero)
-            products = accumulator.jvp(gradients, unconnected_gradients=zero)
-        return tf.concat([tf.reshape(tf.cast(p, tf.float64), [-1]) for p in products], axis=0)
+            yield size, self._hvp(v, batch)
 
     def _check_first_batch(self, size: int) -> None:
         """Run the loss and its gradient once, eagerly: no framework error (e.g. an output shape
@@ -205,6 +198,28 @@ def clone_in_dtype(model: Any, dtype: str) -> Any:
     for t, s in zip(target, source):
         t.assign(np.asarray(s).astype(t.dtype) if _is_floating(t.dtype) else np.asarray(s))
     return clone
+
+
+def _hvp_function(variables: list, sizes: list[int], loss: Callable[[dict], Any]) -> Any:
+    """``(float64[n], batch) -> H_b v`` as float64[n], one ``tf.function`` per backend.
+
+    The tangent is split per variable and cast to its dtype; the loss runs in a
+    ``keras.StatelessScope`` so the model's state is read, never written.
+    """
+    zero = tf.UnconnectedGradients.ZERO
+
+    def batch_hvp(vector: tf.Tensor, batch: dict[str, tf.Tensor]) -> tf.Tensor:
+        tangents = [tf.cast(tf.reshape(p, v.shape), v.dtype) for p, v in zip(tf.split(vector, sizes), variables)]
+        with keras.StatelessScope():
+            with tf.autodiff.ForwardAccumulator(variables, tangents) as accumulator:
+                with tf.GradientTape(watch_accessed_variables=False) as tape:
+                    tape.watch(variables)
+                    value = loss(batch)
+                gradients = tape.gradient(value, variables, unconnected_gradients=zero)
+            products = accumulator.jvp(gradients, unconnected_gradients=zero)
+        return tf.concat([tf.reshape(tf.cast(p, tf.float64), [-1]) for p in products], axis=0)
+
+    return tf.function(batch_hvp)
 
 
 def _bind_loss(loss_fn: Callable[..., Any], model: Any, training: bool) -> Callable[[dict], Any]:
