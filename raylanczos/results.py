@@ -33,7 +33,8 @@ import numpy as np
 from raylanczos.lanczos import LanczosState, allocate_basis, open_basis
 from raylanczos.store import OutputStore, json_default, json_writer, npz_writer
 
-TIMING_COLUMNS = ("draw", "step", "broadcast", "hvp_max", "gather", "reduce", "reorth", "checkpoint")
+#: Per-step timing columns (seconds but for draw and step); ``total`` is the step's wall time.
+TIMING_COLUMNS = ("draw", "step", "broadcast", "hvp_max", "gather", "reduce", "reorth", "checkpoint", "total")
 
 
 class CheckpointError(ValueError):

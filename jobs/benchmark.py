@@ -1,0 +1,197 @@
+"""Per-step overhead of raylanczos against the HVP floor and the original approaches.
+
+Measures, for one problem and order m:
+
+- ``hvp_floor_s``: the backend's whole-data HVP in this process, without Ray (median);
+- for each worker count: one draw of m steps through Ray, its per-step split (broadcast,
+  slowest worker's HVP, gather, reduce, re-orthogonalisation, checkpoint), ``mean_step_s``,
+  ``draw_total_s`` (start-up and compilation included) and ``overhead_ratio`` =
+  mean_step_s / hvp_floor_s;
+- peak driver RSS against the n·(m+1)·8-byte basis floor;
+- two baselines on the same problem and steps:
+  "tf-original", host float64 Lanczos with a per-vector re-orthogonalisation loop and one
+  HVP call per step (as the original TensorFlow code); "jax-original", float32 Lanczos
+  with the whole loop compiled by ``jax.jit`` (a ``lax.fori_loop`` over steps, the basis
+  and the HVP on the device, as the original JAX code but compiling in seconds).
+
+Run it as a script or a Ray job (it prints one JSON object on its last line, and writes it
+to ``--out``/benchmark.json)::
+
+    python jobs/benchmark.py --problem raylanczos.examples.digits:wide_problem --order 90 --workers 1 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import ray
+
+import raylanczos as rl
+from raylanczos.problem import build_problem
+from raylanczos.worker import LocalHessian
+
+
+def median_seconds(function, repeats: int) -> float:
+    function()  # warm-up: compilation
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        function()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def tf_original(hessian: LocalHessian, order: int, seed: int) -> dict[str, float]:
+    """Host float64 Lanczos, per-vector re-orthogonalisation loop, one HVP per step."""
+    start = time.perf_counter()
+    n = hessian.dim
+    basis = np.zeros((order, n))
+    v = rl.start_vector(n, seed=seed)
+    beta, v_old = 0.0, np.zeros(n)
+    step_times = []
+    for i in range(order):
+        step_start = time.perf_counter()
+        basis[i] = v
+        w = hessian.matvec(v) - beta * v_old
+        alpha = w @ v
+        w -= alpha * v
+        for j in range(i + 1):
+            w -= (basis[j] @ w) * basis[j]
+        beta = float(np.linalg.norm(w))
+        v_old, v = v, w / beta
+        step_times.append(time.perf_counter() - step_start)
+    return {"tf_original_draw_total_s": time.perf_counter() - start, "tf_original_step_s": float(np.mean(step_times))}
+
+
+def jax_original(problem: rl.Problem, order: int, seed: int) -> dict[str, float]:
+    """Float32 Lanczos with the whole loop (HVPs and re-orthogonalisation) in one jit."""
+    import jax
+    import jax.numpy as jnp
+    from jax.flatten_util import ravel_pytree
+
+    start = time.perf_counter()
+    flat, unravel = ravel_pytree(problem.params)
+    arrays = problem.data.read(rl.ShardPlan.balanced(problem.num_examples, 1).shards[0])
+    batches = list(rl.data.BatchPlan(arrays, problem.batch_size))
+    n, total = flat.size, problem.num_examples
+
+    def hvp(v, batches):
+        out = jnp.zeros_like(flat)
+        for batch in batches:
+            size = len(next(iter(batch.values())))
+            grad = jax.grad(lambda p, b=batch: problem.loss_fn(unravel(p), b))
+            out = out + size * jax.jvp(grad, (flat,), (v,))[1]
+        return out / total
+
+    def lanczos(v0, batches):
+        def step(i, carry):
+            basis, alpha, beta, v, v_old, b = carry
+            basis = basis.at[i].set(v)
+            w = hvp(v, batches) - b * v_old
+            a = w @ v
+            w = w - a * v
+            mask = (jnp.arange(order) <= i).astype(w.dtype)
+            w = w - basis.T @ (mask * (basis @ w))
+            b_new = jnp.linalg.norm(w)
+            return basis, alpha.at[i].set(a), beta.at[i].set(b_new), w / b_new, v, b_new
+
+        init = (jnp.zeros((order, n), jnp.float32), jnp.zeros(order), jnp.zeros(order), v0, jnp.zeros(n), 0.0)
+        _, alpha, beta, *_ = jax.lax.fori_loop(0, order, step, init)
+        return alpha, beta
+
+    v0 = jnp.asarray(rl.start_vector(n, seed=seed), jnp.float32)
+    batches = jax.device_put(batches)  # arguments, not closed-over constants: no constant folding
+    compiled = jax.jit(lanczos).lower(v0, batches).compile()
+    alpha, _ = compiled(v0, batches)
+    alpha.block_until_ready()
+    total_s = time.perf_counter() - start
+    run_start = time.perf_counter()
+    compiled(v0, batches)[0].block_until_ready()
+    return {"jax_original_draw_total_s": total_s, "jax_original_step_s": (time.perf_counter() - run_start) / order}
+
+
+def machine() -> dict[str, str]:
+    try:
+        model = next(
+            line.split(":", 1)[1].strip()
+            for line in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines()
+            if line.startswith("Model name")
+        )
+    except (OSError, StopIteration):
+        model = platform.processor()
+    return {"cpu": model, "cores": str(os.cpu_count()), "python": platform.python_version()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--problem", default="raylanczos.examples.digits:wide_problem")
+    parser.add_argument("--order", type=int, default=90)
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--cpus-per-worker", type=float, default=1.0)
+    parser.add_argument("--gpus-per-worker", type=float, default=0.0)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--skip-baselines", action="store_true")
+    parser.add_argument("--out", default=None, help="directory for benchmark.json (default: a temporary directory)")
+    args = parser.parse_args()
+
+    out = Path(args.out or tempfile.mkdtemp(prefix="raylanczos-benchmark-"))
+    ray.init(ignore_reinit_error=True)  # once: on a cluster Ray is up before a run starts
+    problem = build_problem(args.problem)
+    hessian = LocalHessian(problem)
+    vector = rl.start_vector(hessian.dim, seed=args.seed)
+    report: dict = {
+        "problem": args.problem,
+        "num_params": hessian.dim,
+        "order": args.order,
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "hvp_floor_s": median_seconds(lambda: hessian.matvec(vector), args.repeats),
+    }
+    resources = {"num_cpus": args.cpus_per_worker, **({"num_gpus": args.gpus_per_worker} if args.gpus_per_worker else {})}
+    per_workers = {}
+    for workers in args.workers:
+        start = time.perf_counter()
+        result = rl.hessian_spectrum(
+            args.problem, order=args.order, draws=1, num_workers=workers, worker_resources=resources,
+            out=out / f"run-{workers}", overwrite=True, seed=args.seed,
+        )
+        timings = result.summary["timings"]
+        per_workers[str(workers)] = {
+            "draw_total_s": time.perf_counter() - start,
+            **{key: value for key, value in timings.items() if key.startswith("mean_")},
+        }
+    first = per_workers[str(args.workers[0])]
+    report.update(
+        mean_step_s=first["mean_step_s"],
+        draw_total_s=first["draw_total_s"],
+        overhead_ratio=first["mean_step_s"] / report["hvp_floor_s"],
+        workers=per_workers,
+        peak_driver_rss_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        basis_floor_bytes=hessian.dim * (args.order + 1) * 8,
+    )
+    if not args.skip_baselines:
+        report.update(tf_original(hessian, args.order, args.seed))
+        report.update(jax_original(problem, args.order, args.seed))
+        report["speedup_vs_tf_original"] = report["tf_original_step_s"] / report["mean_step_s"]
+        report["speedup_vs_jax_original"] = report["jax_original_draw_total_s"] / report["draw_total_s"]
+    (out / "benchmark.json").write_text(json.dumps(report, indent=2) + "\n")
+    for key, value in report.items():
+        if not isinstance(value, dict):
+            print(f"{key:>28}: {value:.4g}" if isinstance(value, float) else f"{key:>28}: {value}")
+    print(json.dumps(report))
+
+
+if __name__ == "__main__":
+    main()
