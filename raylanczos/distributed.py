@@ -84,7 +84,7 @@ class WorkerGroup:
             raise ValueError(f"timeout must be positive seconds, got {timeout!r}")
         self.plan = plan
         self.timeout = timeout
-        options = {"num_cpus": 1, **(resources or {})}
+        self.options = options = {"num_cpus": 1, **(resources or {})}
         unknown = set(options) - {"num_cpus", "num_gpus", "resources", "memory"}
         if unknown:
             raise ValueError(f"unsupported worker resource option(s) {sorted(unknown)}; use num_cpus, num_gpus, resources, memory")

@@ -155,7 +155,7 @@ def hessian_spectrum(
             "dataset": described.data.describe(),
             "workers": group.infos,
             "parameter_layout": group.execute("parameter_layout")[0],
-            "worker_resources": {"num_cpus": 1, **(worker_resources or {})},
+            "worker_resources": group.options,
             "steps_completed": records.steps,
             "breakdown": records.breakdown,
             "orthogonality_loss": records.orthogonality,

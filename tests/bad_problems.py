@@ -12,14 +12,12 @@ import os
 import tempfile
 from pathlib import Path
 
-import jax.numpy as jnp
 import numpy as np
 
 import raylanczos as rl
 from raylanczos.examples import digits
+from tests.problems import NAN_ROW, nan_data, vector_loss  # noqa: F401 - importable from here too
 
-#: The example whose pixel is NaN in :func:`nan_data`; with 2 balanced workers it is worker 1's.
-NAN_ROW = 1000
 #: Where the Parquet factories put (or look for) their files.
 SCRATCH = Path(tempfile.gettempdir()) / "raylanczos-bad-inputs"
 MISSING_PARQUET = SCRATCH / "no-such-dir" / "train.parquet"
@@ -64,26 +62,6 @@ def corrupt_parquet() -> rl.Problem:
     os.replace(tmp, CORRUPT_PARQUET)
     tiny = digits.tiny_problem()
     return rl.Problem.from_jax(tiny.params, tiny.loss_fn, rl.ParquetDataset(CORRUPT_PARQUET), 16)
-
-
-def vector_loss() -> rl.Problem:
-    """A loss that forgets the mean: one value per example."""
-    tiny = digits.tiny_problem()
-
-    def per_example_loss(params, batch):
-        logits = digits.forward(params, batch["x"])
-        return -jnp.take_along_axis(logits, batch["y"][:, None], axis=1)[:, 0]
-
-    return rl.Problem.from_jax(tiny.params, per_example_loss, tiny.data, tiny.batch_size)
-
-
-def nan_data() -> rl.Problem:
-    """One NaN pixel in example ``NAN_ROW``."""
-    tiny = digits.tiny_problem()
-    x, y = digits.load_digits()
-    x = x.copy()  # load_digits is cached: never write into its arrays
-    x[NAN_ROW, 7] = np.nan
-    return rl.Problem.from_jax(tiny.params, tiny.loss_fn, rl.ArrayDataset({"x": x, "y": y}), tiny.batch_size)
 
 
 def nan_weights() -> rl.Problem:
