@@ -35,8 +35,10 @@ class StepTiming:
     """Seconds spent by one distributed matvec.
 
     ``broadcast``: ``ray.put`` of the vector; ``hvp_max``: the slowest worker's own HVP
-    time; ``gather``: waiting for all partials beyond the slowest HVP (scheduling,
-    transfer); ``reduce``: the float64 sum and division on the driver.
+    time; ``gather``: from the broadcast to having all partials, beyond the slowest HVP
+    (scheduling and transfer, plus any driver work that outlasted the HVP when the
+    product was started before the driver's re-orthogonalisation); ``reduce``: the
+    float64 sum and division on the driver.
     """
 
     broadcast: float
@@ -201,22 +203,38 @@ class DistributedHessian:
         self.num_examples = num_examples
         self.last_timing: StepTiming | None = None
 
-    def matvec(self, vector: np.ndarray) -> np.ndarray:
+    def submit(self, vector: np.ndarray) -> "PendingProduct":
+        """Start H·vector on every worker (one ``ray.put``) and return without waiting."""
         start = time.perf_counter()
         ref = ray.put(np.ascontiguousarray(vector, dtype=np.float64))
-        broadcast = time.perf_counter()
-        partials: list[PartialHVP] = self.group.get(self.group.execute_async("partial_hvp", ref))
+        refs = self.group.execute_async("partial_hvp", ref)
+        return PendingProduct(refs, submitted=time.perf_counter(), broadcast=time.perf_counter() - start)
+
+    def collect(self, pending: "PendingProduct") -> np.ndarray:
+        """H·vector of a :meth:`submit`, float64[n]; sets :attr:`last_timing`."""
+        partials: list[PartialHVP] = self.group.get(pending.refs)
         gathered = time.perf_counter()
         product = reduce_partials(partials, self.num_examples)
-        done = time.perf_counter()
         hvp_max = max(p.seconds for p in partials)
         self.last_timing = StepTiming(
-            broadcast=broadcast - start,
+            broadcast=pending.broadcast,
             hvp_max=hvp_max,
-            gather=max(gathered - broadcast - hvp_max, 0.0),
-            reduce=done - gathered,
+            gather=max(gathered - pending.submitted - hvp_max, 0.0),
+            reduce=time.perf_counter() - gathered,
         )
         return product
+
+    def matvec(self, vector: np.ndarray) -> np.ndarray:
+        return self.collect(self.submit(vector))
+
+
+@dataclass(frozen=True)
+class PendingProduct:
+    """A distributed HVP in flight: one object reference per worker, and when it started."""
+
+    refs: list[ray.ObjectRef]
+    submitted: float
+    broadcast: float
 
 
 def connect(address: str | None = None) -> bool:

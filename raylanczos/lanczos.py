@@ -7,11 +7,14 @@ and a symmetric tridiagonal T (diagonal α, off-diagonal β) with the Lanczos re
     A Vᵀ = Vᵀ T + β_{m−1} v_m e_{m−1}ᵀ.
 
 Each step re-orthogonalises the new vector against the whole basis by classical
-Gram–Schmidt applied twice ("twice is enough", Giraud, Langou & Rozložník 2005), as two
-BLAS-2 passes ``w -= Vᵀ(V w)``; no Python loop runs over basis vectors.
+Gram–Schmidt as BLAS-2 passes ``w -= Vᵀ(V w)`` (no Python loop over basis vectors): one
+pass, and a second only when the first removed more than 1 − 1/√2 of the norm (the DGKS
+criterion; "twice is enough", Giraud, Langou & Rozložník 2005).
 
 The state advances one matrix-vector product at a time, so a driver can compute the
-product anywhere (a Ray worker group, a GPU), checkpoint between steps, and resume.
+product anywhere (a Ray worker group, a GPU), checkpoint between steps, and resume. The
+next vector to multiply is known before the O(n·k) re-orthogonalisation (look-ahead, see
+:class:`LanczosState`), so a driver can overlap that work with the next product.
 This module depends on numpy and scipy only.
 """
 
@@ -30,6 +33,14 @@ Matvec = Callable[[np.ndarray], np.ndarray]
 #: A draw ends early (an invariant subspace was found) when the new off-diagonal β_j falls
 #: below this fraction of the spectral scale seen so far (the largest ‖A v_i‖, i ≤ j).
 DEFAULT_BREAKDOWN_RTOL = 1e-10
+
+#: Re-orthogonalise a second time when the first pass leaves less than this fraction of
+#: the vector's norm (the criterion of Daniel, Gragg, Kaufman & Stewart 1976).
+DGKS_ETA = 2**-0.5
+
+#: Below this ρ (the norm left after re-orthogonalising the look-ahead vector u) the next
+#: product is taken of v_{j+1} itself instead of being corrected from u's (see LanczosState).
+LOOKAHEAD_MIN_RHO = 0.5
 
 START_DISTRIBUTIONS = ("gaussian", "rademacher")
 
@@ -116,28 +127,56 @@ def as_matvec(operator: Any, dim: int | None = None) -> tuple[Matvec, int]:
 
 @dataclass
 class LanczosState:
-    """The resumable state of one Lanczos run (one SLQ draw).
+    """The resumable state of one Lanczos run (one SLQ draw), stepped one product at a time.
+
+    A step has two halves. :meth:`accept` folds the product A·:attr:`vector` into T (α_j)
+    and forms the next direction u, the three-term residual normalised, which can be
+    multiplied at once. :meth:`reorthogonalize` then projects u against the whole basis
+    (classical Gram–Schmidt, a second pass only when the first leaves less than
+    :data:`DGKS_ETA` of its norm), giving β_j and the exact basis vector
+    v_{j+1} = (u − V c)/ρ. Because A V c = V T̂ c up to the Lanczos relation's rounding,
+    the product of v_{j+1} follows from that of u without a second HVP:
+
+        A v_{j+1} = (A u − V T̂ c) / ρ,
+
+    and :attr:`correction` holds V T̂ c. So the driver can start the next HVP before it
+    re-orthogonalises, and the O(n·k) projection overlaps the HVP instead of adding to it.
+    The error this adds is ‖c‖·ε‖A‖, with ‖c‖ itself at the rounding level of the
+    three-term recurrence; when ρ < :data:`LOOKAHEAD_MIN_RHO` (u mostly inside the basis,
+    close to an invariant subspace) :attr:`vector` becomes v_{j+1} itself and its product
+    is taken afresh. :meth:`advance` does both halves.
 
     Attributes:
       alpha: float64[m], diagonal of T; entries ≥ ``steps`` are unset (zero).
       beta: float64[m], ``beta[j]`` = ‖residual‖ after step j; ``beta[:steps-1]`` is the
         off-diagonal of T and ``beta[steps-1]`` the norm of the final residual.
-      basis: float64[m + 1, n] (in memory or a memmap); rows ``[:steps]`` are the Krylov
-        basis and row ``steps`` the next vector to multiply (or the final residual
-        direction v_m once all m steps are done).
-      steps: Lanczos steps completed (matrix-vector products consumed).
+      basis: float64[m + 1, n] (in memory or a memmap); rows ``[:steps + 1]`` are the
+        orthonormal Krylov basis v₀ … v_steps (row m is the final residual direction;
+        zero after a breakdown).
+      pending: float64[n], the unit vector u to multiply next.
+      correction: float64[n], V T̂ c, subtracted from the product of ``pending``.
+      pending_norm: ρ, the norm of u's component outside the basis before it (1 for v₀).
+      steps: Lanczos steps completed (products accepted).
       scale: the largest ‖A v_j‖ seen, the spectral scale for the breakdown test.
       breakdown: True when the run ended early on an invariant subspace.
       breakdown_rtol: β_j < breakdown_rtol · scale is a breakdown.
+      second_passes: steps whose re-orthogonalisation needed the second pass.
+      fresh_products: steps whose next vector was multiplied afresh (ρ too small).
     """
 
     alpha: np.ndarray
     beta: np.ndarray
     basis: np.ndarray
+    pending: np.ndarray
+    correction: np.ndarray
+    pending_norm: float = 1.0
     steps: int = 0
     scale: float = 0.0
     breakdown: bool = False
     breakdown_rtol: float = DEFAULT_BREAKDOWN_RTOL
+    second_passes: int = 0
+    fresh_products: int = 0
+    _direction_norm: float | None = None  # ‖three-term residual‖ between accept and reorthogonalize
 
     @classmethod
     def start(
@@ -173,6 +212,8 @@ class LanczosState:
             alpha=np.zeros(order, dtype=np.float64),
             beta=np.zeros(order, dtype=np.float64),
             basis=basis,
+            pending=np.array(basis[0]),
+            correction=np.zeros(dim, dtype=np.float64),
             breakdown_rtol=breakdown_rtol,
         )
 
@@ -186,13 +227,17 @@ class LanczosState:
 
     @property
     def done(self) -> bool:
-        return self.breakdown or self.steps >= self.order
+        return self.breakdown or (self.steps >= self.order and self._direction_norm is None)
+
+    @property
+    def awaiting_reorthogonalization(self) -> bool:
+        """True between :meth:`accept` and :meth:`reorthogonalize`."""
+        return self._direction_norm is not None
 
     @property
     def vector(self) -> np.ndarray:
-        """The unit vector v_steps to multiply next, float64[n] (a read-only view)."""
-        view = self.basis[self.steps]
-        view = view.view(np.ndarray)
+        """The unit vector to multiply next, float64[n] (a read-only view of :attr:`pending`)."""
+        view = self.pending.view()
         view.flags.writeable = False
         return view
 
@@ -202,8 +247,20 @@ class LanczosState:
         ``product`` is float64[n]; it is copied, never modified. Raises ``ValueError`` for
         a wrong shape or non-finite entries, and ``RuntimeError`` when the run is done.
         """
+        self.accept(product)
+        if self.awaiting_reorthogonalization:
+            self.reorthogonalize()
+
+    def accept(self, product: np.ndarray) -> None:
+        """First half of a step, O(n): α_j, and the next vector to multiply in :attr:`vector`.
+
+        ``product`` = A · :attr:`vector`, float64[n], copied. After this, unless the run
+        broke down, call :meth:`reorthogonalize` (while the next product is computed).
+        """
         if self.done:
             raise RuntimeError(f"the Lanczos run is complete after {self.steps} steps")
+        if self.awaiting_reorthogonalization:
+            raise RuntimeError(f"step {self.steps - 1} still awaits reorthogonalize()")
         j = self.steps
         w = np.array(product, dtype=np.float64, copy=True)
         if w.shape != (self.dim,):
@@ -211,21 +268,66 @@ class LanczosState:
         if not np.all(np.isfinite(w)):
             bad = int(np.size(w) - np.count_nonzero(np.isfinite(w)))
             raise ValueError(f"matvec returned {bad} non-finite entries at Lanczos step {j}")
+        w -= self.correction
+        w /= self.pending_norm  # now A v_j
         self.scale = max(self.scale, float(np.linalg.norm(w)))
-        basis = self.basis[: j + 1]
-        first = reorthogonalize(basis, w)
-        second = reorthogonalize(basis, w)
-        self.alpha[j] = first[j] + second[j]
-        beta = float(np.linalg.norm(w))
-        self.beta[j] = beta
+        if j > 0:
+            w -= self.beta[j - 1] * self.basis[j - 1]
+        v = self.basis[j]
+        self.alpha[j] = float(v @ w)
+        w -= self.alpha[j] * v
         self.steps = j + 1
-        if beta <= self.breakdown_rtol * self.scale:
-            self.breakdown = self.steps < self.order
-            self.beta[j] = 0.0
-            self.basis[self.steps] = 0.0
+        norm = float(np.linalg.norm(w))
+        if norm <= self.breakdown_rtol * self.scale:
+            self._end(j)
             return
-        w /= beta
-        self.basis[self.steps] = w
+        w /= norm
+        self.pending = w
+        self._direction_norm = norm
+
+    def reorthogonalize(self) -> bool:
+        """Second half of a step, O(n·k): β_j, v_{j+1} and the correction for the next product.
+
+        Returns True when :attr:`vector` was replaced by v_{j+1}, so that a product of the
+        previous :attr:`vector` already started must be discarded and taken again.
+        """
+        if not self.awaiting_reorthogonalization:
+            raise RuntimeError("reorthogonalize() follows accept()")
+        j = self.steps - 1
+        basis = self.basis[: j + 1]
+        w = self.pending.copy()
+        coefficients = reorthogonalize(basis, w)
+        rho = float(np.linalg.norm(w))
+        if rho < DGKS_ETA:
+            coefficients += reorthogonalize(basis, w)
+            rho = float(np.linalg.norm(w))
+            self.second_passes += 1
+        beta = self._direction_norm * rho
+        self._direction_norm = None
+        self.beta[j] = beta
+        if beta <= self.breakdown_rtol * self.scale:
+            self._end(j)
+            return False
+        w /= rho
+        self.basis[j + 1] = w
+        if self.steps >= self.order:
+            return False
+        if rho < LOOKAHEAD_MIN_RHO:
+            self.pending, self.pending_norm = w.copy(), 1.0
+            self.correction = np.zeros(self.dim, dtype=np.float64)
+            self.fresh_products += 1
+            return True
+        mixed = tridiagonal_times(self.alpha[: j + 1], self.beta[: j + 1], coefficients)
+        self.correction = blas.dgemv(1.0, self.basis[: j + 2].T, mixed)
+        self.pending_norm = rho
+        return False
+
+    def _end(self, j: int) -> None:
+        """The residual after step j vanished: an invariant subspace (or the last step)."""
+        self.breakdown = self.steps < self.order
+        self.beta[j] = 0.0
+        self.basis[self.steps] = 0.0
+        self._direction_norm = None
 
     def tridiagonal(self) -> tuple[np.ndarray, np.ndarray]:
         """(α, β) of T after the steps completed: float64[k] and float64[k − 1] copies."""
@@ -233,14 +335,25 @@ class LanczosState:
         return self.alpha[:k].copy(), self.beta[: max(k - 1, 0)].copy()
 
     def snapshot(self) -> dict[str, np.ndarray]:
-        """Everything but the basis, as arrays that ``numpy.savez`` can store safely."""
+        """Everything but the basis, as arrays that ``numpy.savez`` can store safely.
+
+        Includes the two n-vectors :attr:`pending` and :attr:`correction`, so a resumed
+        run multiplies exactly the vector the interrupted one would have.
+        """
+        if self.awaiting_reorthogonalization:
+            raise RuntimeError("snapshot() between accept() and reorthogonalize()")
         return {
             "alpha": self.alpha.copy(),
             "beta": self.beta.copy(),
+            "pending": self.pending.copy(),
+            "correction": self.correction.copy(),
+            "pending_norm": np.float64(self.pending_norm),
             "steps": np.int64(self.steps),
             "scale": np.float64(self.scale),
             "breakdown": np.bool_(self.breakdown),
             "breakdown_rtol": np.float64(self.breakdown_rtol),
+            "second_passes": np.int64(self.second_passes),
+            "fresh_products": np.int64(self.fresh_products),
             "dim": np.int64(self.dim),
         }
 
@@ -260,15 +373,39 @@ class LanczosState:
             raise ValueError(
                 f"basis must be float64 of shape (>= {order + 1}, {dim}), got {basis.dtype} {basis.shape}"
             )
+        vectors = {name: np.asarray(snapshot[name], dtype=np.float64) for name in ("pending", "correction")}
+        for name, vector in vectors.items():
+            if vector.shape != (dim,):
+                raise ValueError(f"snapshot {name} has shape {vector.shape}, expected ({dim},)")
         return cls(
             alpha=alpha.copy(),
             beta=beta.copy(),
             basis=basis,
+            pending=vectors["pending"].copy(),
+            correction=vectors["correction"].copy(),
+            pending_norm=float(snapshot["pending_norm"]),
             steps=steps,
             scale=float(snapshot["scale"]),
             breakdown=bool(snapshot["breakdown"]),
             breakdown_rtol=float(snapshot["breakdown_rtol"]),
+            second_passes=int(snapshot["second_passes"]),
+            fresh_products=int(snapshot["fresh_products"]),
         )
+
+
+def tridiagonal_times(alpha: np.ndarray, beta: np.ndarray, coefficients: np.ndarray) -> np.ndarray:
+    """T̂ c for the (j + 2) × (j + 1) tridiagonal T̂ of steps 0…j, float64[j + 2].
+
+    ``alpha`` and ``beta`` are float64[j + 1] (``beta[j]`` couples v_j to v_{j+1}),
+    ``coefficients`` c is float64[j + 1]. Since A v_i = β_{i−1} v_{i−1} + α_i v_i + β_i v_{i+1},
+    A V c = V_{j+1} (T̂ c) up to the Lanczos relation's rounding.
+    """
+    j = coefficients.shape[0] - 1
+    mixed = np.zeros(j + 2, dtype=np.float64)
+    mixed[: j + 1] += alpha * coefficients
+    mixed[1:] += beta * coefficients
+    mixed[:j] += beta[:j] * coefficients[1:]
+    return mixed
 
 
 def reorthogonalize(basis: np.ndarray, w: np.ndarray) -> np.ndarray:

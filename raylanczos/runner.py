@@ -213,8 +213,9 @@ class _DrawLoop:
                 self.out.write("tridiag.npy", npy_writer(spectrum.stack_tridiagonals(records.tridiagonals(), self.order)))
                 self.checkpoint.save(draw, state, records, timings)
             logger.info(
-                "draw %d/%d done: %d steps%s, orthogonality loss %.1e",
+                "draw %d/%d done: %d steps%s, orthogonality loss %.1e, %d second re-orthogonalisation passes, %d fresh products",
                 draw + 1, self.draws, state.steps, " (invariant subspace found)" if state.breakdown else "", orthogonality,
+                state.second_passes, state.fresh_products,
             )
         return records, timings
 
@@ -223,14 +224,24 @@ class _DrawLoop:
         return self.checkpoint.new_basis(rows, dim) if self.checkpoint is not None else allocate_basis(rows, dim)
 
     def _run_draw(self, draw: int, state: LanczosState, records: DrawRecords, timings: np.ndarray) -> np.ndarray:
+        """Steps of one draw. The next HVP starts as soon as its vector is known (after
+        ``accept``), so the re-orthogonalisation and the checkpoint run while it computes."""
         rows = [timings]
+        in_flight = self.hessian.submit(state.vector) if not state.done else None
         while not state.done:
             step_start = time.perf_counter()
-            product = self.hessian.matvec(state.vector)
+            product = self.hessian.collect(in_flight)
             split = self.hessian.last_timing
-            started = time.perf_counter()
-            state.advance(product)
-            reorth = time.perf_counter() - started
+            state.accept(product)
+            in_flight = None
+            reorth = 0.0
+            if state.awaiting_reorthogonalization:
+                if state.steps < state.order:
+                    in_flight = self.hessian.submit(state.vector)
+                started = time.perf_counter()
+                if state.reorthogonalize():
+                    in_flight = self.hessian.submit(state.vector)  # the look-ahead product is discarded
+                reorth = time.perf_counter() - started
             row = np.array([[draw, state.steps, split.broadcast, split.hvp_max, split.gather, split.reduce, reorth, 0.0, 0.0]])
             rows.append(row)
             if self.checkpoint is not None:

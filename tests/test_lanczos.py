@@ -8,6 +8,7 @@ relative to ‖A‖ = max |λ| unless a docstring says otherwise.
 from __future__ import annotations
 
 import re
+import sys
 
 import numpy as np
 import pytest
@@ -22,6 +23,8 @@ from raylanczos.lanczos import (
 from raylanczos.spectrum import gauss_quadrature, orthogonality_loss
 
 from tests.matrices import diagonal_operator, matrix_with_spectrum
+
+lanczos_module = sys.modules["raylanczos.lanczos"]  # the package exports a function of the same name
 
 # --------------------------------------------------------------------------- helpers
 
@@ -191,6 +194,125 @@ def test_lanczos_relation_and_orthogonality(big_problem):
     assert np.linalg.norm(residual, 2) <= 1e-10 * norm_a
     assert state.beta[m - 1] > 0.0 and np.isclose(np.linalg.norm(v_next), 1.0, rtol=0, atol=1e-14)
     assert orthogonality_loss(state.basis[: m + 1]) <= 1e-12
+
+
+def relation_residual(a: np.ndarray, state: LanczosState) -> float:
+    """‖A Vᵀ − Vᵀ T − β_{k−1} v_k e_{k−1}ᵀ‖₂ of a finished run (k = steps)."""
+    k = state.steps
+    alpha, beta = state.tridiagonal()
+    t = np.diag(alpha) + np.diag(beta, 1) + np.diag(beta, -1)
+    v = np.asarray(state.basis[:k])
+    residual = a @ v.T - v.T @ t
+    residual[:, -1] -= state.beta[k - 1] * np.asarray(state.basis[k])
+    return float(np.linalg.norm(residual, 2))
+
+
+def hessian_like_problem(n: int = 1500, seed: int = 40) -> tuple[np.ndarray, np.ndarray]:
+    """A spectrum like a trained network's Hessian: 20 outliers in [10, 1000], a bulk of
+    |λ| ~ 1e-4 of both signs, and 40% exact zeros (a dynamic range of 1e7)."""
+    rng = np.random.default_rng(seed)
+    zeros = int(0.4 * n)
+    bulk = rng.normal(0.0, 1e-4, n - zeros - 20)
+    lam = np.concatenate([bulk, np.zeros(zeros), rng.uniform(10.0, 1000.0, 20)])
+    return lam, matrix_with_spectrum(lam, rng)
+
+
+def run_pipelined(apply, v0: np.ndarray, order: int) -> tuple[LanczosState, int]:
+    """Drive the state as the distributed runner does: the next product is taken right
+    after ``accept`` and before ``reorthogonalize``; returns (state, products taken)."""
+    state = LanczosState.start(v0, order)
+    product, products = apply(state.vector), 1
+    while not state.done:
+        state.accept(product)
+        if not state.awaiting_reorthogonalization:
+            break
+        ahead = apply(state.vector) if state.steps < state.order else None
+        products += ahead is not None
+        if state.reorthogonalize():
+            ahead = apply(state.vector)
+            products += 1
+        product = ahead
+    return state, products
+
+
+def test_lookahead_is_as_exact_as_fresh_products(monkeypatch):
+    """The corrected look-ahead product gives the same T as multiplying each v_{j+1} afresh
+    (classical full re-orthogonalisation), on a spectrum with a dynamic range of 1e7:
+    Ritz values to 1e-13·‖A‖, relation residual ≤ 1e-14·‖A‖, orthogonality ≤ 1e-14."""
+    lam, a = hessian_like_problem()
+    norm_a = np.max(np.abs(lam))
+    v0 = start_vector(a.shape[0], seed=3)
+    ahead = run_state(lambda v: a @ v, v0, 120)
+    monkeypatch.setattr(lanczos_module, "LOOKAHEAD_MIN_RHO", 2.0)  # every step multiplies v_{j+1}
+    fresh = run_state(lambda v: a @ v, v0, 120)
+    assert fresh.fresh_products == 119 and ahead.fresh_products == 0
+    pipelined, products = run_pipelined(lambda v: a @ v, v0, 120)
+    assert products == 1 + 2 * 119  # the look-ahead product is discarded and v_{j+1} multiplied
+    assert np.array_equal(pipelined.alpha, fresh.alpha) and np.array_equal(pipelined.beta, fresh.beta)
+    for state in (ahead, fresh):
+        assert state.steps == 120 and not state.breakdown
+        assert relation_residual(a, state) <= 1e-14 * norm_a
+        assert orthogonality_loss(state.basis[:121]) <= 1e-14
+    nodes_ahead, _ = gauss_quadrature(*ahead.tridiagonal())
+    nodes_fresh, _ = gauss_quadrature(*fresh.tridiagonal())
+    np.testing.assert_allclose(nodes_ahead, nodes_fresh, rtol=0, atol=1e-13 * norm_a)
+    np.testing.assert_allclose(nodes_ahead[-20:], np.sort(lam)[-20:], rtol=1e-10)
+
+
+def test_second_pass_only_when_the_first_loses_norm(monkeypatch):
+    """No second pass on a well-separated run; forcing it at every step (classical CGS2)
+    changes the Ritz values by no more than 1e-13·‖A‖."""
+    lam, a = hessian_like_problem(seed=41)
+    norm_a = np.max(np.abs(lam))
+    v0 = start_vector(a.shape[0], seed=4)
+    once = run_state(lambda v: a @ v, v0, 90)
+    monkeypatch.setattr(lanczos_module, "DGKS_ETA", 2.0)
+    twice = run_state(lambda v: a @ v, v0, 90)
+    assert once.second_passes == 0 and twice.second_passes == 90
+    assert orthogonality_loss(twice.basis[:91]) <= 1e-14
+    np.testing.assert_allclose(
+        gauss_quadrature(*once.tridiagonal())[0], gauss_quadrature(*twice.tridiagonal())[0], rtol=0, atol=1e-13 * norm_a
+    )
+
+
+def test_product_taken_before_reorthogonalisation_is_bit_identical():
+    """The runner's order (next product before re-orthogonalising) gives exactly the
+    tridiagonal of ``advance``, and one product per step."""
+    rng = np.random.default_rng(42)
+    a = matrix_with_spectrum(known_spectrum("bulk_outliers", 400, rng), rng)
+    v0 = start_vector(400, seed=8)
+    sequential = run_state(lambda v: a @ v, v0, 60)
+    pipelined, products = run_pipelined(lambda v: a @ v, v0, 60)
+    assert products == 60
+    assert np.array_equal(pipelined.alpha, sequential.alpha) and np.array_equal(pipelined.beta, sequential.beta)
+
+
+def test_lookahead_survives_a_tiny_off_diagonal():
+    """v₀ ∝ e₀ + 1e-9·(e₁ + e₂) on diag(λ): β₀ = 2.2e-9·‖A‖, so the look-ahead correction
+    is divided by a tiny norm; the Ritz values are still exact and the draw ends on the
+    3-dimensional invariant subspace."""
+    lam = np.array([1.0, 2.0, 3.0, 4.0, 5.0])
+    apply, dim = diagonal_operator(lam)
+    v0 = np.array([1.0, 1e-9, 1e-9, 0.0, 0.0])
+    state, _ = run_pipelined(apply, v0, 5)
+    nodes, _ = gauss_quadrature(*state.tridiagonal())
+    assert state.steps == 3 and state.breakdown
+    np.testing.assert_allclose(nodes, [1.0, 2.0, 3.0], rtol=0, atol=1e-8)
+
+
+def test_step_halves_are_ordered():
+    rng = np.random.default_rng(43)
+    a = matrix_with_spectrum(known_spectrum("indefinite", 30, rng), rng)
+    state = LanczosState.start(start_vector(30, seed=0), 5)
+    with pytest.raises(RuntimeError, match="follows accept"):
+        state.reorthogonalize()
+    state.accept(a @ state.vector)
+    with pytest.raises(RuntimeError, match="awaits reorthogonalize"):
+        state.accept(a @ state.vector)
+    with pytest.raises(RuntimeError, match="between accept"):
+        state.snapshot()
+    state.reorthogonalize()
+    assert state.steps == 1 and not state.awaiting_reorthogonalization
 
 
 # --------------------------------------------------------------------------- Gauss quadrature
