@@ -2,7 +2,9 @@
 
 Measures, for one problem and order m:
 
-- ``hvp_floor_s``: the backend's whole-data HVP in this process, without Ray (median);
+- ``hvp_floor_s``: the backend's whole-data HVP in one process without Ray (median), on
+  as many cores as one worker reserves (``--cpus-per-worker``, pinned as the workers
+  are), and ``hvp_floor_all_cores_s`` on every core of the machine;
 - for each worker count: one draw of m steps through Ray, its per-step split (broadcast,
   slowest worker's HVP, gather, reduce, re-orthogonalisation, checkpoint), ``mean_step_s``,
   ``draw_total_s`` (start-up and compilation included) and ``overhead_ratio`` =
@@ -25,6 +27,8 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import math
+import multiprocessing
 import os
 import platform
 import resource
@@ -39,7 +43,7 @@ import ray
 
 import raylanczos as rl
 from raylanczos.problem import build_problem
-from raylanczos.worker import LocalHessian
+from raylanczos.worker import LocalHessian, pin_to_cores
 
 
 def median_seconds(function, repeats: int) -> float:
@@ -50,6 +54,21 @@ def median_seconds(function, repeats: int) -> float:
         function()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+def _floor_in_child(problem: str, cores: int | None, repeats: int, seed: int) -> float:
+    """Median whole-data HVP seconds in this (fresh) process, pinned to ``cores`` cores."""
+    if cores is not None:
+        pin_to_cores(0, cores)
+    hessian = LocalHessian(problem)
+    vector = rl.start_vector(hessian.dim, seed=seed)
+    return median_seconds(lambda: hessian.matvec(vector), repeats)
+
+
+def hvp_floor(problem: str, cores: int | None, repeats: int, seed: int) -> float:
+    """The HVP floor measured in a separate process (its thread pools sized by ``cores``)."""
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        return pool.apply(_floor_in_child, (problem, cores, repeats, seed))
 
 
 def tf_original(hessian: LocalHessian, order: int, seed: int) -> dict[str, float]:
@@ -143,30 +162,35 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip-baselines", action="store_true")
+    parser.add_argument(
+        "--pin-cpus", action=argparse.BooleanOptionalAction, default=None,
+        help="pin workers to their cores (default: as raylanczos run, on for CPU-only workers)",
+    )
     parser.add_argument("--out", default=None, help="directory for benchmark.json (default: a temporary directory)")
     args = parser.parse_args()
 
     out = Path(args.out or tempfile.mkdtemp(prefix="raylanczos-benchmark-"))
-    ray.init(ignore_reinit_error=True)  # once: on a cluster Ray is up before a run starts
-    problem = build_problem(args.problem)
-    hessian = LocalHessian(problem)
-    vector = rl.start_vector(hessian.dim, seed=args.seed)
+    worker_cores = max(math.ceil(args.cpus_per_worker), 1)
     report: dict = {
         "problem": args.problem,
-        "num_params": hessian.dim,
         "order": args.order,
+        "cpus_per_worker": args.cpus_per_worker,
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "machine": machine(),
-        "hvp_floor_s": median_seconds(lambda: hessian.matvec(vector), args.repeats),
+        # Floors first, before Ray's own processes start and compete for the cores.
+        "hvp_floor_s": hvp_floor(args.problem, worker_cores, args.repeats, args.seed),
+        "hvp_floor_all_cores_s": hvp_floor(args.problem, None, args.repeats, args.seed),
     }
+    ray.init(ignore_reinit_error=True)  # once: on a cluster Ray is up before a run starts
     resources = {"num_cpus": args.cpus_per_worker, **({"num_gpus": args.gpus_per_worker} if args.gpus_per_worker else {})}
     per_workers = {}
     for workers in args.workers:
         start = time.perf_counter()
         result = rl.hessian_spectrum(
             args.problem, order=args.order, draws=1, num_workers=workers, worker_resources=resources,
-            out=out / f"run-{workers}", overwrite=True, seed=args.seed,
+            out=out / f"run-{workers}", overwrite=True, seed=args.seed, pin_cpus=args.pin_cpus,
         )
+        report["num_params"] = result.summary["config"]["num_params"]
         timings = result.summary["timings"]
         per_workers[str(workers)] = {
             "draw_total_s": time.perf_counter() - start,
@@ -177,11 +201,14 @@ def main() -> None:
         mean_step_s=first["mean_step_s"],
         draw_total_s=first["draw_total_s"],
         overhead_ratio=first["mean_step_s"] / report["hvp_floor_s"],
+        overhead_ratio_all_cores=first["mean_step_s"] / report["hvp_floor_all_cores_s"],
         workers=per_workers,
         peak_driver_rss_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-        basis_floor_bytes=hessian.dim * (args.order + 1) * 8,
+        basis_floor_bytes=report["num_params"] * (args.order + 1) * 8,
     )
-    if not args.skip_baselines:
+    if not args.skip_baselines:  # in this process, on every core, as the original code runs
+        problem = build_problem(args.problem)
+        hessian = LocalHessian(problem)
         report.update(tf_original(hessian, args.order, args.seed))
         report.update(jax_original(problem, args.order, args.seed))
         report["speedup_vs_tf_original"] = report["tf_original_step_s"] / report["mean_step_s"]

@@ -34,6 +34,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--workers", type=int, default=None, help="HVP workers, one data shard each (default 1, or the shard plan's count)")
     run.add_argument("--gpus-per-worker", type=float, default=0.0, help="GPUs per worker (default 0)")
     run.add_argument("--cpus-per-worker", type=float, default=1.0, help="CPUs per worker (default 1)")
+    run.add_argument(
+        "--pin-cpus", action=argparse.BooleanOptionalAction, default=None,
+        help="pin each worker to --cpus-per-worker cores of its own (default: on for CPU-only workers, off with GPUs)",
+    )
     run.add_argument("--shards", default=None, help='JSON shard plan: {"workers": [{"rows": [[start, stop]]} | {"files": [...]}, ...]}')
     run.add_argument("--seed", type=int, default=0, help="seed of the start vectors (default 0)")
     run.add_argument("--start", choices=("gaussian", "rademacher"), default="gaussian", help="start vector distribution")
@@ -124,6 +128,7 @@ def _run(args: argparse.Namespace):
         address=args.address,
         timeout=args.timeout,
         max_restarts=args.max_restarts,
+        pin_cpus=args.pin_cpus,
     )
 
 

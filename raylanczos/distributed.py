@@ -8,6 +8,7 @@ worker order and divides by N.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 import time
@@ -16,7 +17,7 @@ from typing import Any, Sequence
 
 import numpy as np
 import ray
-from ray.util.placement_group import placement_group, remove_placement_group
+from ray.util.placement_group import placement_group, placement_group_table, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from raylanczos.data import Shard, ShardPlan
@@ -66,6 +67,9 @@ class WorkerGroup:
       compute_dtype: None (the model's dtype) or ``"float64"``.
       max_restarts: how often Ray may restart a dead worker (its call is then retried).
       timeout: seconds to wait for a worker to start or to answer one call.
+      pin_cpus: pin each worker to as many cores as its ``num_cpus`` (rounded up), the
+        workers of one node on distinct cores; None (default) pins CPU-only workers and
+        leaves GPU workers free (their host threads feed the device).
 
     Workers are placed through one placement group, one bundle per worker, spread over
     the cluster's nodes where resources allow (an autoscaler sees the whole demand at
@@ -81,6 +85,7 @@ class WorkerGroup:
         compute_dtype: str | None = None,
         max_restarts: int = DEFAULT_MAX_RESTARTS,
         timeout: float = DEFAULT_TIMEOUT_S,
+        pin_cpus: bool | None = None,
     ):
         if not timeout > 0:
             raise ValueError(f"timeout must be positive seconds, got {timeout!r}")
@@ -100,8 +105,12 @@ class WorkerGroup:
             raise WorkerError(
                 f"the cluster could not place {len(bundles)} workers within {timeout:g} s; they need {bundles}"
             ) from None
+        if pin_cpus is None:
+            pin_cpus = not options.get("num_gpus")
+        self.pinned = bool(pin_cpus)
+        slots = _cpu_slots(self.placement, bundles) if pin_cpus else [None] * len(bundles)
         actor_class = ray.remote(ShardWorker)
-        for index, shard in enumerate(plan.shards):
+        for index, (shard, slot) in enumerate(zip(plan.shards, slots)):
             actor_options = dict(options, resources={**options.get("resources", {}), **dict(shard.resources)})
             self.actors.append(
                 actor_class.options(
@@ -109,7 +118,7 @@ class WorkerGroup:
                     max_restarts=max_restarts,
                     max_task_retries=max_restarts,
                     scheduling_strategy=PlacementGroupSchedulingStrategy(self.placement, placement_group_bundle_index=index),
-                ).remote(source, shard, compute_dtype=compute_dtype, sys_path=worker_sys_path())
+                ).remote(source, shard, compute_dtype=compute_dtype, sys_path=worker_sys_path(), cpu_slot=slot)
             )
         try:
             described = self.execute("describe")
@@ -120,10 +129,19 @@ class WorkerGroup:
         self.infos = [dict(info, **where) for info, where in zip(described, placed)]
         for info, shard in zip(self.infos, plan.shards):
             logger.info(
-                "worker %d: %s, %d examples, node %s (%s), pid %d, GPUs %s",
+                "worker %d: %s, %d examples, node %s (%s), pid %d, cores %s, GPUs %s",
                 shard.worker, shard.describe(), info["num_examples"], info["node_id"][:12], info["hostname"],
-                info["pid"], info["gpu_ids"] or "none",
+                info["pid"], _ranges(info["cores"]), info["gpu_ids"] or "none",
             )
+
+    def driver_threads(self) -> int | None:
+        """Threads for the driver's own BLAS calls: the cores of this machine that no
+        pinned worker on it uses (at least 1); None (no limit) when workers are unpinned."""
+        if not self.pinned:
+            return None
+        here = ray.get_runtime_context().get_node_id()
+        taken = {core for info in self.infos if info["node_id"] == here for core in info["cores"]}
+        return max(len(os.sched_getaffinity(0) - taken), 1)
 
     def execute_async(self, method: str, *args: Any) -> list[ray.ObjectRef]:
         return [getattr(actor, method).remote(*args) for actor in self.actors]
@@ -165,6 +183,29 @@ def _bundle(options: dict[str, Any], shard: Shard) -> dict[str, float]:
         **dict(shard.resources),
     }
     return {name: float(amount) for name, amount in bundle.items() if amount}
+
+
+def _cpu_slots(placement: Any, bundles: list[dict[str, float]]) -> list[tuple[int, int]]:
+    """``(first, count)`` core slots per bundle: consecutive and distinct within each node."""
+    nodes = placement_group_table(placement)["bundles_to_node_id"]
+    used: dict[str, int] = {}
+    slots = []
+    for index, bundle in enumerate(bundles):
+        node, count = nodes.get(index, ""), max(math.ceil(bundle.get("CPU", 0.0)), 1)
+        slots.append((used.get(node, 0), count))
+        used[node] = used.get(node, 0) + count
+    return slots
+
+
+def _ranges(cores: Sequence[int]) -> str:
+    """``[0, 1, 2, 5]`` → ``"0-2,5"``."""
+    spans: list[list[int]] = []
+    for core in cores:
+        if spans and core == spans[-1][1] + 1:
+            spans[-1][1] = core
+        else:
+            spans.append([core, core])
+    return ",".join(f"{a}-{b}" if b > a else f"{a}" for a, b in spans)
 
 
 def _placement(_actor: Any) -> dict[str, Any]:

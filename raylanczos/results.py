@@ -14,7 +14,7 @@ Layout of an output location (a directory or an object-store URI)::
     summary.json           configuration, versions, statistics, timings
     density.png            the density on a log y-axis
     lanczos_vec_<d>.npy    float64 (k, n) basis of draw d (only when vectors are saved)
-    checkpoint/            config.json, state.npz, basis.npy: what resuming needs (always
+    checkpoint/            config.json, state.npz, basis.npy, pending.npy: what resuming needs (always
                            on local disk: ``<out>/checkpoint`` for a local ``out``, else a
                            local cache directory or ``--checkpoint-dir``)
 """
@@ -98,6 +98,11 @@ class Checkpoint:
         self.directory = Path(directory)
         self.store = OutputStore(self.directory)
         self.basis_path = self.directory / "basis.npy"
+        # The next vector to multiply (an n-vector) goes to one of two rows of pending.npy,
+        # alternating, so the row that state.npz names is never the one being written.
+        self.pending_path = self.directory / "pending.npy"
+        self._pending: np.ndarray | None = None
+        self._slot = 0
 
     def exists(self) -> bool:
         return self.store.exists("config.json")
@@ -107,12 +112,17 @@ class Checkpoint:
 
     def new_basis(self, rows: int, dim: int) -> np.ndarray:
         self.directory.mkdir(parents=True, exist_ok=True)
+        self._pending = allocate_basis(2, dim, self.pending_path)
         return allocate_basis(rows, dim, self.basis_path)
 
     def save(self, draw: int, state: LanczosState, records: DrawRecords, timings: np.ndarray) -> None:
         """Record the run after a step (atomically): current draw, state, finished draws, timings."""
+        snapshot = state.snapshot()
+        self._slot = 1 - self._slot
+        self._pending[self._slot] = snapshot.pop("pending")
         self.store.write(
-            "state.npz", npz_writer(draw=np.int64(draw), timings=timings, **state.snapshot(), **records.to_arrays())
+            "state.npz",
+            npz_writer(draw=np.int64(draw), timings=timings, pending_slot=np.int64(self._slot), **snapshot, **records.to_arrays()),
         )
 
     def load(self, config: dict[str, Any]) -> tuple[int, LanczosState, DrawRecords, np.ndarray]:
@@ -121,6 +131,7 @@ class Checkpoint:
             saved = self.store.load_json("config.json")
             arrays = self.store.load_npz("state.npz")
             basis = open_basis(self.basis_path)
+            self._pending = open_basis(self.pending_path)
         except (OSError, ValueError, KeyError) as err:
             raise CheckpointError(f"cannot read checkpoint in {self.directory}: {err}") from None
         previous = saved.get("config", {}) if isinstance(saved, dict) else {}
@@ -130,7 +141,8 @@ class Checkpoint:
             raise CheckpointError(f"checkpoint in {self.directory} is from a different configuration ({details or 'hash differs'})")
         try:
             order = int(arrays["alpha"].shape[0])
-            state = LanczosState.restore(arrays, basis)
+            self._slot = int(arrays["pending_slot"])
+            state = LanczosState.restore({**arrays, "pending": self._pending[self._slot]}, basis)
             records = DrawRecords.from_arrays(order, arrays)
             return int(arrays["draw"]), state, records, np.asarray(arrays["timings"], dtype=np.float64)
         except (KeyError, ValueError, IndexError) as err:

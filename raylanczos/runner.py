@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import platform
+import tempfile
 import time
 from dataclasses import dataclass
 from importlib import metadata
@@ -17,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import ray
+from threadpoolctl import threadpool_limits
 
 from raylanczos import spectrum
 from raylanczos.data import ShardPlan
@@ -29,6 +31,10 @@ from raylanczos.results import TIMING_COLUMNS, Checkpoint, CheckpointError, Draw
 from raylanczos.store import OutputStore, json_writer, npy_writer, npz_writer
 
 logger = logging.getLogger("raylanczos")
+
+#: Without a checkpoint, a Lanczos basis larger than this (GB) is memory-mapped to a
+#: temporary file rather than held in the driver's RAM.
+DEFAULT_BASIS_MEMORY_GB = 8.0
 
 DENSITY_UNITS = "sigma2 is an absolute variance (eigenvalue units squared); sigma2 = sigma2_relative * (lambda_max - lambda_min)^2"
 
@@ -80,6 +86,8 @@ def hessian_spectrum(
     address: str | None = None,
     timeout: float = DEFAULT_TIMEOUT_S,
     max_restarts: int = DEFAULT_MAX_RESTARTS,
+    pin_cpus: bool | None = None,
+    basis_memory_gb: float = DEFAULT_BASIS_MEMORY_GB,
 ) -> SpectrumResult:
     """Estimate the Hessian eigenvalue density of ``problem`` by SLQ on a Ray worker group.
 
@@ -108,9 +116,17 @@ def hessian_spectrum(
       timeout: seconds to wait for a worker to start or to answer one step.
       max_restarts: how often a dead worker (killed process, lost node) is restarted;
         its step is then recomputed, so the result is unchanged.
+      pin_cpus: pin each worker to its own cores (as many as its ``num_cpus``); None
+        (default) pins CPU-only workers and not GPU workers.
+      basis_memory_gb: without a checkpoint (``out`` None), a basis of n·(m+1)·8 bytes
+        above this many GB is memory-mapped to a temporary file instead of held in RAM.
+        With a checkpoint the basis is always the memory-mapped ``basis.npy`` there, so
+        the operating system keeps in RAM what fits and pages out the rest.
     """
     _check_count("order", order)
     _check_count("draws", draws)
+    if not basis_memory_gb >= 0:
+        raise ValueError(f"basis_memory_gb must be >= 0 GB, got {basis_memory_gb!r}")
     if distribution not in START_DISTRIBUTIONS:
         raise ValueError(f"distribution must be one of {START_DISTRIBUTIONS}, got {distribution!r}")
     if resume and out is None:
@@ -125,7 +141,8 @@ def hessian_spectrum(
     group = None
     try:
         group = WorkerGroup(
-            source, plan, resources=worker_resources, compute_dtype=compute_dtype, max_restarts=max_restarts, timeout=timeout
+            source, plan, resources=worker_resources, compute_dtype=compute_dtype, max_restarts=max_restarts,
+            timeout=timeout, pin_cpus=pin_cpus,
         )
         hessian = DistributedHessian(group, described.num_examples)
         dim = hessian.dim
@@ -146,8 +163,12 @@ def hessian_spectrum(
             "batch_size": described.batch_size,
             "shard_plan": plan.to_json(),
         }
-        loop = _DrawLoop(hessian, config, checkpoint, out_dir, save_vectors)
-        records, timings = loop.run(resume)
+        loop = _DrawLoop(hessian, config, checkpoint, out_dir, save_vectors, basis_memory_gb)
+        driver_threads = group.driver_threads()
+        if driver_threads is not None:
+            logger.info("driver: %d BLAS thread(s), on the cores no worker on this node is pinned to", driver_threads)
+        with threadpool_limits(limits=driver_threads, user_api="blas"):
+            records, timings = loop.run(resume)
         summary = {
             "raylanczos_version": _version("raylanczos"),
             "versions": _versions(),
@@ -180,8 +201,15 @@ class _DrawLoop:
     """Runs the draws one step at a time, checkpointing after every step."""
 
     def __init__(
-        self, hessian: Any, config: dict[str, Any], checkpoint: Checkpoint | None, out: OutputStore | None, save_vectors: bool
+        self,
+        hessian: Any,
+        config: dict[str, Any],
+        checkpoint: Checkpoint | None,
+        out: OutputStore | None,
+        save_vectors: bool,
+        basis_memory_gb: float = DEFAULT_BASIS_MEMORY_GB,
     ):
+        self.basis_memory_gb = basis_memory_gb
         self.hessian = hessian
         self.config = config
         self.checkpoint = checkpoint
@@ -221,7 +249,21 @@ class _DrawLoop:
 
     def _new_basis(self) -> np.ndarray:
         rows, dim = self.order + 1, self.config["num_params"]
-        return self.checkpoint.new_basis(rows, dim) if self.checkpoint is not None else allocate_basis(rows, dim)
+        gigabytes = rows * dim * 8 / 1e9
+        if self.checkpoint is not None:
+            logger.info("basis: %.3g GB, memory-mapped at %s", gigabytes, self.checkpoint.basis_path)
+            return self.checkpoint.new_basis(rows, dim)
+        if gigabytes <= self.basis_memory_gb:
+            return allocate_basis(rows, dim)
+        handle, path = tempfile.mkstemp(prefix="raylanczos-basis-", suffix=".npy")
+        os.close(handle)
+        basis = allocate_basis(rows, dim, path)
+        os.unlink(path)  # the mapping keeps the file until the basis is released
+        logger.info(
+            "basis: %.3g GB > basis_memory_gb %g: memory-mapped to a temporary file in %s",
+            gigabytes, self.basis_memory_gb, os.path.dirname(path),
+        )
+        return basis
 
     def _run_draw(self, draw: int, state: LanczosState, records: DrawRecords, timings: np.ndarray) -> np.ndarray:
         """Steps of one draw. The next HVP starts as soon as its vector is known (after

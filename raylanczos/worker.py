@@ -49,6 +49,9 @@ class ShardWorker:
       shard: the rows or files this worker owns.
       compute_dtype: None (the model's dtype) or ``"float64"``.
       sys_path: extra import-path entries (the driver's cwd and PYTHONPATH).
+      cpu_slot: ``(first, count)``: pin this process to ``count`` of its allowed cores,
+        from index ``first`` (see :func:`pin_to_cores`), before the framework starts its
+        thread pools; None leaves the process unpinned.
     """
 
     def __init__(
@@ -58,7 +61,10 @@ class ShardWorker:
         *,
         compute_dtype: str | None = None,
         sys_path: Sequence[str] = (),
+        cpu_slot: tuple[int, int] | None = None,
     ):
+        if cpu_slot is not None:
+            pin_to_cores(*cpu_slot)
         ensure_on_path(list(sys_path))
         self.shard = shard
         problem = build_problem(source)
@@ -78,6 +84,7 @@ class ShardWorker:
             "training": self.backend.training,
             "hostname": socket.gethostname(),
             "pid": os.getpid(),
+            "cores": sorted(os.sched_getaffinity(0)),
         }
 
     def parameter_layout(self) -> list[dict[str, Any]]:
@@ -107,6 +114,21 @@ class ShardWorker:
                     f"{self.shard.locate(first, stop)} (check that batch's data and the model's weights)"
                 )
         return f"non-finite Hessian-vector product on {where} (the sum over batches overflowed)"
+
+
+def pin_to_cores(first: int, count: int) -> list[int]:
+    """Restrict this process to ``count`` of the cores it may use, from index ``first``.
+
+    Indexes wrap around the sorted allowed set, so slots beyond the machine's cores share
+    cores instead of failing. XLA and TensorFlow size their thread pools from this set,
+    so pin before importing them: a worker then uses the CPUs it reserved, and workers
+    on one node (and the driver's re-orthogonalisation) do not fight over cores.
+    Returns the cores chosen.
+    """
+    allowed = sorted(os.sched_getaffinity(0))
+    cores = sorted({allowed[(first + i) % len(allowed)] for i in range(max(count, 1))})
+    os.sched_setaffinity(0, cores)
+    return cores
 
 
 def reduce_partials(partials: Sequence[PartialHVP], num_examples: int) -> np.ndarray:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import logging
+import os
+import sys
+
 import numpy as np
 import pytest
 
@@ -29,10 +33,38 @@ def test_distribution_is_transparent(ray_session, in_process_tridiagonals, worke
     )
     assert result.tridiagonals.shape == (2, 20, 20)
     assert [info["worker"] for info in result.summary["workers"]] == list(range(workers))
+    # CPU-only workers are pinned by default: one core each, distinct while cores last.
+    cores = [tuple(info["cores"]) for info in result.summary["workers"]]
+    allowed = len(os.sched_getaffinity(0))
+    assert all(len(c) == 1 for c in cores) and len(set(cores)) == min(workers, allowed)
     for got, want in zip(spectrum.split_tridiagonals(result.tridiagonals), in_process_tridiagonals):
         scale = np.abs(want.alpha).max()
         assert np.max(np.abs(got[0] - want.alpha)) <= 1e-12 * scale
         assert np.max(np.abs(got[1] - want.beta)) <= 1e-12 * scale
+
+
+def test_unpinned_workers_spilled_basis_and_fresh_products(ray_session, in_process_tridiagonals, monkeypatch, caplog):
+    """Unpinned workers, a basis memory-mapped past a zero budget, and every look-ahead
+    product discarded for a fresh one: the same tridiagonals as in process."""
+    monkeypatch.setattr(sys.modules["raylanczos.lanczos"], "LOOKAHEAD_MIN_RHO", 2.0)
+    caplog.set_level(logging.INFO, logger="raylanczos")
+    result = rl.hessian_spectrum(
+        TINY, order=20, draws=2, seed=3, num_workers=2, worker_resources=WORKER_RESOURCES, compute_dtype="float64",
+        pin_cpus=False, basis_memory_gb=0,
+    )
+    allowed = sorted(os.sched_getaffinity(0))
+    assert [info["cores"] for info in result.summary["workers"]] == [allowed, allowed]
+    assert "memory-mapped to a temporary file" in caplog.text
+    assert "19 fresh products" in caplog.text
+    for got, want in zip(spectrum.split_tridiagonals(result.tridiagonals), in_process_tridiagonals):
+        scale = np.abs(want.alpha).max()
+        assert np.max(np.abs(got[0] - want.alpha)) <= 1e-12 * scale
+        assert np.max(np.abs(got[1] - want.beta)) <= 1e-12 * scale
+
+
+def test_negative_basis_budget_is_refused_before_workers_start():
+    with pytest.raises(ValueError, match="basis_memory_gb must be >= 0 GB, got -1"):
+        rl.hessian_spectrum(TINY, order=5, draws=1, basis_memory_gb=-1)
 
 
 def test_full_order_nodes_are_the_dense_eigenvalues(ray_session):
