@@ -154,9 +154,8 @@ class LanczosState:
         orthonormal Krylov basis v₀ … v_steps (row m is the final residual direction;
         zero after a breakdown).
       pending: float64[n], the unit vector u to multiply next.
-      correction: float64[n], V T̂ c, subtracted from the product of ``pending``.
-      coefficients: c, float64[steps], u's components along v₀ … v_{steps−1} (zero when
-        ``pending`` is a basis vector itself).
+      correction: float64[n], V T̂ c, subtracted from the product of ``pending`` (zero
+        when ``pending`` is a basis vector itself).
       pending_norm: ρ, the norm of u's component outside the basis before it (1 for v₀).
       steps: Lanczos steps completed (products accepted).
       scale: the largest ‖A v_j‖ seen, the spectral scale for the breakdown test.
@@ -171,7 +170,6 @@ class LanczosState:
     basis: np.ndarray
     pending: np.ndarray
     correction: np.ndarray
-    coefficients: np.ndarray
     pending_norm: float = 1.0
     steps: int = 0
     scale: float = 0.0
@@ -217,7 +215,6 @@ class LanczosState:
             basis=basis,
             pending=np.array(basis[0]),
             correction=np.zeros(dim, dtype=np.float64),
-            coefficients=np.zeros(0, dtype=np.float64),
             breakdown_rtol=breakdown_rtol,
         )
 
@@ -300,11 +297,18 @@ class LanczosState:
         j = self.steps - 1
         basis = self.basis[: j + 1]
         w = self.pending.copy()
-        coefficients = reorthogonalize(basis, w)
+        # One pass over the basis gives both V(Vᵀu) and V(T̂c) without the v_{j+1} term
+        # (T̂c's first j + 1 entries do not involve the β_j still to be found).
+        coefficients = blas.dgemv(1.0, basis.T, w, trans=1)
+        mixed = tridiagonal_times(self.alpha[: j + 1], self.beta[: j + 1], coefficients)
+        projection, correction = np.stack([coefficients, mixed[: j + 1]]) @ basis
+        w -= projection
         rho = float(np.linalg.norm(w))
         if rho < DGKS_ETA:
             coefficients += reorthogonalize(basis, w)
             rho = float(np.linalg.norm(w))
+            mixed = tridiagonal_times(self.alpha[: j + 1], self.beta[: j + 1], coefficients)
+            correction = blas.dgemv(1.0, basis.T, mixed[: j + 1])
             self.second_passes += 1
         beta = self._direction_norm * rho
         self._direction_norm = None
@@ -316,23 +320,14 @@ class LanczosState:
         self.basis[j + 1] = w
         if self.steps >= self.order:
             return False
-        fresh = rho < LOOKAHEAD_MIN_RHO
-        if fresh:
-            self.pending, rho = w.copy(), 1.0
-            coefficients[:] = 0.0
+        if rho < LOOKAHEAD_MIN_RHO:
+            self.pending, self.pending_norm = w.copy(), 1.0
+            self.correction = np.zeros(self.dim, dtype=np.float64)
             self.fresh_products += 1
-        self.coefficients, self.pending_norm = coefficients, rho
-        self.correction = self._correction()
-        return fresh
-
-    def _correction(self) -> np.ndarray:
-        """V T̂ c for the current :attr:`coefficients` (zero for a basis vector)."""
-        c = self.coefficients
-        if not np.any(c):
-            return np.zeros(self.dim, dtype=np.float64)
-        j = c.shape[0] - 1
-        mixed = tridiagonal_times(self.alpha[: j + 1], self.beta[: j + 1], c)
-        return blas.dgemv(1.0, self.basis[: j + 2].T, mixed)
+            return True
+        correction += (coefficients[j] * beta) * w  # the v_{j+1} term of V T̂ c
+        self.correction, self.pending_norm = correction, rho
+        return False
 
     def _end(self, j: int) -> None:
         """The residual after step j vanished: an invariant subspace (or the last step)."""
@@ -349,9 +344,8 @@ class LanczosState:
     def snapshot(self) -> dict[str, np.ndarray]:
         """Everything but the basis, as arrays that ``numpy.savez`` can store safely.
 
-        Includes the n-vector :attr:`pending` and the coefficients c, so a resumed run
-        multiplies exactly the vector the interrupted one would have (the correction is
-        recomputed from c and the basis, bit for bit).
+        Includes the n-vectors :attr:`pending` and :attr:`correction`, so a resumed run
+        multiplies exactly the vector the interrupted one would have.
         """
         if self.awaiting_reorthogonalization:
             raise RuntimeError("snapshot() between accept() and reorthogonalize()")
@@ -359,7 +353,7 @@ class LanczosState:
             "alpha": self.alpha.copy(),
             "beta": self.beta.copy(),
             "pending": self.pending.copy(),
-            "coefficients": self.coefficients.copy(),
+            "correction": self.correction.copy(),
             "pending_norm": np.float64(self.pending_norm),
             "steps": np.int64(self.steps),
             "scale": np.float64(self.scale),
@@ -386,19 +380,16 @@ class LanczosState:
             raise ValueError(
                 f"basis must be float64 of shape (>= {order + 1}, {dim}), got {basis.dtype} {basis.shape}"
             )
-        pending = np.array(snapshot["pending"], dtype=np.float64)
-        coefficients = np.array(snapshot["coefficients"], dtype=np.float64)
-        if pending.shape != (dim,):
-            raise ValueError(f"snapshot pending vector has shape {pending.shape}, expected ({dim},)")
-        if coefficients.ndim != 1 or coefficients.shape[0] > steps:
-            raise ValueError(f"snapshot coefficients have shape {coefficients.shape}, expected at most ({steps},)")
-        state = cls(
+        vectors = {name: np.array(snapshot[name], dtype=np.float64) for name in ("pending", "correction")}
+        for name, vector in vectors.items():
+            if vector.shape != (dim,):
+                raise ValueError(f"snapshot {name} vector has shape {vector.shape}, expected ({dim},)")
+        return cls(
             alpha=alpha.copy(),
             beta=beta.copy(),
             basis=basis,
-            pending=pending,
-            correction=np.zeros(0),
-            coefficients=coefficients,
+            pending=vectors["pending"],
+            correction=vectors["correction"],
             pending_norm=float(snapshot["pending_norm"]),
             steps=steps,
             scale=float(snapshot["scale"]),
@@ -407,8 +398,6 @@ class LanczosState:
             second_passes=int(snapshot["second_passes"]),
             fresh_products=int(snapshot["fresh_products"]),
         )
-        state.correction = state._correction()
-        return state
 
 
 def tridiagonal_times(alpha: np.ndarray, beta: np.ndarray, coefficients: np.ndarray) -> np.ndarray:

@@ -98,8 +98,9 @@ class Checkpoint:
         self.directory = Path(directory)
         self.store = OutputStore(self.directory)
         self.basis_path = self.directory / "basis.npy"
-        # The next vector to multiply (an n-vector) goes to one of two rows of pending.npy,
-        # alternating, so the row that state.npz names is never the one being written.
+        # The next vector to multiply and its correction (two n-vectors) go to one of two
+        # slots of pending.npy, alternating, so the slot state.npz names is never the one
+        # being written.
         self.pending_path = self.directory / "pending.npy"
         self._pending: np.ndarray | None = None
         self._slot = 0
@@ -112,14 +113,15 @@ class Checkpoint:
 
     def new_basis(self, rows: int, dim: int) -> np.ndarray:
         self.directory.mkdir(parents=True, exist_ok=True)
-        self._pending = allocate_basis(2, dim, self.pending_path)
+        self._pending = allocate_basis(4, dim, self.pending_path)
         return allocate_basis(rows, dim, self.basis_path)
 
     def save(self, draw: int, state: LanczosState, records: DrawRecords, timings: np.ndarray) -> None:
         """Record the run after a step (atomically): current draw, state, finished draws, timings."""
         snapshot = state.snapshot()
         self._slot = 1 - self._slot
-        self._pending[self._slot] = snapshot.pop("pending")
+        self._pending[2 * self._slot] = snapshot.pop("pending")
+        self._pending[2 * self._slot + 1] = snapshot.pop("correction")
         self.store.write(
             "state.npz",
             npz_writer(draw=np.int64(draw), timings=timings, pending_slot=np.int64(self._slot), **snapshot, **records.to_arrays()),
@@ -142,7 +144,8 @@ class Checkpoint:
         try:
             order = int(arrays["alpha"].shape[0])
             self._slot = int(arrays["pending_slot"])
-            state = LanczosState.restore({**arrays, "pending": self._pending[self._slot]}, basis)
+            vectors = {"pending": self._pending[2 * self._slot], "correction": self._pending[2 * self._slot + 1]}
+            state = LanczosState.restore({**arrays, **vectors}, basis)
             records = DrawRecords.from_arrays(order, arrays)
             return int(arrays["draw"]), state, records, np.asarray(arrays["timings"], dtype=np.float64)
         except (KeyError, ValueError, IndexError) as err:
