@@ -47,7 +47,8 @@ def config_hash(config: dict[str, Any]) -> str:
 
 @dataclass
 class DrawRecords:
-    """Finished draws: α, β float64 (D, m) zero-padded, steps, breakdown flags, orthogonality loss."""
+    """Finished draws: α, β float64 (D, m) zero-padded, steps, breakdown flags, orthogonality
+    loss, and the steps that needed a second re-orthogonalisation pass or a fresh product."""
 
     order: int
     alpha: list[np.ndarray] = field(default_factory=list)
@@ -55,6 +56,8 @@ class DrawRecords:
     steps: list[int] = field(default_factory=list)
     breakdown: list[bool] = field(default_factory=list)
     orthogonality: list[float] = field(default_factory=list)
+    second_passes: list[int] = field(default_factory=list)
+    fresh_products: list[int] = field(default_factory=list)
 
     def add(self, state: LanczosState, orthogonality: float) -> None:
         self.alpha.append(state.alpha.copy())
@@ -62,6 +65,8 @@ class DrawRecords:
         self.steps.append(state.steps)
         self.breakdown.append(state.breakdown)
         self.orthogonality.append(orthogonality)
+        self.second_passes.append(state.second_passes)
+        self.fresh_products.append(state.fresh_products)
 
     def __len__(self) -> int:
         return len(self.steps)
@@ -77,6 +82,8 @@ class DrawRecords:
             "done_steps": np.array(self.steps, dtype=np.int64),
             "done_breakdown": np.array(self.breakdown, dtype=bool),
             "done_orthogonality": np.array(self.orthogonality, dtype=np.float64),
+            "done_second_passes": np.array(self.second_passes, dtype=np.int64),
+            "done_fresh_products": np.array(self.fresh_products, dtype=np.int64),
         }
 
     @classmethod
@@ -88,6 +95,8 @@ class DrawRecords:
             [int(k) for k in arrays["done_steps"]],
             [bool(b) for b in arrays["done_breakdown"]],
             [float(x) for x in arrays["done_orthogonality"]],
+            [int(k) for k in arrays["done_second_passes"]],
+            [int(k) for k in arrays["done_fresh_products"]],
         )
 
 

@@ -180,6 +180,8 @@ def hessian_spectrum(
             "steps_completed": records.steps,
             "breakdown": records.breakdown,
             "orthogonality_loss": records.orthogonality,
+            "second_reorthogonalisation_passes": records.second_passes,
+            "fresh_products": records.fresh_products,
             "timings": _timing_summary(timings),
         }
     finally:

@@ -28,7 +28,8 @@ def run_cli(capsys, *args: str) -> tuple[int, str]:
 def finished_run(ray_session, tmp_path_factory) -> Path:
     """A 2-draw × 12-step run of the tiny MLP with 2 workers, through the CLI."""
     out = tmp_path_factory.mktemp("cli") / "run"
-    assert cli.main(["run", "--problem", TINY, "--out", str(out), "--order", "12", "--draws", "2", "--workers", "2", *FAST]) == 0
+    args = ["run", "--problem", TINY, "--out", str(out), "--order", "12", "--draws", "2", "--workers", "2", "--no-pin-cpus"]
+    assert cli.main([*args, *FAST]) == 0
     return out
 
 
@@ -54,6 +55,8 @@ def test_run_writes_every_output(finished_run):
     assert np.all(timings[:, 3] > 0), "every step records the slowest worker's HVP time"
     assert summary["lambda_max"] == pytest.approx(max(summary["top_ritz_values"]))
     assert len(summary["workers"]) == 2 and all(w["node_id"] for w in summary["workers"])
+    assert all(w["cores"] == sorted(os.sched_getaffinity(0)) for w in summary["workers"]), "--no-pin-cpus"
+    assert len(summary["second_reorthogonalisation_passes"]) == len(summary["fresh_products"]) == 2
     assert (finished_run / "density.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

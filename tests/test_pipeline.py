@@ -56,6 +56,7 @@ def test_unpinned_workers_spilled_basis_and_fresh_products(ray_session, in_proce
     assert [info["cores"] for info in result.summary["workers"]] == [allowed, allowed]
     assert "memory-mapped to a temporary file" in caplog.text
     assert "19 fresh products" in caplog.text
+    assert result.summary["fresh_products"] == [19, 19]
     for got, want in zip(spectrum.split_tridiagonals(result.tridiagonals), in_process_tridiagonals):
         scale = np.abs(want.alpha).max()
         assert np.max(np.abs(got[0] - want.alpha)) <= 1e-12 * scale
