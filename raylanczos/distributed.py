@@ -233,6 +233,9 @@ class DistributedHessian:
     """H = ∇²L as a float64 matvec over a :class:`WorkerGroup` (the driver-side operator).
 
     ``dim`` is n; ``last_timing`` holds the :class:`StepTiming` of the latest matvec.
+    ``broadcast_dtype`` is float32 when every worker computes in float32 (the vector is
+    rounded to float32 once on the driver instead of on each worker: the same numbers,
+    half the bytes), else float64. Partial products always come back in float64.
     """
 
     def __init__(self, group: WorkerGroup, num_examples: int):
@@ -242,12 +245,14 @@ class DistributedHessian:
         self.group = group
         self.dim = dims.pop()
         self.num_examples = num_examples
+        compute = {info["compute_dtype"] for info in group.infos}
+        self.broadcast_dtype = np.dtype(np.float32 if compute == {"float32"} else np.float64)
         self.last_timing: StepTiming | None = None
 
     def submit(self, vector: np.ndarray) -> "PendingProduct":
         """Start H·vector on every worker (one ``ray.put``) and return without waiting."""
         start = time.perf_counter()
-        ref = ray.put(np.ascontiguousarray(vector, dtype=np.float64))
+        ref = ray.put(np.ascontiguousarray(vector, dtype=self.broadcast_dtype))
         refs = self.group.execute_async("partial_hvp", ref)
         return PendingProduct(refs, submitted=time.perf_counter(), broadcast=time.perf_counter() - start)
 

@@ -177,6 +177,7 @@ def hessian_spectrum(
             "workers": group.infos,
             "parameter_layout": group.execute("parameter_layout")[0],
             "worker_resources": group.options,
+            "broadcast_dtype": str(hessian.broadcast_dtype),
             "steps_completed": records.steps,
             "breakdown": records.breakdown,
             "orthogonality_loss": records.orthogonality,

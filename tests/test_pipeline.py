@@ -41,6 +41,20 @@ def test_distribution_is_transparent(ray_session, in_process_tridiagonals, worke
         scale = np.abs(want.alpha).max()
         assert np.max(np.abs(got[0] - want.alpha)) <= 1e-12 * scale
         assert np.max(np.abs(got[1] - want.beta)) <= 1e-12 * scale
+    assert result.summary["broadcast_dtype"] == "float64"  # float64 HVPs get the float64 vector
+
+
+def test_float32_workers_get_a_float32_vector(ray_session):
+    """float32 HVPs: the vector is broadcast in float32, and the tridiagonal is that of the
+    in-process float32 Hessian (which rounds the same vector the same way) to 1e-5
+    (observed 2e-7; a float16 broadcast would be off by ~1e-3)."""
+    result = rl.hessian_spectrum(TINY, order=15, draws=1, seed=4, num_workers=2, worker_resources=WORKER_RESOURCES)
+    assert result.summary["broadcast_dtype"] == "float32"
+    want = rl.lanczos(LocalHessian(digits.tiny_problem()), order=15, seed=4)
+    got_alpha, got_beta = spectrum.split_tridiagonals(result.tridiagonals)[0]
+    scale = np.abs(want.alpha).max()
+    assert np.max(np.abs(got_alpha - want.alpha)) <= 1e-5 * scale
+    assert np.max(np.abs(got_beta - want.beta)) <= 1e-5 * scale
 
 
 def test_unpinned_workers_spilled_basis_and_fresh_products(ray_session, in_process_tridiagonals, monkeypatch, caplog):
