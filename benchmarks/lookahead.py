@@ -23,7 +23,7 @@ import sys
 
 import numpy as np
 
-from raylanczos.lanczos import LanczosState, start_vector
+from raylanczos.lanczos import LanczosState, relation_residual, start_vector
 from raylanczos.spectrum import gauss_quadrature, orthogonality_loss
 
 LANCZOS = sys.modules["raylanczos.lanczos"]  # the package also exports a function of this name
@@ -50,16 +50,6 @@ def run(a: np.ndarray, v0: np.ndarray, order: int, *, min_rho: float, eta: float
         return state
     finally:
         LANCZOS.LOOKAHEAD_MIN_RHO, LANCZOS.DGKS_ETA = saved
-
-
-def relation_residual(a: np.ndarray, state: LanczosState) -> float:
-    k = state.steps
-    alpha, beta = state.tridiagonal()
-    t = np.diag(alpha) + np.diag(beta, 1) + np.diag(beta, -1)
-    v = np.asarray(state.basis[:k])
-    residual = a @ v.T - v.T @ t
-    residual[:, -1] -= state.beta[k - 1] * state.basis[k]
-    return float(np.linalg.norm(residual, 2))
 
 
 def main() -> None:

@@ -400,6 +400,22 @@ class LanczosState:
         )
 
 
+def relation_residual(operator: Any, state: LanczosState) -> float:
+    """‖A Vᵀ − Vᵀ T − β_{k−1} v_k e_{k−1}ᵀ‖₂ of a run's k = ``steps`` vectors (a diagnostic).
+
+    ``operator`` is anything :func:`as_matvec` takes; it is applied to every basis vector
+    again, so this costs k more products.
+    """
+    apply, _ = as_matvec(operator, state.dim)
+    k = state.steps
+    alpha, beta = state.tridiagonal()
+    t = np.diag(alpha) + np.diag(beta, 1) + np.diag(beta, -1)
+    v = np.asarray(state.basis[:k])
+    residual = np.stack([apply(row) for row in v], axis=1) - v.T @ t
+    residual[:, -1] -= state.beta[k - 1] * np.asarray(state.basis[k])
+    return float(np.linalg.norm(residual, 2))
+
+
 def tridiagonal_times(alpha: np.ndarray, beta: np.ndarray, coefficients: np.ndarray) -> np.ndarray:
     """T̂ c for the (j + 2) × (j + 1) tridiagonal T̂ of steps 0…j, float64[j + 2].
 

@@ -16,6 +16,7 @@ import pytest
 from raylanczos.lanczos import (
     LanczosState,
     allocate_basis,
+    relation_residual,
     lanczos,
     open_basis,
     start_vector,
@@ -192,19 +193,9 @@ def test_lanczos_relation_and_orthogonality(big_problem):
     residual = a @ v.T - v.T @ t - state.beta[m - 1] * np.outer(v_next, e_last)
     norm_a = np.max(np.abs(lam))
     assert np.linalg.norm(residual, 2) <= 1e-10 * norm_a
+    assert relation_residual(a, state) == pytest.approx(np.linalg.norm(residual, 2), rel=1e-6, abs=1e-15 * norm_a)
     assert state.beta[m - 1] > 0.0 and np.isclose(np.linalg.norm(v_next), 1.0, rtol=0, atol=1e-14)
     assert orthogonality_loss(state.basis[: m + 1]) <= 1e-12
-
-
-def relation_residual(a: np.ndarray, state: LanczosState) -> float:
-    """‖A Vᵀ − Vᵀ T − β_{k−1} v_k e_{k−1}ᵀ‖₂ of a finished run (k = steps)."""
-    k = state.steps
-    alpha, beta = state.tridiagonal()
-    t = np.diag(alpha) + np.diag(beta, 1) + np.diag(beta, -1)
-    v = np.asarray(state.basis[:k])
-    residual = a @ v.T - v.T @ t
-    residual[:, -1] -= state.beta[k - 1] * np.asarray(state.basis[k])
-    return float(np.linalg.norm(residual, 2))
 
 
 def hessian_like_problem(n: int = 1500, seed: int = 40) -> tuple[np.ndarray, np.ndarray]:
