@@ -297,18 +297,11 @@ class LanczosState:
         j = self.steps - 1
         basis = self.basis[: j + 1]
         w = self.pending.copy()
-        # One pass over the basis gives both V(Vᵀu) and V(T̂c) without the v_{j+1} term
-        # (T̂c's first j + 1 entries do not involve the β_j still to be found).
-        coefficients = blas.dgemv(1.0, basis.T, w, trans=1)
-        mixed = tridiagonal_times(self.alpha[: j + 1], self.beta[: j + 1], coefficients)
-        projection, correction = np.stack([coefficients, mixed[: j + 1]]) @ basis
-        w -= projection
+        coefficients = reorthogonalize(basis, w)
         rho = float(np.linalg.norm(w))
         if rho < DGKS_ETA:
             coefficients += reorthogonalize(basis, w)
             rho = float(np.linalg.norm(w))
-            mixed = tridiagonal_times(self.alpha[: j + 1], self.beta[: j + 1], coefficients)
-            correction = blas.dgemv(1.0, basis.T, mixed[: j + 1])
             self.second_passes += 1
         beta = self._direction_norm * rho
         self._direction_norm = None
@@ -325,8 +318,9 @@ class LanczosState:
             self.correction = np.zeros(self.dim, dtype=np.float64)
             self.fresh_products += 1
             return True
-        correction += (coefficients[j] * beta) * w  # the v_{j+1} term of V T̂ c
-        self.correction, self.pending_norm = correction, rho
+        mixed = tridiagonal_times(self.alpha[: j + 1], self.beta[: j + 1], coefficients)
+        self.correction = blas.dgemv(1.0, self.basis[: j + 2].T, mixed)
+        self.pending_norm = rho
         return False
 
     def _end(self, j: int) -> None:
