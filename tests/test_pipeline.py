@@ -11,6 +11,7 @@ import pytest
 
 import raylanczos as rl
 from raylanczos import spectrum
+from raylanczos.distributed import DistributedHessian, WorkerGroup
 from raylanczos.examples import digits
 from raylanczos.worker import LocalHessian
 from tests.conftest import WORKER_RESOURCES
@@ -75,6 +76,20 @@ def test_unpinned_workers_spilled_basis_and_fresh_products(ray_session, in_proce
         scale = np.abs(want.alpha).max()
         assert np.max(np.abs(got[0] - want.alpha)) <= 1e-12 * scale
         assert np.max(np.abs(got[1] - want.beta)) <= 1e-12 * scale
+
+
+def test_distributed_hessian_is_a_plain_matvec(ray_session, in_process_tridiagonals):
+    """DESIGN: the distributed Hessian is one more operator for the numerics layer."""
+    problem = digits.tiny_problem()
+    group = WorkerGroup(TINY, rl.ShardPlan.balanced(problem.num_examples, 2), resources=WORKER_RESOURCES, compute_dtype="float64")
+    try:
+        run = rl.lanczos(DistributedHessian(group, problem.num_examples), order=20, seed=3, draw=0)
+    finally:
+        group.shutdown()
+    want = in_process_tridiagonals[0]
+    scale = np.abs(want.alpha).max()
+    assert np.max(np.abs(run.alpha - want.alpha)) <= 1e-12 * scale
+    assert np.max(np.abs(run.beta - want.beta)) <= 1e-12 * scale
 
 
 def test_negative_basis_budget_is_refused_before_workers_start():
