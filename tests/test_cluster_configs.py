@@ -162,12 +162,17 @@ def env_of(container: dict) -> dict[str, dict]:
     return {entry["name"]: entry for entry in container.get("env", [])}
 
 
-def test_raycluster_manifest_has_kuberay_required_fields():
-    manifest = load(CLUSTER / "kuberay" / "raycluster.yaml")
+def kuberay_spec(name: str, kind: str) -> dict:
+    """The ``spec`` of ``cluster/kuberay/<name>``, after checking its KubeRay header."""
+    manifest = load(CLUSTER / "kuberay" / name)
     assert manifest["apiVersion"] == "ray.io/v1"
-    assert manifest["kind"] == "RayCluster"
+    assert manifest["kind"] == kind
     assert manifest["metadata"]["name"]
-    spec = manifest["spec"]
+    return manifest["spec"]
+
+
+def test_raycluster_manifest_has_kuberay_required_fields():
+    spec = kuberay_spec("raycluster.yaml", "RayCluster")
     check_ray_cluster_spec(spec)
     assert spec["enableInTreeAutoscaling"] is True
 
@@ -185,11 +190,7 @@ def test_raycluster_reads_the_token_from_a_secret_in_every_ray_container():
 
 
 def test_rayjob_manifest_runs_the_example_and_cleans_up():
-    manifest = load(CLUSTER / "kuberay" / "rayjob.yaml")
-    assert manifest["apiVersion"] == "ray.io/v1"
-    assert manifest["kind"] == "RayJob"
-    assert manifest["metadata"]["name"]
-    spec = manifest["spec"]
+    spec = kuberay_spec("rayjob.yaml", "RayJob")
     assert spec["entrypoint"].startswith("raylanczos run --problem raylanczos.examples.digits:problem")
     assert "--gpus-per-worker 1" in spec["entrypoint"]
     assert re.search(r"--out (s3|gs)://", spec["entrypoint"]), "the cluster is deleted afterwards: write to object storage"
