@@ -3,9 +3,10 @@
 Measures, for one problem and order m:
 
 - ``hvp_floor_s``: the backend's whole-data HVP in a fresh process without Ray (median of
-  ``--repeats``), on as many cores as one worker reserves (``--cpus-per-worker``, pinned
-  as the workers are); measured before and after the runs and the faster kept, since
-  shared machines drift; ``hvp_floor_all_cores_s`` on every core of the machine;
+  ``--repeats``), on as many cores as one worker reserves (``--cpus-per-worker``) when the
+  workers are pinned (CPU-only workers), else unpinned (GPU workers); measured before and
+  after the runs and the faster kept, since shared machines drift; with pinned workers
+  also ``hvp_floor_all_cores_s``, on every core of the machine;
 - for each worker count: one draw of m steps through Ray, its per-step split (broadcast,
   slowest worker's HVP, gather, reduce, re-orthogonalisation, checkpoint), ``mean_step_s``,
   ``draw_total_s`` (start-up and compilation included) and ``overhead_ratio`` =
@@ -174,7 +175,8 @@ def main() -> None:
     args = parser.parse_args()
 
     out = Path(args.out or tempfile.mkdtemp(prefix="raylanczos-benchmark-"))
-    worker_cores = max(math.ceil(args.cpus_per_worker), 1)
+    pinned = args.pin_cpus if args.pin_cpus is not None else not args.gpus_per_worker
+    floor_cores = max(math.ceil(args.cpus_per_worker), 1) if pinned else None
     report: dict = {
         "problem": args.problem,
         "order": args.order,
@@ -182,9 +184,10 @@ def main() -> None:
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "machine": machine(),
         # Floors first, before Ray's own processes start and compete for the cores.
-        "hvp_floor_before_s": in_child(_floor_in_child, args.problem, worker_cores, args.repeats, args.seed),
-        "hvp_floor_all_cores_s": in_child(_floor_in_child, args.problem, None, args.repeats, args.seed),
+        "hvp_floor_before_s": in_child(_floor_in_child, args.problem, floor_cores, args.repeats, args.seed),
     }
+    if pinned:
+        report["hvp_floor_all_cores_s"] = in_child(_floor_in_child, args.problem, None, args.repeats, args.seed)
     if not args.skip_baselines:  # each in a fresh process on every core, building the problem as our run does
         report.update(in_child(tf_original, args.problem, args.order, args.seed))
         report.update(in_child(jax_original, args.problem, args.order, args.seed))
@@ -203,18 +206,19 @@ def main() -> None:
             "draw_total_s": time.perf_counter() - start,
             **{key: value for key, value in timings.items() if key.startswith("mean_")},
         }
-    report["hvp_floor_after_s"] = in_child(_floor_in_child, args.problem, worker_cores, args.repeats, args.seed)
+    report["hvp_floor_after_s"] = in_child(_floor_in_child, args.problem, floor_cores, args.repeats, args.seed)
     report["hvp_floor_s"] = min(report["hvp_floor_before_s"], report["hvp_floor_after_s"])
     first = per_workers[str(args.workers[0])]
     report.update(
         mean_step_s=first["mean_step_s"],
         draw_total_s=first["draw_total_s"],
         overhead_ratio=first["mean_step_s"] / report["hvp_floor_s"],
-        overhead_ratio_all_cores=first["mean_step_s"] / report["hvp_floor_all_cores_s"],
         workers=per_workers,
         peak_driver_rss_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
         basis_floor_bytes=report["num_params"] * (args.order + 1) * 8,
     )
+    if pinned:
+        report["overhead_ratio_all_cores"] = first["mean_step_s"] / report["hvp_floor_all_cores_s"]
     if not args.skip_baselines:
         report["speedup_vs_tf_original"] = report["tf_original_step_s"] / report["mean_step_s"]
         report["speedup_vs_jax_original"] = report["jax_original_draw_total_s"] / report["draw_total_s"]

@@ -123,15 +123,16 @@ class WorkerGroup:
         try:
             described = self.execute("describe")
             placed = self.get([actor.__ray_call__.remote(_placement) for actor in self.actors])
+            compiled = self.execute("warm_up")
         except BaseException:
             self.shutdown()
             raise
-        self.infos = [dict(info, **where) for info, where in zip(described, placed)]
+        self.infos = [dict(info, **where, warm_up_s=seconds) for info, where, seconds in zip(described, placed, compiled)]
         for info, shard in zip(self.infos, plan.shards):
             logger.info(
-                "worker %d: %s, %d examples, node %s (%s), pid %d, cores %s, GPUs %s",
+                "worker %d: %s, %d examples, node %s (%s), pid %d, cores %s, GPUs %s, first HVP (compilation) %.1f s",
                 shard.worker, shard.describe(), info["num_examples"], info["node_id"][:12], info["hostname"],
-                info["pid"], _ranges(info["cores"]), info["gpu_ids"] or "none",
+                info["pid"], _ranges(info["cores"]), info["gpu_ids"] or "none", info["warm_up_s"],
             )
 
     def driver_threads(self) -> int | None:

@@ -95,6 +95,13 @@ class ShardWorker:
         """
         return self.backend.layout.to_json()
 
+    def warm_up(self) -> float:
+        """One HVP of the zero vector, so that compilation (every batch shape) happens at
+        start-up rather than in the first Lanczos step; returns its seconds."""
+        start = time.perf_counter()
+        self.backend.hvp_sum(np.zeros(self.backend.num_params))
+        return time.perf_counter() - start
+
     def partial_hvp(self, vector: np.ndarray) -> PartialHVP:
         """This shard's Σ_b |b|·H_b v for ``vector`` float64[n]; raises on non-finite output."""
         start = time.perf_counter()

@@ -56,6 +56,7 @@ def test_run_writes_every_output(finished_run):
     assert summary["lambda_max"] == pytest.approx(max(summary["top_ritz_values"]))
     assert len(summary["workers"]) == 2 and all(w["node_id"] for w in summary["workers"])
     assert all(w["cores"] == sorted(os.sched_getaffinity(0)) for w in summary["workers"]), "--no-pin-cpus"
+    assert all(w["warm_up_s"] > 0 for w in summary["workers"]), "each worker compiles before the first step"
     assert len(summary["second_reorthogonalisation_passes"]) == len(summary["fresh_products"]) == 2
     assert (finished_run / "density.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
