@@ -45,6 +45,7 @@ import numpy as np
 import ray
 
 import raylanczos as rl
+from raylanczos.cli import configure_logging
 from raylanczos.problem import build_problem
 from raylanczos.worker import LocalHessian, pin_to_cores
 
@@ -173,6 +174,7 @@ def main() -> None:
     )
     parser.add_argument("--out", default=None, help="directory for benchmark.json (default: a temporary directory)")
     args = parser.parse_args()
+    configure_logging()  # start-up and per-step progress lines, as in a raylanczos run
 
     out = Path(args.out or tempfile.mkdtemp(prefix="raylanczos-benchmark-"))
     pinned = args.pin_cpus if args.pin_cpus is not None else not args.gpus_per_worker

@@ -79,7 +79,7 @@ def _add_density_options(parser: argparse.ArgumentParser, defaults: bool = True)
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    _configure_logging()
+    configure_logging()
     try:
         if args.command == "run":
             result = _run(args)
@@ -161,7 +161,8 @@ class _StderrHandler(logging.StreamHandler):
         pass
 
 
-def _configure_logging() -> None:
+def configure_logging() -> None:
+    """Progress lines of the ``raylanczos`` logger, time-stamped, on standard error."""
     logger = logging.getLogger("raylanczos")
     if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
         handler = _StderrHandler()

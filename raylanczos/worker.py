@@ -82,6 +82,7 @@ class ShardWorker:
             "compute_dtype": str(self.backend.dtype),
             "backend": self.backend_name,
             "training": self.backend.training,
+            "sums_on_device": self.backend.accumulates_on_device,
             "hostname": socket.gethostname(),
             "pid": os.getpid(),
             "cores": sorted(os.sched_getaffinity(0)),

@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
+import atexit
+import os
+import shutil
+import tempfile
+
 import pytest
+
+# The examples' trained weights go to a cache of this session (inherited by Ray workers
+# and subprocesses), not to the user's own cache directory.
+if "RAYLANCZOS_CACHE" not in os.environ:
+    os.environ["RAYLANCZOS_CACHE"] = tempfile.mkdtemp(prefix="raylanczos-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["RAYLANCZOS_CACHE"], True)
 
 #: Actor options for tests: fractional CPUs so three workers fit on a 2-CPU node.
 WORKER_RESOURCES = {"num_cpus": 0.5}

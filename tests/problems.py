@@ -35,6 +35,17 @@ def vector_loss() -> rl.Problem:
     return rl.Problem.from_jax(problem.params, per_example_loss, problem.data, problem.batch_size)
 
 
+def default_dtype_loss() -> rl.Problem:
+    """The tiny digits MLP whose loss builds an array of the default dtype (``jnp.ones``):
+    float32 normally, float64 when traced with 64-bit types enabled."""
+    problem = digits.tiny_problem()
+
+    def loss(params, batch):
+        return problem.loss_fn(params, batch) * jnp.ones(())
+
+    return rl.Problem.from_jax(problem.params, loss, problem.data, problem.batch_size)
+
+
 def not_a_problem():
     return {"params": None}
 

@@ -46,6 +46,29 @@ def test_unequal_shards_with_ragged_batches_are_exact(vector):
     assert relative_error(hessian.matvec(vector), tiny_hessian() @ vector) < 1e-10
 
 
+@pytest.mark.parametrize("rows", [[0, 256], [256, 300], [0, 1797]], ids=["one-full-batch", "ragged-only", "full-and-ragged"])
+def test_shard_sum_on_the_device_matches_the_batches_summed_on_the_host(vector, rows):
+    """One compiled scan with float64 accumulation equals Σ_b |b|·H_b v of the separate
+    per-batch products, whatever mix of full and ragged batches the shard has."""
+    problem = digits.tiny_problem()
+    backend = make_backend(problem, {k: v[slice(*rows)] for k, v in problem.data.arrays.items()})
+    assert backend.accumulates_on_device
+    total, count = backend.hvp_sum(vector)
+    host = sum((stop - first) * product for first, stop, product in backend.batch_hvps(vector))
+    assert count == rows[1] - rows[0] and total.dtype == np.float64
+    assert relative_error(total, host) < 1e-6
+
+
+def test_loss_changed_by_64_bit_tracing_is_summed_on_the_host(vector):
+    """A loss building default-dtype arrays would compute in float64 if traced with 64-bit
+    types on; such a loss keeps its float32 per-batch programs and a host float64 sum."""
+    problem = problems.default_dtype_loss()
+    backend = make_backend(problem, problem.data.arrays)
+    assert not backend.accumulates_on_device
+    assert relative_error(backend.hvp_sum(vector)[0] / problem.num_examples, tiny_hessian() @ vector) < 1e-5
+    assert make_backend(digits.tiny_problem(), problem.data.arrays).accumulates_on_device
+
+
 def test_equal_batch_weighting_would_be_wrong(vector):
     """The reference weights batches by size; averaging batch HVPs equally differs measurably."""
     backend = LocalHessian(digits.tiny_problem(), compute_dtype="float64").workers[0].backend

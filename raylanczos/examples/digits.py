@@ -2,7 +2,9 @@
 
 The data ships inside scikit-learn, so nothing is downloaded. The MLP (64 → hidden → 10,
 tanh) is trained briefly by full-batch Adam from a fixed seed on the CPU, so every worker
-rebuilds bit-identical weights and the spectrum is that of a trained network.
+rebuilds bit-identical weights and the spectrum is that of a trained network. The trained
+weights are then kept in a cache (``$RAYLANCZOS_CACHE``, default ``~/.cache/raylanczos``),
+so that later processes load them as a real problem loads its checkpoint.
 
 Factories (``raylanczos.examples.digits:<name>``):
   ``problem``       hidden 32: 2,410 parameters (the README's example)
@@ -23,7 +25,7 @@ import jax
 import jax.numpy as jnp
 
 import raylanczos as rl
-from raylanczos.examples.digits_data import BATCH_SIZE, init_params, load_digits
+from raylanczos.examples.digits_data import BATCH_SIZE, cached_layers, init_params, load_digits
 
 
 def problem() -> rl.Problem:
@@ -63,7 +65,14 @@ def mean_cross_entropy(params: list[dict], batch: dict) -> jax.Array:
 
 @functools.cache
 def trained_params(hidden: tuple[int, ...], train_steps: int, seed: int) -> list[dict[str, np.ndarray]]:
-    """Full-batch Adam (lr 1e-2) on the CPU: deterministic on every worker."""
+    """Full-batch Adam (lr 1e-2) on the CPU, deterministic; kept in the example cache
+    (:func:`~raylanczos.examples.digits_data.cached_layers`) after the first training."""
+    key = f"digits-mlp-{'x'.join(map(str, hidden))}-adam{train_steps}-seed{seed}-jax{jax.__version__}"
+    return cached_layers(key, lambda: train_params(hidden, train_steps, seed))
+
+
+def train_params(hidden: tuple[int, ...], train_steps: int, seed: int) -> list[dict[str, np.ndarray]]:
+    """Full-batch Adam (lr 1e-2) from :func:`init_params` on the CPU: deterministic on every worker."""
     x, y = load_digits()
     batch = {"x": x, "y": y}
     cpu = jax.devices("cpu")[0]

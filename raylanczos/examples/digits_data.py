@@ -8,6 +8,11 @@ shipped inside scikit-learn: nothing is downloaded.
 from __future__ import annotations
 
 import functools
+import os
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -34,3 +39,39 @@ def init_params(hidden: tuple[int, ...], seed: int) -> list[dict[str, np.ndarray
         }
         for a, b in zip(widths[:-1], widths[1:])
     ]
+
+
+def cache_dir() -> Path:
+    """Where trained example weights are kept: ``$RAYLANCZOS_CACHE``, else
+    ``$XDG_CACHE_HOME/raylanczos`` (default ``~/.cache/raylanczos``)."""
+    if os.environ.get("RAYLANCZOS_CACHE"):
+        return Path(os.environ["RAYLANCZOS_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "raylanczos"
+
+
+def cached_layers(key: str, compute: Callable[[], list[dict[str, np.ndarray]]]) -> list[dict[str, np.ndarray]]:
+    """Layers ``[{"w", "b"}, ...]`` from ``cache_dir()/<key>.npz``, else ``compute()``d and saved.
+
+    An example trains its network deterministically, so the saved weights are those every
+    process would compute; loading them makes an example start like a real problem that
+    loads a checkpoint, instead of training in the driver and again in every worker. The
+    file is written atomically (concurrent workers may race to save the same weights);
+    where the cache cannot be written, the weights are simply computed each time.
+    """
+    path = cache_dir() / f"{key}.npz"
+    try:
+        with np.load(path) as saved:
+            count = len(saved.files) // 2
+            return [{"w": saved[f"{i}/w"], "b": saved[f"{i}/b"]} for i in range(count)]
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile):  # absent or damaged
+        pass
+    layers = compute()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(dir=path.parent, suffix=".npz")
+        with os.fdopen(handle, "wb") as file:
+            np.savez(file, **{f"{i}/{name}": layer[name] for i, layer in enumerate(layers) for name in ("w", "b")})
+        os.replace(temporary, path)
+    except OSError:
+        pass
+    return layers
