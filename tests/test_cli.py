@@ -57,7 +57,7 @@ def test_run_writes_every_output(finished_run):
     assert len(summary["workers"]) == 2 and all(w["node_id"] for w in summary["workers"])
     assert all(w["cores"] == sorted(os.sched_getaffinity(0)) for w in summary["workers"]), "--no-pin-cpus"
     assert all(w["warm_up_s"] > 0 for w in summary["workers"]), "each worker compiles before the first step"
-    assert all(w["sums_on_device"] for w in summary["workers"]), "one compiled program per product"
+    assert all(w["sums_on_device"] for w in summary["workers"]), "batch products summed on the device"
     assert len(summary["second_reorthogonalisation_passes"]) == len(summary["fresh_products"]) == 2
     assert (finished_run / "density.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

@@ -48,8 +48,8 @@ def test_unequal_shards_with_ragged_batches_are_exact(vector):
 
 @pytest.mark.parametrize("rows", [[0, 256], [256, 300], [0, 1797]], ids=["one-full-batch", "ragged-only", "full-and-ragged"])
 def test_shard_sum_on_the_device_matches_the_batches_summed_on_the_host(vector, rows):
-    """One compiled scan with float64 accumulation equals Σ_b |b|·H_b v of the separate
-    per-batch products, whatever mix of full and ragged batches the shard has."""
+    """Float64 accumulation on the device equals Σ_b |b|·H_b v of the per-batch products
+    summed on the host, whatever mix of full and ragged batches the shard has."""
     problem = digits.tiny_problem()
     backend = make_backend(problem, {k: v[slice(*rows)] for k, v in problem.data.arrays.items()})
     assert backend.accumulates_on_device

@@ -7,8 +7,8 @@ Every backend is built from a :class:`~raylanczos.Problem` and a shard's arrays,
 - ``dtype``: the compute dtype (numpy);
 - ``layout``: the flat vector's :class:`~raylanczos.layout.ParameterLayout` (named blocks);
 - ``training``: the Keras training mode (bool), None for JAX;
-- ``accumulates_on_device``: whether ``hvp_sum`` is one compiled program summing the
-  batches in float64 on the device (else per-batch products are summed on the host);
+- ``accumulates_on_device``: whether ``hvp_sum`` sums the batches' products in float64
+  on the device (else on the host);
 - ``hvp_sum(vector) -> (float64[n], count)``: Σ_b |b| · H_b v over the shard's batches,
   where H_b is the Hessian of the batch's mean loss, accumulated in float64;
 - ``batch_hvps(vector)``: the per-batch (first row, stop row, float64[n]) products, for
