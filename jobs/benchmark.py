@@ -12,6 +12,8 @@ Measures, for one problem and order m:
   ``draw_total_s`` (start-up and compilation included) and ``overhead_ratio`` =
   mean_step_s / hvp_floor_s;
 - peak driver RSS against the n·(m+1)·8-byte basis floor;
+- ``speedup_vs_tf_original`` (per step) and ``speedup_vs_jax_original`` (draw total), for
+  the first worker count at the top level and for every worker count under ``workers``;
 - two baselines on the same problem and steps, each in a fresh process on every core
   before Ray starts, its draw total including building the problem as our run's does:
   "tf-original", host float64 Lanczos with a per-vector re-orthogonalisation loop and one
@@ -172,6 +174,7 @@ def main() -> None:
         "--pin-cpus", action=argparse.BooleanOptionalAction, default=None,
         help="pin workers to their cores (default: as raylanczos run, on for CPU-only workers)",
     )
+    parser.add_argument("--address", default=None, help="Ray address (default: a running Ray, else a local one)")
     parser.add_argument("--out", default=None, help="directory for benchmark.json (default: a temporary directory)")
     args = parser.parse_args()
     configure_logging()  # start-up and per-step progress lines, as in a raylanczos run
@@ -193,7 +196,7 @@ def main() -> None:
     if not args.skip_baselines:  # each in a fresh process on every core, building the problem as our run does
         report.update(in_child(tf_original, args.problem, args.order, args.seed))
         report.update(in_child(jax_original, args.problem, args.order, args.seed))
-    ray.init(ignore_reinit_error=True)  # once: on a cluster Ray is up before a run starts
+    ray.init(address=args.address, ignore_reinit_error=True)  # once: on a cluster Ray is up before a run starts
     resources = {"num_cpus": args.cpus_per_worker, **({"num_gpus": args.gpus_per_worker} if args.gpus_per_worker else {})}
     per_workers = {}
     for workers in args.workers:
@@ -224,6 +227,9 @@ def main() -> None:
     if not args.skip_baselines:
         report["speedup_vs_tf_original"] = report["tf_original_step_s"] / report["mean_step_s"]
         report["speedup_vs_jax_original"] = report["jax_original_draw_total_s"] / report["draw_total_s"]
+        for figures in per_workers.values():
+            figures["speedup_vs_tf_original"] = report["tf_original_step_s"] / figures["mean_step_s"]
+            figures["speedup_vs_jax_original"] = report["jax_original_draw_total_s"] / figures["draw_total_s"]
     (out / "benchmark.json").write_text(json.dumps(report, indent=2) + "\n")
     for key, value in report.items():
         if not isinstance(value, dict):
