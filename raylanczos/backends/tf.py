@@ -51,11 +51,11 @@ class KerasBackend:
         original model's variable paths.
       training: whether the model runs in training mode (``problem.training``).
       dtype: the compute dtype of the parameters (numpy dtype).
-      accumulates_on_device: False: one ``tf.function`` per batch shape, its products
-        summed in float64 on the host.
+      accumulates_on_device: True: the batches' float64 products are summed where they
+        are computed, and the sum copied to the host once.
     """
 
-    accumulates_on_device = False
+    accumulates_on_device = True
 
     def __init__(self, problem: Problem, arrays: Batch, *, compute_dtype: str | None = None):
         check_keras()
