@@ -52,3 +52,12 @@ def test_an_unwritable_cache_only_means_training_each_time(cache):
     cache.write_text("a file where the cache directory should be")
     assert_same_layers(digits.trained_params(HIDDEN, STEPS, SEED), digits.train_params(HIDDEN, STEPS, SEED))
     assert cache.read_text() == "a file where the cache directory should be"
+
+
+def test_a_failed_save_leaves_no_partial_file(cache, monkeypatch):
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(digits_data.np, "savez", disk_full)
+    assert_same_layers(digits.trained_params(HIDDEN, STEPS, SEED), digits.train_params(HIDDEN, STEPS, SEED))
+    assert list(cache.iterdir()) == []

@@ -69,9 +69,12 @@ def cached_layers(key: str, compute: Callable[[], list[dict[str, np.ndarray]]]) 
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         handle, temporary = tempfile.mkstemp(dir=path.parent, suffix=".npz")
+    except OSError:
+        return layers
+    try:
         with os.fdopen(handle, "wb") as file:
             np.savez(file, **{f"{i}/{name}": layer[name] for i, layer in enumerate(layers) for name in ("w", "b")})
         os.replace(temporary, path)
     except OSError:
-        pass
+        Path(temporary).unlink(missing_ok=True)
     return layers
