@@ -25,6 +25,12 @@ Run it as a script or a Ray job (it prints one JSON object on its last line, and
 to ``--out``/benchmark.json)::
 
     python jobs/benchmark.py --problem raylanczos.examples.digits:wide_problem --order 90 --workers 1 2
+
+A long benchmark splits in two: ``--workers`` with no counts runs only the ``--baselines``
+named; a later run takes them with ``--baseline-results <out>/benchmark.json``::
+
+    python jobs/benchmark.py --workers --baselines tf-original --out a
+    python jobs/benchmark.py --workers 1 --baselines jax-original --baseline-results a/benchmark.json --out b
 """
 
 from __future__ import annotations
@@ -160,16 +166,30 @@ def machine() -> dict[str, str]:
     return {"cpu": model, "cores": str(os.cpu_count()), "python": platform.python_version()}
 
 
-def main() -> None:
+BASELINES = {"tf-original": tf_original, "jax-original": jax_original}
+
+
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--problem", default="raylanczos.examples.digits:wide_problem")
     parser.add_argument("--order", type=int, default=90)
-    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument(
+        "--workers", type=int, nargs="*", default=[1, 2],
+        help="worker counts to run (none: only the baselines, e.g. to split a long benchmark in two)",
+    )
     parser.add_argument("--cpus-per-worker", type=float, default=1.0)
     parser.add_argument("--gpus-per-worker", type=float, default=0.0)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--skip-baselines", action="store_true")
+    parser.add_argument(
+        "--baselines", nargs="*", choices=sorted(BASELINES), default=sorted(BASELINES),
+        help="baselines to run (default both; none with an empty list or --skip-baselines)",
+    )
+    parser.add_argument("--skip-baselines", action="store_true", help="the same as --baselines with no names")
+    parser.add_argument(
+        "--baseline-results", default=None, metavar="BENCHMARK_JSON",
+        help="take the baselines not run here from this earlier benchmark.json (same problem, order and seed)",
+    )
     parser.add_argument(
         "--pin-cpus", action=argparse.BooleanOptionalAction, default=None,
         help="pin workers to their cores (default: as raylanczos run, on for CPU-only workers)",
@@ -177,59 +197,94 @@ def main() -> None:
     parser.add_argument("--address", default=None, help="Ray address (default: a running Ray, else a local one)")
     parser.add_argument("--out", default=None, help="directory for benchmark.json (default: a temporary directory)")
     args = parser.parse_args()
-    configure_logging()  # start-up and per-step progress lines, as in a raylanczos run
+    if args.skip_baselines:
+        args.baselines = []
+    return args
 
-    out = Path(args.out or tempfile.mkdtemp(prefix="raylanczos-benchmark-"))
-    pinned = args.pin_cpus if args.pin_cpus is not None else not args.gpus_per_worker
-    floor_cores = max(math.ceil(args.cpus_per_worker), 1) if pinned else None
-    report: dict = {
-        "problem": args.problem,
-        "order": args.order,
-        "cpus_per_worker": args.cpus_per_worker,
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "machine": machine(),
-        # Floors first, before Ray's own processes start and compete for the cores.
-        "hvp_floor_before_s": in_child(_floor_in_child, args.problem, floor_cores, args.repeats, args.seed),
-    }
-    if pinned:
-        report["hvp_floor_all_cores_s"] = in_child(_floor_in_child, args.problem, None, args.repeats, args.seed)
-    if not args.skip_baselines:  # each in a fresh process on every core, building the problem as our run does
-        report.update(in_child(tf_original, args.problem, args.order, args.seed))
-        report.update(in_child(jax_original, args.problem, args.order, args.seed))
+
+def earlier_baselines(path: str, args: argparse.Namespace) -> dict[str, float]:
+    """The ``tf_original_*``/``jax_original_*`` figures of an earlier benchmark.json of the
+    same problem, order and seed; a mismatch or a missing file ends the job naming it."""
+    try:
+        earlier = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as err:
+        raise SystemExit(f"--baseline-results {path}: cannot read it as a benchmark.json ({err})") from None
+    for key in ("problem", "order", "seed"):
+        if earlier.get(key) != getattr(args, key):
+            raise SystemExit(f"--baseline-results {path} has {key} {earlier.get(key)!r}, this run {getattr(args, key)!r}")
+    return {key: value for key, value in earlier.items() if key.startswith(("tf_original_", "jax_original_"))}
+
+
+def run_workers(args: argparse.Namespace, out: Path) -> tuple[dict[str, dict[str, float]], int]:
+    """One draw per worker count through Ray: per-count figures, and n."""
     ray.init(address=args.address, ignore_reinit_error=True)  # once: on a cluster Ray is up before a run starts
     resources = {"num_cpus": args.cpus_per_worker, **({"num_gpus": args.gpus_per_worker} if args.gpus_per_worker else {})}
-    per_workers = {}
+    per_workers, num_params = {}, 0
     for workers in args.workers:
         start = time.perf_counter()
         result = rl.hessian_spectrum(
             args.problem, order=args.order, draws=1, num_workers=workers, worker_resources=resources,
             out=out / f"run-{workers}", overwrite=True, seed=args.seed, pin_cpus=args.pin_cpus,
         )
-        report["num_params"] = result.summary["config"]["num_params"]
+        num_params = result.summary["config"]["num_params"]
         timings = result.summary["timings"]
         per_workers[str(workers)] = {
             "draw_total_s": time.perf_counter() - start,
             **{key: value for key, value in timings.items() if key.startswith("mean_")},
         }
-    report["hvp_floor_after_s"] = in_child(_floor_in_child, args.problem, floor_cores, args.repeats, args.seed)
-    report["hvp_floor_s"] = min(report["hvp_floor_before_s"], report["hvp_floor_after_s"])
-    first = per_workers[str(args.workers[0])]
+    return per_workers, num_params
+
+
+def add_ratios(report: dict, pinned: bool) -> None:
+    """overhead_ratio(_all_cores) and the speedups against whichever baselines are known."""
+    first = next(iter(report["workers"].values()))
     report.update(
         mean_step_s=first["mean_step_s"],
         draw_total_s=first["draw_total_s"],
         overhead_ratio=first["mean_step_s"] / report["hvp_floor_s"],
-        workers=per_workers,
-        peak_driver_rss_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-        basis_floor_bytes=report["num_params"] * (args.order + 1) * 8,
     )
     if pinned:
         report["overhead_ratio_all_cores"] = first["mean_step_s"] / report["hvp_floor_all_cores_s"]
-    if not args.skip_baselines:
-        report["speedup_vs_tf_original"] = report["tf_original_step_s"] / report["mean_step_s"]
-        report["speedup_vs_jax_original"] = report["jax_original_draw_total_s"] / report["draw_total_s"]
-        for figures in per_workers.values():
+    for figures in [report, *report["workers"].values()]:
+        if "tf_original_step_s" in report:
             figures["speedup_vs_tf_original"] = report["tf_original_step_s"] / figures["mean_step_s"]
+        if "jax_original_draw_total_s" in report:
             figures["speedup_vs_jax_original"] = report["jax_original_draw_total_s"] / figures["draw_total_s"]
+
+
+def main() -> None:
+    args = parse_args()
+    configure_logging()  # start-up and per-step progress lines, as in a raylanczos run
+    out = Path(args.out or tempfile.mkdtemp(prefix="raylanczos-benchmark-"))
+    pinned = args.pin_cpus if args.pin_cpus is not None else not args.gpus_per_worker
+    floor_cores = max(math.ceil(args.cpus_per_worker), 1) if pinned else None
+    report: dict = {
+        "problem": args.problem,
+        "order": args.order,
+        "seed": args.seed,
+        "cpus_per_worker": args.cpus_per_worker,
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine(),
+    }
+    if args.baseline_results:
+        report.update(earlier_baselines(args.baseline_results, args))
+    if args.workers:  # floors first, before Ray's own processes start and compete for the cores
+        report["hvp_floor_before_s"] = in_child(_floor_in_child, args.problem, floor_cores, args.repeats, args.seed)
+        if pinned:
+            report["hvp_floor_all_cores_s"] = in_child(_floor_in_child, args.problem, None, args.repeats, args.seed)
+    for name in args.baselines:  # each in a fresh process on every core, building the problem as our run does
+        report.update(in_child(BASELINES[name], args.problem, args.order, args.seed))
+    if args.workers:
+        report["workers"], num_params = run_workers(args, out)
+        report["hvp_floor_after_s"] = in_child(_floor_in_child, args.problem, floor_cores, args.repeats, args.seed)
+        report["hvp_floor_s"] = min(report["hvp_floor_before_s"], report["hvp_floor_after_s"])
+        report.update(
+            num_params=num_params,
+            peak_driver_rss_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+            basis_floor_bytes=num_params * (args.order + 1) * 8,
+        )
+        add_ratios(report, pinned)
+    out.mkdir(parents=True, exist_ok=True)
     (out / "benchmark.json").write_text(json.dumps(report, indent=2) + "\n")
     for key, value in report.items():
         if not isinstance(value, dict):
