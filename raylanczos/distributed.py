@@ -32,6 +32,15 @@ class WorkerError(RuntimeError):
 
 
 @dataclass(frozen=True)
+class DriverThreads:
+    """``blas``: the driver's BLAS thread limit (None: no limit); ``sweeps``: threads the
+    basis sweeps are split over (:class:`~raylanczos.lanczos.BasisSweeps`)."""
+
+    blas: int | None
+    sweeps: int
+
+
+@dataclass(frozen=True)
 class StepTiming:
     """Seconds spent by one distributed matvec.
 
@@ -135,14 +144,22 @@ class WorkerGroup:
                 info["pid"], _ranges(info["cores"]), info["gpu_ids"] or "none", info["warm_up_s"],
             )
 
-    def driver_threads(self) -> int | None:
-        """Threads for the driver's own BLAS calls: the cores of this machine that no
-        pinned worker on it uses (at least 1); None (no limit) when workers are unpinned."""
+    def driver_threads(self) -> DriverThreads:
+        """Threads for the driver's re-orthogonalisation on this machine.
+
+        Unpinned workers: BLAS as it is, one sweep thread. Pinned workers leaving cores
+        free: BLAS on that many threads. Pinned workers on every core: single-threaded
+        BLAS, and the basis sweeps split over one thread per core, so that each worker
+        loses an equal share of its core to them instead of one worker losing the whole
+        sweep (a second BLAS thread spinning between calls was measured slower).
+        """
         if not self.pinned:
-            return None
+            return DriverThreads(blas=None, sweeps=1)
         here = ray.get_runtime_context().get_node_id()
+        cores = os.sched_getaffinity(0)
         taken = {core for info in self.infos if info["node_id"] == here for core in info["cores"]}
-        return max(len(os.sched_getaffinity(0) - taken), 1)
+        free = len(cores - taken)
+        return DriverThreads(blas=free, sweeps=1) if free else DriverThreads(blas=1, sweeps=len(cores))
 
     def execute_async(self, method: str, *args: Any) -> list[ray.ObjectRef]:
         return [getattr(actor, method).remote(*args) for actor in self.actors]

@@ -21,7 +21,8 @@ This module depends on numpy and scipy only.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -125,6 +126,69 @@ def as_matvec(operator: Any, dim: int | None = None) -> tuple[Matvec, int]:
     raise TypeError(f"expected a square ndarray, an object with matvec and dim, or a callable; got {type(operator).__name__}")
 
 
+class BasisSweeps:
+    """The O(n·k) products of a step with the basis V (k, n): projecting a vector out of it
+    and combining its rows, on the calling thread or split by columns over threads.
+
+    With ``threads`` = 1 each product is one BLAS-2 ``dgemv`` over the whole basis (BLAS
+    may thread it itself). With ``threads`` = t > 1 the n columns are cut into t contiguous
+    spans and each span is swept by a thread of its own with a single-threaded BLAS call
+    (numpy releases the GIL); the spans' partial V w are added in span order, so results
+    are deterministic for a given t and differ from t = 1 only by rounding. Meant for a
+    driver whose every core also runs a worker: the sweep then takes an equal share of
+    each core rather than delaying the one worker whose core it would run on. Threads that
+    wait block (no BLAS thread spinning between calls). :meth:`close` ends the threads.
+    """
+
+    def __init__(self, threads: int = 1):
+        _check_positive_int("threads", threads)
+        self.threads = threads
+        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="basis-sweep") if threads > 1 else None
+
+    def project_out(self, basis: np.ndarray, w: np.ndarray) -> np.ndarray:
+        """One classical Gram–Schmidt pass, in place: ``w -= Vᵀ (V w)``; returns ``V w``,
+        float64[k] (``basis`` V float64 (k, n) C-contiguous, ``w`` float64[n])."""
+        if self._pool is None:
+            return reorthogonalize(basis, w)
+        spans = self._spans(w.shape[0])
+        partials = list(self._pool.map(lambda span: basis[:, span] @ w[span], spans))
+        coefficients = partials[0].copy()
+        for partial in partials[1:]:
+            coefficients += partial
+
+        def subtract(span: slice) -> None:
+            w[span] -= basis[:, span].T @ coefficients
+
+        list(self._pool.map(subtract, spans))
+        return coefficients
+
+    def combine(self, basis: np.ndarray, coefficients: np.ndarray) -> np.ndarray:
+        """``Vᵀ x``, float64[n], for V = ``basis`` (k, n) and x = ``coefficients`` float64[k]."""
+        if self._pool is None:
+            return blas.dgemv(1.0, basis.T, coefficients)
+        out = np.empty(basis.shape[1], dtype=np.float64)
+
+        def combine_span(span: slice) -> None:
+            np.matmul(basis[:, span].T, coefficients, out=out[span])
+
+        list(self._pool.map(combine_span, self._spans(basis.shape[1])))
+        return out
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown()
+
+    def __enter__(self) -> "BasisSweeps":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _spans(self, dim: int) -> list[slice]:
+        bounds = [dim * i // self.threads for i in range(self.threads + 1)]
+        return [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
+
+
 @dataclass
 class LanczosState:
     """The resumable state of one Lanczos run (one SLQ draw), stepped one product at a time.
@@ -163,6 +227,7 @@ class LanczosState:
       breakdown_rtol: β_j < breakdown_rtol · scale is a breakdown.
       second_passes: steps whose re-orthogonalisation needed the second pass.
       fresh_products: steps whose next vector was multiplied afresh (ρ too small).
+      sweeps: how the basis products run (:class:`BasisSweeps`; not part of the state).
     """
 
     alpha: np.ndarray
@@ -178,6 +243,7 @@ class LanczosState:
     second_passes: int = 0
     fresh_products: int = 0
     _direction_norm: float | None = None  # ‖three-term residual‖ between accept and reorthogonalize
+    sweeps: BasisSweeps = field(default_factory=BasisSweeps, repr=False, compare=False)
 
     @classmethod
     def start(
@@ -295,10 +361,10 @@ class LanczosState:
         j = self.steps - 1
         basis = self.basis[: j + 1]
         w = self.pending.copy()
-        coefficients = reorthogonalize(basis, w)
+        coefficients = self.sweeps.project_out(basis, w)
         rho = float(np.linalg.norm(w))
         if rho < DGKS_ETA:
-            coefficients += reorthogonalize(basis, w)
+            coefficients += self.sweeps.project_out(basis, w)
             rho = float(np.linalg.norm(w))
             self.second_passes += 1
         beta = self._direction_norm * rho
@@ -317,7 +383,7 @@ class LanczosState:
             self.fresh_products += 1
             return True
         mixed = tridiagonal_times(self.alpha[: j + 1], self.beta[: j + 1], coefficients)
-        self.correction = blas.dgemv(1.0, self.basis[: j + 2].T, mixed)
+        self.correction = self.sweeps.combine(self.basis[: j + 2], mixed)
         self.pending_norm = rho
         return False
 

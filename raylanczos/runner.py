@@ -23,7 +23,7 @@ from threadpoolctl import threadpool_limits
 from raylanczos import spectrum
 from raylanczos.data import ShardPlan
 from raylanczos.distributed import DistributedHessian, WorkerGroup, connect
-from raylanczos.lanczos import START_DISTRIBUTIONS, LanczosState, allocate_basis, start_vector
+from raylanczos.lanczos import START_DISTRIBUTIONS, BasisSweeps, LanczosState, allocate_basis, start_vector
 from raylanczos.plot import plot_density
 from raylanczos.problem import Problem, ProblemSource, build_problem
 from raylanczos.worker import DEFAULT_MAX_RESTARTS, DEFAULT_TIMEOUT_S
@@ -163,11 +163,13 @@ def hessian_spectrum(
             "batch_size": described.batch_size,
             "shard_plan": plan.to_json(),
         }
-        loop = _DrawLoop(hessian, config, checkpoint, out_dir, save_vectors, basis_memory_gb)
-        driver_threads = group.driver_threads()
-        if driver_threads is not None:
-            logger.info("driver: %d BLAS thread(s), on the cores no worker on this node is pinned to", driver_threads)
-        with threadpool_limits(limits=driver_threads, user_api="blas"):
+        threads = group.driver_threads()
+        if threads.sweeps > 1:
+            logger.info("driver: workers take every core; re-orthogonalisation split over %d threads, one per core", threads.sweeps)
+        elif threads.blas is not None:
+            logger.info("driver: %d BLAS thread(s), on the cores no worker on this node is pinned to", threads.blas)
+        with threadpool_limits(limits=threads.blas, user_api="blas"), BasisSweeps(threads.sweeps) as sweeps:
+            loop = _DrawLoop(hessian, config, checkpoint, out_dir, save_vectors, basis_memory_gb, sweeps)
             records, timings = loop.run(resume)
         summary = {
             "raylanczos_version": _version("raylanczos"),
@@ -211,8 +213,10 @@ class _DrawLoop:
         out: OutputStore | None,
         save_vectors: bool,
         basis_memory_gb: float = DEFAULT_BASIS_MEMORY_GB,
+        sweeps: BasisSweeps | None = None,
     ):
         self.basis_memory_gb = basis_memory_gb
+        self.sweeps = sweeps or BasisSweeps()
         self.hessian = hessian
         self.config = config
         self.checkpoint = checkpoint
@@ -235,6 +239,7 @@ class _DrawLoop:
             if state is None or state_draw != draw:
                 v0 = start_vector(self.config["num_params"], seed=self.config["seed"], draw=draw, distribution=self.config["distribution"])
                 state = LanczosState.start(v0, self.order, basis=basis)
+            state.sweeps = self.sweeps  # a resumed state too: the same split, the same bits
             timings = self._run_draw(draw, state, records, timings)
             orthogonality = spectrum.orthogonality_loss(state.basis[: state.steps])
             records.add(state, orthogonality)

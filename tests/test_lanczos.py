@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from raylanczos.lanczos import (
+    BasisSweeps,
     LanczosState,
     allocate_basis,
     relation_residual,
@@ -65,9 +66,11 @@ def distinct_values(values: np.ndarray, tol: float) -> np.ndarray:
     return np.array([g.mean() for g in groups])
 
 
-def run_state(apply, v0: np.ndarray, order: int, basis: np.ndarray | None = None) -> LanczosState:
+def run_state(apply, v0: np.ndarray, order: int, basis: np.ndarray | None = None, sweeps: BasisSweeps | None = None) -> LanczosState:
     """A full run through the step-wise API: ``LanczosState.start`` then ``advance``."""
     state = LanczosState.start(v0, order, basis=basis)
+    if sweeps is not None:
+        state.sweeps = sweeps
     while not state.done:
         state.advance(apply(state.vector))
     return state
@@ -248,6 +251,36 @@ def test_lookahead_is_as_exact_as_fresh_products(monkeypatch):
     nodes_fresh, _ = gauss_quadrature(*fresh.tridiagonal())
     np.testing.assert_allclose(nodes_ahead, nodes_fresh, rtol=0, atol=1e-13 * norm_a)
     np.testing.assert_allclose(nodes_ahead[-20:], np.sort(lam)[-20:], rtol=1e-10)
+
+
+@pytest.mark.parametrize("threads", [2, 3, 7])
+def test_sweeps_split_by_columns_match_one_thread(threads, monkeypatch):
+    """The basis products split over threads (n = 1501: spans of unequal length) give the
+    same Ritz values to 1e-13·‖A‖ (T's entries to 1e-12·‖A‖), as orthogonal a basis, and
+    the same bits on a second run; also with the second Gram–Schmidt pass at every step."""
+    lam, a = hessian_like_problem(n=1501, seed=42)
+    norm_a = np.max(np.abs(lam))
+    v0 = start_vector(a.shape[0], seed=5)
+    one = run_state(lambda v: a @ v, v0, 90)
+    with BasisSweeps(threads) as sweeps:
+        split = run_state(lambda v: a @ v, v0, 90, sweeps=sweeps)
+        again = run_state(lambda v: a @ v, v0, 90, sweeps=sweeps)
+        monkeypatch.setattr(lanczos_module, "DGKS_ETA", 2.0)
+        twice = run_state(lambda v: a @ v, v0, 90, sweeps=sweeps)
+    assert np.array_equal(split.alpha, again.alpha) and np.array_equal(split.beta, again.beta)
+    assert twice.second_passes == 90
+    nodes_one, _ = gauss_quadrature(*one.tridiagonal())
+    for state in (split, twice):
+        np.testing.assert_allclose(gauss_quadrature(*state.tridiagonal())[0], nodes_one, rtol=0, atol=1e-13 * norm_a)
+        np.testing.assert_allclose(state.alpha, one.alpha, rtol=0, atol=1e-12 * norm_a)
+        np.testing.assert_allclose(state.beta, one.beta, rtol=0, atol=1e-12 * norm_a)
+        assert orthogonality_loss(state.basis[:91]) <= 1e-14
+        assert relation_residual(a, state) <= 1e-14 * norm_a
+
+
+def test_sweeps_need_a_positive_thread_count():
+    with pytest.raises(ValueError, match="threads must be a positive integer, got 0"):
+        BasisSweeps(0)
 
 
 def test_second_pass_only_when_the_first_loses_norm(monkeypatch):

@@ -28,7 +28,8 @@ def in_process_tridiagonals():
 
 
 @pytest.mark.parametrize("workers", [1, 2, 3])
-def test_distribution_is_transparent(ray_session, in_process_tridiagonals, workers):
+def test_distribution_is_transparent(ray_session, in_process_tridiagonals, workers, caplog):
+    caplog.set_level(logging.INFO, logger="raylanczos")
     result = rl.hessian_spectrum(
         TINY, order=20, draws=2, seed=3, num_workers=workers, worker_resources=WORKER_RESOURCES, compute_dtype="float64"
     )
@@ -38,6 +39,10 @@ def test_distribution_is_transparent(ray_session, in_process_tridiagonals, worke
     cores = [tuple(info["cores"]) for info in result.summary["workers"]]
     allowed = len(os.sched_getaffinity(0))
     assert all(len(c) == 1 for c in cores) and len(set(cores)) == min(workers, allowed)
+    if workers >= allowed:  # every core runs a worker: the driver's sweeps are split, one thread per core
+        assert f"re-orthogonalisation split over {allowed} threads, one per core" in caplog.text
+    else:
+        assert f"driver: {allowed - workers} BLAS thread(s)" in caplog.text
     for got, want in zip(spectrum.split_tridiagonals(result.tridiagonals), in_process_tridiagonals):
         scale = np.abs(want.alpha).max()
         assert np.max(np.abs(got[0] - want.alpha)) <= 1e-12 * scale
