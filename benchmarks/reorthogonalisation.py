@@ -5,7 +5,8 @@ against an orthonormal basis V of k float64 rows (C-contiguous, shape (k, n)):
 
 ``blas2_cgs2``
     the project's method: ``raylanczos.lanczos.reorthogonalize(V, w)`` called twice
-    (classical Gram–Schmidt twice, each pass two BLAS-2 ``dgemv`` calls, in place).
+    (classical Gram–Schmidt twice, in place; each pass BLAS-2 products over fixed spans of
+    columns, two ``dgemv`` calls on the whole basis before commit 14977c2).
 ``loop_mgs1``
     the per-vector Python loop of the original TF spectral-density code,
     ``for v in V: w -= (v @ w) * v`` (modified Gram–Schmidt, one pass).
@@ -144,7 +145,7 @@ def numpy_cgs2(basis: np.ndarray, w: np.ndarray) -> None:
 
 
 METHODS = {
-    "blas2_cgs2": ("reorthogonalize() x2 (BLAS-2 dgemv, CGS2)", blas2_cgs2),
+    "blas2_cgs2": ("reorthogonalize() x2 (BLAS-2 spans, CGS2)", blas2_cgs2),
     "loop_mgs1": ("per-vector loop, 1 pass (MGS)", loop_mgs1),
     "loop_mgs2": ("per-vector loop, 2 passes (MGS2)", loop_mgs2),
     "numpy_cgs2": ("numpy w -= V.T @ (V @ w), 2 passes", numpy_cgs2),

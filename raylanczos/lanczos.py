@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
-from scipy.linalg import blas
 
 Matvec = Callable[[np.ndarray], np.ndarray]
 
@@ -126,18 +125,24 @@ def as_matvec(operator: Any, dim: int | None = None) -> tuple[Matvec, int]:
     raise TypeError(f"expected a square ndarray, an object with matvec and dim, or a callable; got {type(operator).__name__}")
 
 
+#: The basis products are computed span by span over this many contiguous spans of
+#: columns, whatever the number of threads, so their bits do not depend on it.
+SWEEP_SPANS = 64
+
+
 class BasisSweeps:
     """The O(n·k) products of a step with the basis V (k, n): projecting a vector out of it
-    and combining its rows, on the calling thread or split by columns over threads.
+    and combining its rows, over :data:`SWEEP_SPANS` fixed spans of columns.
 
-    With ``threads`` = 1 each product is one BLAS-2 ``dgemv`` over the whole basis (BLAS
-    may thread it itself). With ``threads`` = t > 1 the n columns are cut into t contiguous
-    spans and each span is swept by a thread of its own with a single-threaded BLAS call
-    (numpy releases the GIL); the spans' partial V w are added in span order, so results
-    are deterministic for a given t and differ from t = 1 only by rounding. Meant for a
-    driver whose every core also runs a worker: the sweep then takes an equal share of
-    each core rather than delaying the one worker whose core it would run on. Threads that
-    wait block (no BLAS thread spinning between calls). :meth:`close` ends the threads.
+    Each span's product is one BLAS-2 call (numpy ``matmul`` on a strided view, no copy);
+    the spans' partial V w are added in span order. With ``threads`` = 1 the spans run on
+    the calling thread (and BLAS may thread each call itself); with ``threads`` = t > 1 on
+    t threads of their own, each call single-threaded (numpy releases the GIL). The
+    arithmetic is the same either way, so the results are bit-identical for any t (a run
+    resumed on another layout, or moved to other nodes, gives the same numbers). Threads
+    are meant for a driver whose every core also runs a worker: the sweep then takes an
+    equal share of each core rather than delaying the one worker whose core it would run
+    on; waiting threads block, they do not spin. :meth:`close` ends the threads.
     """
 
     def __init__(self, threads: int = 1):
@@ -148,10 +153,8 @@ class BasisSweeps:
     def project_out(self, basis: np.ndarray, w: np.ndarray) -> np.ndarray:
         """One classical Gram–Schmidt pass, in place: ``w -= Vᵀ (V w)``; returns ``V w``,
         float64[k] (``basis`` V float64 (k, n) C-contiguous, ``w`` float64[n])."""
-        if self._pool is None:
-            return reorthogonalize(basis, w)
-        spans = self._spans(w.shape[0])
-        partials = list(self._pool.map(lambda span: basis[:, span] @ w[span], spans))
+        spans = _column_spans(w.shape[0])
+        partials = self._map(lambda span: basis[:, span] @ w[span], spans)
         coefficients = partials[0].copy()
         for partial in partials[1:]:
             coefficients += partial
@@ -159,19 +162,17 @@ class BasisSweeps:
         def subtract(span: slice) -> None:
             w[span] -= basis[:, span].T @ coefficients
 
-        list(self._pool.map(subtract, spans))
+        self._map(subtract, spans)
         return coefficients
 
     def combine(self, basis: np.ndarray, coefficients: np.ndarray) -> np.ndarray:
         """``Vᵀ x``, float64[n], for V = ``basis`` (k, n) and x = ``coefficients`` float64[k]."""
-        if self._pool is None:
-            return blas.dgemv(1.0, basis.T, coefficients)
         out = np.empty(basis.shape[1], dtype=np.float64)
 
         def combine_span(span: slice) -> None:
             np.matmul(basis[:, span].T, coefficients, out=out[span])
 
-        list(self._pool.map(combine_span, self._spans(basis.shape[1])))
+        self._map(combine_span, _column_spans(basis.shape[1]))
         return out
 
     def close(self) -> None:
@@ -184,9 +185,16 @@ class BasisSweeps:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _spans(self, dim: int) -> list[slice]:
-        bounds = [dim * i // self.threads for i in range(self.threads + 1)]
-        return [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
+    def _map(self, function: Callable[[slice], Any], spans: list[slice]) -> list[Any]:
+        if self._pool is None:
+            return [function(span) for span in spans]
+        return list(self._pool.map(function, spans))
+
+
+def _column_spans(dim: int) -> list[slice]:
+    """:data:`SWEEP_SPANS` contiguous spans covering ``range(dim)`` (some empty if dim is smaller)."""
+    bounds = [dim * i // SWEEP_SPANS for i in range(SWEEP_SPANS + 1)]
+    return [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
 
 
 @dataclass
@@ -501,13 +509,10 @@ def reorthogonalize(basis: np.ndarray, w: np.ndarray) -> np.ndarray:
     """One classical Gram–Schmidt pass, in place: ``w -= Vᵀ (V w)``; returns ``V w``.
 
     ``basis`` is V, float64 (k, n) C-contiguous (rows are basis vectors); ``w`` float64[n]
-    is updated in place. Two BLAS-2 ``dgemv`` calls on Vᵀ (Fortran-ordered, so no copy
-    and no temporary of length n).
+    is updated in place. BLAS-2 products over fixed spans of columns, on this thread
+    (:meth:`BasisSweeps.project_out`): no Python loop over the basis vectors.
     """
-    vt = basis.T  # (n, k), Fortran-contiguous view of the row-major basis
-    coefficients = blas.dgemv(1.0, vt, w, trans=1)
-    blas.dgemv(-1.0, vt, coefficients, beta=1.0, y=w, overwrite_y=True)
-    return coefficients
+    return BasisSweeps().project_out(basis, w)
 
 
 @dataclass(frozen=True)
