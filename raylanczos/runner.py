@@ -239,7 +239,7 @@ class _DrawLoop:
             if state is None or state_draw != draw:
                 v0 = start_vector(self.config["num_params"], seed=self.config["seed"], draw=draw, distribution=self.config["distribution"])
                 state = LanczosState.start(v0, self.order, basis=basis)
-            state.sweeps = self.sweeps  # a resumed state too: the same split, the same bits
+            state.sweeps = self.sweeps  # a resumed state too
             timings = self._run_draw(draw, state, records, timings)
             orthogonality = spectrum.orthogonality_loss(state.basis[: state.steps])
             records.add(state, orthogonality)
