@@ -1,10 +1,11 @@
-"""Shared fixtures: one local Ray cluster per test session, with explicit resources."""
+"""Shared fixtures: one local Ray cluster per test session, with explicit resources; a local S3 server."""
 
 from __future__ import annotations
 
 import atexit
 import os
 import shutil
+import socket
 import tempfile
 
 import pytest
@@ -40,3 +41,38 @@ def ray_cluster():
 def ray_session(ray_cluster):
     """The session's Ray, connected; ``address`` is what a second driver passes to connect."""
     return ray_cluster
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint():
+    """A real S3 server (moto) on 127.0.0.1 with one bucket, ``runs``; yields its host:port.
+
+    While it runs, the environment holds the test credentials, so a URI such as
+    ``s3://runs/key?endpoint_override=<host:port>&scheme=http&region=us-east-1`` reaches it.
+    """
+    moto_server = pytest.importorskip("moto.server")
+    pafs = pytest.importorskip("pyarrow.fs")
+    port = free_port()
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port)
+    server.start()
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("AWS_ACCESS_KEY_ID", "testing")
+        env.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+        env.setenv("AWS_DEFAULT_REGION", "us-east-1")
+        endpoint = f"127.0.0.1:{port}"
+        s3 = pafs.S3FileSystem(endpoint_override=endpoint, scheme="http", region="us-east-1", allow_bucket_creation=True)
+        s3.create_dir("runs")
+        yield endpoint
+    server.stop()
+
+
+def s3_uri(endpoint: str, key: str) -> str:
+    """The URI of ``key`` (``bucket/path``) on the :func:`s3_endpoint` server."""
+    return f"s3://{key}?endpoint_override={endpoint}&scheme=http&region=us-east-1"
