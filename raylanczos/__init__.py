@@ -18,6 +18,7 @@ from raylanczos.spectrum import (
     stack_tridiagonals,
     summarize,
 )
+from raylanczos.store import DamagedFileError
 
 __version__ = "0.1.0"
 
@@ -33,6 +34,7 @@ def __getattr__(name: str):
 
 __all__ = [
     "ArrayDataset",
+    "DamagedFileError",
     "ParquetDataset",
     "Problem",
     "ProblemError",

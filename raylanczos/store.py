@@ -22,6 +22,20 @@ import numpy as np
 Writer = Callable[[Any], None]
 
 
+class DamagedFileError(ValueError):
+    """A file that exists but cannot be parsed: truncated, garbage, wrong format."""
+
+
+def _same_kind(err: OSError, message: str) -> OSError:
+    """A new error with ``message``, of the built-in ``OSError`` class ``err`` belongs to.
+
+    A ``FileNotFoundError`` stays one, a ``PermissionError`` stays one, and so on; an
+    error of a library's own ``OSError`` subclass becomes its nearest built-in class.
+    """
+    kind = next(cls for cls in type(err).__mro__ if cls.__module__ == "builtins")
+    return kind(message)
+
+
 def atomic_write(path: Path, write: Writer) -> None:
     """Call ``write(fileobj)`` on a temporary file beside ``path``, then rename it over ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -74,7 +88,7 @@ class OutputStore:
             try:
                 self._fs, self._root = pafs.FileSystem.from_uri(self.location)
             except (ValueError, OSError) as err:
-                raise ValueError(f"cannot use output location {self.location}: {err}") from None
+                raise ValueError(f"cannot use output location {self.location}: {err}") from err
 
     def __str__(self) -> str:
         return self.location
@@ -101,13 +115,22 @@ class OutputStore:
                 writer(stream)
 
     def read(self, name: str) -> bytes:
+        """The bytes of file ``name``.
+
+        Raises ``FileNotFoundError`` when it is not there, ``PermissionError`` when it may
+        not be read, and another ``OSError`` for anything else (a directory, a network
+        failure); each names the full path and chains the filesystem's error.
+        """
+        path = self._path(name)
         try:
             if self.is_local:
                 return (self._root / name).read_bytes()
-            with self._fs.open_input_file(self._path(name)) as stream:
+            with self._fs.open_input_file(path) as stream:
                 return stream.read()
-        except (OSError, ValueError) as err:
-            raise FileNotFoundError(f"cannot read {self._path(name)}: {err}") from None
+        except OSError as err:
+            raise _same_kind(err, f"cannot read {path}: {err.strerror or err}") from err
+        except ValueError as err:  # pyarrow's ArrowInvalid, e.g. a path its filesystem rejects
+            raise OSError(f"cannot read {path}: {err}") from err
 
     def exists(self, name: str) -> bool:
         if self.is_local:
@@ -142,23 +165,29 @@ class OutputStore:
             self.write(probe, lambda handle: handle.write(b""))
             self.remove(probe)
         except OSError as err:
-            raise PermissionError(f"output location {self.location} is not writable: {err}") from None
+            raise _same_kind(err, f"output location {self.location} is not writable: {err}") from err
 
     def load_npy(self, name: str) -> np.ndarray:
+        """The array in ``.npy`` file ``name``; :class:`DamagedFileError` if it does not parse."""
+        data = self.read(name)
         try:
-            return np.load(io.BytesIO(self.read(name)), allow_pickle=False)
+            return np.load(io.BytesIO(data), allow_pickle=False)
         except (ValueError, EOFError) as err:
-            raise ValueError(f"{self._path(name)} is not a valid .npy file (damaged or truncated): {err}") from None
+            raise DamagedFileError(f"{self._path(name)} is not a valid .npy file (damaged or truncated): {err}") from err
 
     def load_npz(self, name: str) -> dict[str, np.ndarray]:
+        """The arrays in ``.npz`` file ``name`` by key; :class:`DamagedFileError` if it does not parse."""
+        data = self.read(name)
         try:
-            with np.load(io.BytesIO(self.read(name)), allow_pickle=False) as data:
-                return {k: data[k] for k in data.files}
+            with np.load(io.BytesIO(data), allow_pickle=False) as arrays:
+                return {key: arrays[key] for key in arrays.files}
         except (ValueError, EOFError, zipfile.BadZipFile) as err:
-            raise ValueError(f"{self._path(name)} is not a valid .npz file (damaged or truncated): {err}") from None
+            raise DamagedFileError(f"{self._path(name)} is not a valid .npz file (damaged or truncated): {err}") from err
 
     def load_json(self, name: str) -> dict[str, Any]:
+        """The JSON in file ``name``; :class:`DamagedFileError` if it is not valid UTF-8 JSON."""
+        data = self.read(name)
         try:
-            return json.loads(self.read(name))
-        except ValueError as err:
-            raise FileNotFoundError(f"cannot read {self._path(name)}: {err}") from None
+            return json.loads(data)
+        except ValueError as err:  # json.JSONDecodeError and UnicodeDecodeError are ValueErrors
+            raise DamagedFileError(f"{self._path(name)} is not a valid JSON file (damaged or truncated): {err}") from err
