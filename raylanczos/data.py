@@ -95,7 +95,7 @@ class ShardPlan:
             try:
                 source = json.loads(Path(source).read_text())
             except (OSError, ValueError) as err:  # ValueError: bad JSON or not UTF-8
-                raise ShardPlanError(f"cannot read {where}: {err}") from None
+                raise ShardPlanError(f"cannot read {where}: {err}") from err
         workers = source.get("workers") if isinstance(source, Mapping) else None
         if not isinstance(workers, list) or not workers:
             raise ShardPlanError(f'{where}: expected {{"workers": [...]}} with one entry per worker')
@@ -270,10 +270,9 @@ class ParquetDataset(Dataset):
         self.columns = list(columns) if columns is not None else None
         self.shapes = {k: tuple(v) for k, v in (shapes or {}).items()}
         files: list[str] = []
-        self._filesystem = None
+        filesystems: list[pafs.FileSystem] = []
         for item in sources:
             filesystem, path = pafs.FileSystem.from_uri(_as_uri(item))
-            self._filesystem = filesystem
             info = filesystem.get_file_info(path)
             if info.type == pafs.FileType.NotFound:
                 raise FileNotFoundError(f"Parquet source not found: {item}")
@@ -282,16 +281,18 @@ class ParquetDataset(Dataset):
                 listed = sorted(f.path for f in found if f.is_file and f.path.endswith(".parquet"))
                 if not listed:
                     raise FileNotFoundError(f"no .parquet files under {item}")
-                files.extend(listed)
             else:
-                files.append(path)
+                listed = [path]
+            files.extend(listed)
+            filesystems.extend([filesystem] * len(listed))
         self.files = files
+        self._filesystems = filesystems
         counts = []
-        for path in files:
+        for path, filesystem in zip(files, filesystems):
             try:
-                counts.append(pq.ParquetFile(path, filesystem=self._filesystem).metadata.num_rows)
+                counts.append(pq.ParquetFile(path, filesystem=filesystem).metadata.num_rows)
             except (OSError, ValueError) as err:
-                raise ValueError(f"cannot read Parquet file {path}: {err}") from None
+                raise ValueError(f"cannot read Parquet file {path}: {err}") from err
         self.file_rows = counts
         self.offsets = np.concatenate([[0], np.cumsum(counts)]).astype(int)
         self.num_examples = int(self.offsets[-1])
@@ -300,7 +301,8 @@ class ParquetDataset(Dataset):
 
     def read(self, shard: Shard) -> Batch:
         if shard.files:
-            parts = [self._read_file(path) for path in shard.files if self.file_rows[self.files.index(path)]]
+            indices = [self.files.index(path) for path in shard.files]
+            parts = [self._read_file(index) for index in indices if self.file_rows[index]]
         else:
             parts = []
             for start, stop in shard.rows:
@@ -311,18 +313,20 @@ class ParquetDataset(Dataset):
                         break
                     if hi == lo:
                         continue
-                    table = self._read_file(self.files[index])
+                    table = self._read_file(index)
                     a, b = max(start, lo) - lo, min(stop, hi) - lo
                     parts.append({k: v[a:b] for k, v in table.items()})
         return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
-    def _read_file(self, path: str) -> Batch:
+    def _read_file(self, index: int) -> Batch:
+        """The columns of file ``self.files[index]``, read through that file's own filesystem."""
         import pyarrow.parquet as pq
 
+        path = self.files[index]
         try:
-            table = pq.read_table(path, columns=self.columns, filesystem=self._filesystem)
+            table = pq.read_table(path, columns=self.columns, filesystem=self._filesystems[index])
         except (OSError, ValueError) as err:
-            raise ValueError(f"cannot read Parquet file {path}: {err}") from None
+            raise ValueError(f"cannot read Parquet file {path}: {err}") from err
         out = {}
         for name in table.column_names:
             values = column_to_numpy(table.column(name), name, path)

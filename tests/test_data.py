@@ -23,6 +23,7 @@ from raylanczos.data import (
     ShardPlanError,
     column_to_numpy,
 )
+from tests.conftest import s3_uri
 
 # --------------------------------------------------------------------------- helpers
 
@@ -557,10 +558,36 @@ def test_parquet_empty_source_list():
 def test_parquet_corrupt_file_names_it(parquet_dir):
     bad = parquet_dir / "bb_corrupt.parquet"
     bad.write_bytes(b"this is not a parquet file at all" * 10)
-    with pytest.raises(ValueError, match=re.escape(str(bad))):
+    with pytest.raises(ValueError, match=re.escape(str(bad))) as info:
         ParquetDataset(parquet_dir)
+    assert info.value.__cause__ is not None, "pyarrow's error is chained for --debug"
     with pytest.raises(ValueError, match=re.escape(str(bad))):
         ParquetDataset(bad)
+
+
+@pytest.mark.parametrize("s3_first", [False, True], ids=["local-then-s3", "s3-then-local"])
+def test_parquet_mixing_local_and_s3_reads_each_file_through_its_own_filesystem(s3_endpoint, tmp_path, s3_first):
+    """Rows 0-9 in a local file, rows 10-16 in an object on a real S3 server (moto)."""
+    pafs = pytest.importorskip("pyarrow.fs")
+    local = tmp_path / "a.parquet"
+    write_part(local, 0, 10)
+    staged = tmp_path / "staged" / "b.parquet"
+    staged.parent.mkdir()
+    write_part(staged, 10, 17)
+    s3 = pafs.S3FileSystem(endpoint_override=s3_endpoint, scheme="http", region="us-east-1")
+    pafs.copy_files(str(staged), "runs/mixed/b.parquet", destination_filesystem=s3)
+    remote = s3_uri(s3_endpoint, "runs/mixed/b.parquet")
+
+    ds = ParquetDataset([remote, local] if s3_first else [local, remote])
+    local_rows, remote_rows = np.arange(0, 10), np.arange(10, 17)
+    expected_y = np.r_[remote_rows, local_rows] if s3_first else np.r_[local_rows, remote_rows]
+    assert ds.files == (["runs/mixed/b.parquet", str(local)] if s3_first else [str(local), "runs/mixed/b.parquet"])
+    assert ds.file_rows == ([7, 10] if s3_first else [10, 7])
+    batch = ds.read(Shard(0, rows=((0, 17),)))
+    np.testing.assert_array_equal(batch["y"], expected_y)
+    np.testing.assert_array_equal(batch["x"], np.concatenate([x_values(y, y + 1) for y in expected_y]))
+    by_file = ds.read(files_plan(["b.parquet", "a.parquet"]).validate(ds).shards[0])
+    np.testing.assert_array_equal(by_file["y"], np.r_[remote_rows, local_rows])
 
 
 def test_parquet_unequal_list_lengths_names_column_and_file(tmp_path):
