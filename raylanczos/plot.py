@@ -1,11 +1,22 @@
-"""The spectral density plot, on a log y-axis as in Ghorbani et al. (2019)."""
+"""Spectral density plots, on a log y-axis as in Ghorbani et al. (2019).
+
+Figures are drawn on a :class:`matplotlib.figure.Figure` of their own, never through
+``pyplot``, so plotting leaves the caller's backend and open figures alone.
+"""
 
 from __future__ import annotations
 
+import itertools
 import os
-from typing import BinaryIO
+from typing import BinaryIO, Sequence
 
 import numpy as np
+
+#: One curve of an overlay: (legend label, grid float64[G], density float64[G]).
+Curve = tuple[str, np.ndarray, np.ndarray]
+
+#: Line styles cycled with the ten ``tab10`` colours, so curves stay apart in greyscale too.
+LINE_STYLES = ("-", "--", "-.", ":")
 
 
 def plot_density(
@@ -20,19 +31,68 @@ def plot_density(
 
     Values below ``floor_ratio`` · max(density) are clipped so the log axis stays readable.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     floor = float(np.max(density)) * floor_ratio
-    fig, ax = plt.subplots(figsize=(7, 4), dpi=120)
+    fig = Figure(figsize=(7, 4), dpi=120, layout="constrained")
+    ax = fig.add_subplot()
     ax.semilogy(grid, np.maximum(density, floor), color="tab:blue", linewidth=1.0)
+    _label_log_axes(ax, floor, xlabel="eigenvalue λ", title=title)
+    fig.savefig(target, format="png")
+
+
+def plot_overlay(
+    curves: Sequence[Curve],
+    target: str | os.PathLike | BinaryIO,
+    *,
+    title: str,
+    xlabel: str = "eigenvalue λ",
+    floor_ratio: float = 1e-10,
+) -> None:
+    """Write a PNG of several densities on one log y-axis, with a legend, to a path or binary file.
+
+    ``curves`` holds ``(label, grid float64[G_i], density float64[G_i])``; the grids may
+    differ (runs, per-layer blocks, training checkpoints). Values below ``floor_ratio`` ·
+    the largest density of all curves are clipped to that floor. Curves differ by colour
+    (ten) and line style (four); the legend sits outside the axes, so it hides no curve.
+    """
+    from matplotlib import colormaps
+    from matplotlib.figure import Figure
+
+    checked = _check_curves(curves)
+    floor = max(float(np.max(density)) for _, _, density in checked) * floor_ratio
+    fig = Figure(figsize=(8, 4), dpi=120, layout="constrained")
+    ax = fig.add_subplot()
+    colours = itertools.cycle(colormaps["tab10"].colors)
+    for (label, grid, density), colour, style in zip(checked, colours, itertools.cycle(LINE_STYLES)):
+        ax.semilogy(grid, np.maximum(density, floor), color=colour, linestyle=style, linewidth=1.2, label=label)
+    _label_log_axes(ax, floor, xlabel=xlabel, title=title)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, fontsize="small")
+    fig.savefig(target, format="png", bbox_inches="tight")
+
+
+def _label_log_axes(ax, floor: float, *, xlabel: str, title: str) -> None:
     ax.set_ylim(bottom=floor)
-    ax.set_xlabel("eigenvalue λ")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("density (log scale)")
     ax.set_title(title)
     ax.grid(True, which="major", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(target, format="png")
-    plt.close(fig)
+
+
+def _check_curves(curves: Sequence[Curve]) -> list[Curve]:
+    """``curves`` with float64 arrays; a ``ValueError`` quoting the curve that is malformed."""
+    if len(curves) == 0:
+        raise ValueError("plot_overlay needs at least one (label, grid, density) curve, got an empty sequence")
+    checked = []
+    for index, curve in enumerate(curves):
+        if len(curve) != 3:
+            raise ValueError(f"curve {index} must be (label, grid, density), got {len(curve)} items")
+        label, grid, density = curve
+        grid, density = np.asarray(grid, dtype=np.float64), np.asarray(density, dtype=np.float64)
+        if grid.ndim != 1 or grid.shape != density.shape or grid.size == 0:
+            raise ValueError(
+                f"curve {index} ({label!r}): grid and density must be non-empty 1-D arrays of one length, "
+                f"got shapes {grid.shape} and {density.shape}"
+            )
+        checked.append((str(label), grid, density))
+    return checked

@@ -1,0 +1,117 @@
+"""Tests for :mod:`raylanczos.plot`: valid PNGs, and the caller's Matplotlib state left alone."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from raylanczos.plot import plot_density, plot_overlay
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def two_peaks(grid: np.ndarray, where: float) -> np.ndarray:
+    """A density with a bulk at 0, an outlier at ``where`` and exact zeros (clipped to the floor)."""
+    density = np.exp(-(grid**2) / 0.05) + 1e-3 * np.exp(-((grid - where) ** 2) / 0.1)
+    density[:5] = 0.0
+    return density
+
+
+def curves() -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """Three runs on grids of different lengths and ranges."""
+    grids = [np.linspace(-1.0, 5.0 + i, 300 + 50 * i) for i in range(3)]
+    return [(f"run {i}", grid, two_peaks(grid, 3.0 + i)) for i, grid in enumerate(grids)]
+
+
+def decoded_png(data: bytes) -> np.ndarray:
+    """The RGBA pixels (float in [0, 1], shape (H, W, 4)) of PNG bytes."""
+    from matplotlib.image import imread
+
+    assert data.startswith(PNG_SIGNATURE)
+    return imread(io.BytesIO(data), format="png")
+
+
+def has_colour(pixels: np.ndarray, rgb: tuple[float, float, float]) -> bool:
+    return bool(np.any(np.all(np.abs(pixels[..., :3] - np.asarray(rgb)) < 0.02, axis=-1)))
+
+
+def test_plot_density_writes_a_png_to_a_path_and_to_a_file_object(tmp_path):
+    from matplotlib import colormaps
+
+    grid = np.linspace(-1.0, 6.0, 400)
+    plot_density(grid, two_peaks(grid, 4.0), tmp_path / "density.png", title="t")
+    buffer = io.BytesIO()
+    plot_density(grid, two_peaks(grid, 4.0), buffer, title="t")
+
+    from_path = (tmp_path / "density.png").read_bytes()
+    assert from_path == buffer.getvalue()
+    pixels = decoded_png(from_path)
+    assert pixels.shape == (480, 840, 4), "7 x 4 inches at 120 dpi"
+    assert has_colour(pixels, colormaps["tab10"].colors[0]), "the curve is drawn"
+
+
+def test_plot_overlay_writes_a_png_with_each_curve_in_its_own_colour(tmp_path):
+    from matplotlib import colormaps
+
+    plot_overlay(curves(), tmp_path / "overlay.png", title="three runs")
+    buffer = io.BytesIO()
+    plot_overlay(curves(), buffer, title="three runs", xlabel="eigenvalue of block fc1")
+
+    pixels = decoded_png((tmp_path / "overlay.png").read_bytes())
+    assert pixels.shape[0] > 100 and pixels.shape[1] > 100
+    tab10 = colormaps["tab10"].colors
+    assert all(has_colour(pixels, tab10[i]) for i in range(3))
+    assert not has_colour(pixels, tab10[3]), "no fourth curve"
+    decoded_png(buffer.getvalue())
+
+
+def test_plot_overlay_refuses_no_curves():
+    with pytest.raises(ValueError, match="at least one .* curve, got an empty sequence"):
+        plot_overlay([], io.BytesIO(), title="nothing")
+
+
+def test_plot_overlay_refuses_a_grid_and_density_of_different_lengths():
+    grid = np.linspace(0, 1, 10)
+    with pytest.raises(ValueError, match=r"curve 1 \('short'\).*shapes \(10,\) and \(9,\)"):
+        plot_overlay([("ok", grid, grid + 1), ("short", grid, grid[:9] + 1)], io.BytesIO(), title="t")
+
+
+#: Runs in a fresh interpreter: the caller's backend (and whether pyplot is loaded) as JSON.
+CALLER = """
+import io, json, sys
+import matplotlib
+matplotlib.use({backend!r})
+if {with_pyplot}:
+    import matplotlib.pyplot as plt
+    plt.figure()
+import numpy as np
+from raylanczos.plot import plot_density, plot_overlay
+grid = np.linspace(-1.0, 1.0, 50)
+density = np.exp(-grid**2)
+plot_density(grid, density, io.BytesIO())
+plot_overlay([("a", grid, density), ("b", grid, 2 * density)], io.BytesIO(), title="t")
+figures = sys.modules["matplotlib.pyplot"].get_fignums() if "matplotlib.pyplot" in sys.modules else None
+print(json.dumps({{"backend": matplotlib.get_backend(), "pyplot": "matplotlib.pyplot" in sys.modules, "figures": figures}}))
+"""
+
+
+@pytest.mark.parametrize(
+    "backend, with_pyplot, expected",
+    [
+        ("svg", False, {"backend": "svg", "pyplot": False, "figures": None}),
+        ("pdf", True, {"backend": "pdf", "pyplot": True, "figures": [1]}),
+    ],
+    ids=["svg-without-pyplot", "pdf-with-an-open-pyplot-figure"],
+)
+def test_plotting_leaves_the_callers_backend_and_pyplot_alone(backend, with_pyplot, expected):
+    code = CALLER.format(backend=backend, with_pyplot=with_pyplot)
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == expected
