@@ -6,6 +6,7 @@ operators with spectra known by construction (dense Q diag(λ) Qᵀ or diagonal 
 
 from __future__ import annotations
 
+import math
 import re
 
 import numpy as np
@@ -13,6 +14,7 @@ import pytest
 
 from raylanczos.lanczos import lanczos, start_vector
 from raylanczos.spectrum import (
+    DEFAULT_NEGATIVE_THRESHOLD,
     DEFAULT_SIGMA2_RELATIVE,
     default_grid,
     exact_smoothed_density,
@@ -236,35 +238,69 @@ def test_slq_density_converges_with_draws():
 # --------------------------------------------------------------------------- statistics
 
 
+def summary_of(runs, dim, **options):
+    """:func:`summarize` of Lanczos runs, through :func:`slq_quadrature` as a caller does."""
+    nodes, weights = slq_quadrature(tridiagonals_of(runs), max(r.steps for r in runs))
+    options.setdefault("sigma2", resolve_sigma2(nodes, weights, DEFAULT_SIGMA2_RELATIVE))
+    return summarize(nodes, weights, np.array([r.alpha[0] for r in runs]), dim, **options)
+
+
+def gaussian_tail_below_zero(mean: float, sigma: float) -> float:
+    """P(X < 0) for X ~ N(mean, σ²), written out with :func:`math.erfc`."""
+    return 0.5 * math.erfc(mean / (sigma * math.sqrt(2.0)))
+
+
 def test_summarize_exact_run():
-    """order = n = 80 on a known dense matrix: λ_max/λ_min and the top/bottom 10 Ritz values
-    equal the true extremes to 1e-10·‖A‖; trace_estimate is n·α₀ for one draw;
-    negative_weight is v₀'s spectral mass on the negative eigenvalues (1e-12)."""
+    """Full order (m = n = 80) on a dense matrix with known eigenvalues, 3 draws: Gauss
+    quadrature is then exact (nodes = eigenvalues, weights = v₀'s spectral mass c_i² on
+    each), so every statistic has a reference from the eigen-decomposition alone.
+
+    Tolerances: Ritz values equal eigenvalues to 1e-10·‖A‖ and weights equal c_i² to
+    ~1e-12 at full order with full re-orthogonalisation; the threshold −ε‖A‖ is ≥ 0.05 from
+    every eigenvalue, so no weight changes sides.
+    """
     rng = np.random.default_rng(102)
-    lam = rng.uniform(-3.0, 5.0, 80)
+    n, draws, eps, sigma2 = 80, 3, 0.1, 0.25
+    # ‖A‖ = 5; threshold −0.5; no eigenvalue in [−0.55, −0.45].
+    lam = np.concatenate([rng.uniform(-3.0, -0.6, 20), rng.uniform(-0.4, 4.9, 58), [-3.0, 5.0]])
     a = matrix_with_spectrum(lam, rng)
-    result = lanczos(a, order=80, seed=3)
-    tris = [(result.alpha, result.beta)]
-    summary = summarize(tris, 80)
-    truth = np.linalg.eigvalsh(a)
-    tol = 1e-10 * np.max(np.abs(truth))
-    assert abs(summary.lambda_max - truth[-1]) <= tol
-    assert abs(summary.lambda_min - truth[0]) <= tol
-    np.testing.assert_allclose(summary.top_ritz_values, truth[::-1][:10], rtol=0, atol=tol)
-    np.testing.assert_allclose(summary.bottom_ritz_values, truth[:10], rtol=0, atol=tol)
-    assert summary.trace_estimate == 80 * result.alpha[0]
-    v0 = start_vector(80, seed=3)
-    assert summary.trace_estimate == pytest.approx(80 * (v0 @ a @ v0), rel=1e-12)
-    assert np.isnan(summary.trace_std_error)
-    nodes, weights = slq_quadrature(tris)
-    assert summary.sigma2 == resolve_sigma2(nodes, weights, DEFAULT_SIGMA2_RELATIVE)
-    assert summary.negative_mass == negative_mass(nodes, weights, summary.sigma2)
-    # Unsmoothed weight on negative nodes = v₀'s spectral mass on the negative eigenvalues.
+    runs = [lanczos(a, order=n, seed=3, draw=d) for d in range(draws)]
+    assert all(r.steps == n for r in runs)
+    summary = summary_of(runs, n, sigma2=sigma2, negative_threshold=eps)
+
     evals, evecs = np.linalg.eigh(a)
-    assert summary.negative_weight == pytest.approx(np.sum((evecs.T @ v0)[evals < 0] ** 2), abs=1e-12)
-    explicit = summarize(tris, 80, sigma2=0.5, k=3)
-    assert explicit.sigma2 == 0.5 and len(explicit.top_ritz_values) == 3
-    assert explicit.negative_mass == pytest.approx(negative_mass(nodes, weights, 0.5), rel=1e-15)
+    starts = [start_vector(n, seed=3, draw=d) for d in range(draws)]
+    mass = np.array([(evecs.T @ (v0 / np.linalg.norm(v0))) ** 2 for v0 in starts])  # (D, n)
+    norm = np.max(np.abs(lam))
+    tol = 1e-10 * norm
+    assert abs(summary.lambda_max - lam.max()) <= tol and abs(summary.lambda_min - lam.min()) <= tol
+    np.testing.assert_allclose(summary.top_ritz_values, np.sort(lam)[::-1][:10], rtol=0, atol=tol)
+    np.testing.assert_allclose(summary.bottom_ritz_values, np.sort(lam)[:10], rtol=0, atol=tol)
+
+    quadratic_forms = mass @ evals  # v₀ᵀAv₀ per draw, from the spectrum
+    assert summary.trace_estimate == pytest.approx(n * quadratic_forms.mean(), rel=1e-12)
+    assert summary.trace_std_error == pytest.approx(n * quadratic_forms.std(ddof=1) / np.sqrt(draws), rel=1e-9)
+
+    threshold = -eps * norm
+    assert np.min(np.abs(lam - threshold)) >= 0.05
+    below = mass[:, evals < threshold].sum(axis=1)  # v₀'s spectral mass below the threshold
+    assert 0.1 < below.mean() < 0.5
+    assert summary.negative_threshold == pytest.approx(threshold, rel=1e-12)
+    assert summary.negative_threshold_relative == eps
+    assert summary.negative_fraction == pytest.approx(below.mean(), abs=1e-12)
+    assert summary.negative_fraction_std_error == pytest.approx(below.std(ddof=1) / np.sqrt(draws), rel=1e-9)
+
+    exact_negative_mass = np.mean(
+        [sum(c2 * gaussian_tail_below_zero(value, math.sqrt(sigma2)) for c2, value in zip(row, evals)) for row in mass]
+    )
+    assert summary.negative_mass == pytest.approx(exact_negative_mass, abs=1e-12)
+    assert summary.sigma2 == sigma2
+    assert not hasattr(summary, "negative_weight")
+
+    few = summary_of(runs[:1], n, sigma2=sigma2, k=3)
+    assert len(few.top_ritz_values) == 3 and len(few.bottom_ritz_values) == 3
+    assert np.isnan(few.trace_std_error) and np.isnan(few.negative_fraction_std_error)
+    assert few.negative_threshold_relative == DEFAULT_NEGATIVE_THRESHOLD
 
 
 def test_trace_estimate_within_three_standard_errors():
@@ -277,7 +313,7 @@ def test_trace_estimate_within_three_standard_errors():
     lam = rng.uniform(-1.0, 3.0, 200)
     apply, dim = diagonal_operator(lam)
     runs = [lanczos(apply, dim, order=5, seed=17, draw=d) for d in range(200)]
-    summary = summarize(tridiagonals_of(runs), dim)
+    summary = summary_of(runs, dim)
     starts = [start_vector(dim, seed=17, draw=d) for d in range(200)]
     quadratic_forms = np.array([v0 @ (lam * v0) for v0 in starts])
     np.testing.assert_allclose([r.alpha[0] for r in runs], quadratic_forms, rtol=1e-12, atol=1e-14)
@@ -292,7 +328,7 @@ def test_rademacher_trace_is_exact_for_diagonal_operator():
     lam = np.random.default_rng(104).uniform(-1.0, 3.0, 200)
     apply, dim = diagonal_operator(lam)
     runs = [lanczos(apply, dim, order=3, seed=4, draw=d, distribution="rademacher") for d in range(5)]
-    summary = summarize(tridiagonals_of(runs), dim)
+    summary = summary_of(runs, dim)
     assert summary.trace_estimate == pytest.approx(lam.sum(), rel=1e-13)
     assert summary.trace_std_error <= 1e-12 * abs(lam.sum())
 
