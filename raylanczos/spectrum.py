@@ -12,6 +12,19 @@ standard deviation is √s times the width of the spectrum.
 
 Arrays over draws are padded to the order m: ``nodes`` float64 (D, m) holds NaN and
 ``weights`` float64 (D, m) holds 0 where a draw stopped early (breakdown). numpy/scipy only.
+
+Two conventions for σ². raylanczos (:func:`resolve_sigma2`): σ² = s_rel · W², with
+W = θ_max − θ_min the width between the extreme Ritz values over all draws; the grid is
+:func:`default_grid` and the density is not renormalised. The original spectral-density
+code (``tridiag_to_density(tridiag_list, sigma_squared=1e-5, grid_len=10000)``, reproduced
+by :func:`original_density`) takes nodes and weights from ``eigh`` of the zero-padded
+matrices (padding gives nodes at exactly 0, which count in the extremes), sets
+λ_max = mean_d max_j θ_dj + 0.01 and λ_min = mean_d min_j θ_dj − 0.01, and uses the
+variance s_orig · max(1, W_o) with W_o = λ_max − λ_min, i.e. scaled by the width, not its
+square, on ``linspace(λ_min, λ_max, grid_len)``, renormalised to a unit Riemann sum. The
+same number therefore means different kernels: on spectra 25 wide, passing one
+convention's value to the other has moved the density by an L1 distance of 1.0–1.3. The
+variances agree when s_rel = s_orig · max(1, W_o) / W² (:func:`sigma2_relative_from_original`).
 """
 
 from __future__ import annotations
@@ -29,11 +42,16 @@ DEFAULT_SIGMA2_RELATIVE = 1e-5
 DEFAULT_GRID_POINTS = 10_000
 
 #: ε of :func:`negative_fraction`: eigenvalues below −ε·‖H‖ count as negative. Measured on
-#: the dense Hessians of the digits MLPs (order 90, 10 draws, 10 seeds): at ε = 1e-3 the
-#: estimate is within 1.5 standard errors of the exact fraction on both; at ε ≤ 5e-4 the
-#: threshold falls inside the unresolved bulk near 0 and the quadrature bias reaches 10–25
-#: standard errors on the 2,410-parameter one.
+#: the dense Hessians of the digits MLPs (310 and 2,410 parameters; order 90, 10 draws,
+#: seeds 0–9): at ε = 1e-3 the estimate stayed within 1.5 standard errors of the exact
+#: fraction on both; at ε = 5e-4 to 1e-4 the threshold falls inside the bulk near 0 that
+#: 90 nodes do not resolve, and on the larger one the quadrature bias reached 10 to 25
+#: standard errors. Negative eigenvalues smaller than ε·‖H‖ in magnitude are not counted:
+#: the 310-parameter MLP (λ_min ≈ −5e-4·‖H‖) gets 0 at the default.
 DEFAULT_NEGATIVE_THRESHOLD = 1e-3
+
+#: Margin the original code adds on each side of its mean extreme nodes (eigenvalue units).
+ORIGINAL_GRID_EXPAND = 1e-2
 
 
 def tridiagonal_matrix(alpha: np.ndarray, beta: np.ndarray, order: int | None = None) -> np.ndarray:
@@ -357,7 +375,9 @@ def summarize(
     nodes, weights = _check_quadrature(nodes, weights)
     first_alphas = np.asarray(first_alphas, dtype=np.float64)
     if first_alphas.shape != (nodes.shape[0],):
-        raise ValueError(f"first_alphas must have shape ({nodes.shape[0]},) for nodes {nodes.shape}, got {first_alphas.shape}")
+        raise ValueError(
+            f"first_alphas must have shape ({nodes.shape[0]},) for nodes {nodes.shape}, got {first_alphas.shape}"
+        )
     if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim <= 0:
         raise ValueError(f"dim must be a positive integer, got {dim!r}")
     if not sigma2 > 0:
@@ -380,6 +400,73 @@ def summarize(
     )
 
 
+# --------------------------------------------------------------------------- the original's convention
+
+
+def original_quadrature(tridiagonals_stacked: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Nodes (ascending) and weights (first eigenvector row squared), float64 (D, m), as the
+    original code reads them: ``numpy.linalg.eigh`` of each (zero-padded) m × m matrix.
+
+    A draw padded from k to m rows gets m − k extra nodes at exactly 0 with weight 0.
+    """
+    stacked = np.asarray(tridiagonals_stacked, dtype=np.float64)
+    if stacked.ndim != 3 or stacked.shape[1] != stacked.shape[2] or stacked.shape[0] == 0:
+        raise ValueError(f"expected tridiagonals of shape (D, m, m) with D ≥ 1, got {stacked.shape}")
+    if not np.all(np.isfinite(stacked)):
+        raise ValueError("the tridiagonals hold non-finite values")
+    nodes, vectors = np.linalg.eigh(stacked)
+    return nodes, vectors[:, 0, :] ** 2
+
+
+def original_density(
+    tridiagonals_stacked: np.ndarray, sigma_squared: float, grid_len: int = 10_000
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """The original ``tridiag_to_density`` on float64 (D, m, m): (grid, density, variance).
+
+    grid float64[grid_len] = linspace(λ_min, λ_max) with λ_max = mean_d max_j θ_dj + 0.01 and
+    λ_min = mean_d min_j θ_dj − 0.01 over :func:`original_quadrature`'s nodes (padding zeros
+    included); variance = ``sigma_squared`` · max(1, λ_max − λ_min) (eigenvalue units²);
+    density float64[grid_len] = the draw-averaged Gaussian mixture, divided by its Riemann
+    sum so that Σ density · (grid[1] − grid[0]) = 1 (per eigenvalue unit).
+    """
+    if not sigma_squared > 0:
+        raise ValueError(f"sigma_squared must be > 0, got {sigma_squared!r}")
+    if grid_len < 2:
+        raise ValueError(f"a grid needs at least 2 points, got {grid_len!r}")
+    nodes, weights = original_quadrature(tridiagonals_stacked)
+    low, high = _original_range(nodes)
+    variance = float(sigma_squared * max(1.0, high - low))
+    grid = np.linspace(low, high, grid_len)
+    density = smoothed_density(nodes, weights, grid, variance)
+    return grid, density / (density.sum() * (grid[1] - grid[0])), variance
+
+
+def sigma2_relative_from_original(
+    nodes: np.ndarray, weights: np.ndarray, sigma_squared: float, *, grid_expand: float = ORIGINAL_GRID_EXPAND
+) -> float:
+    """The ``sigma2_relative`` whose :func:`resolve_sigma2` variance equals the original's.
+
+    variance_orig = s_orig · max(1, W_o), W_o = mean_d max_j θ_dj − mean_d min_j θ_dj + 2·grid_expand;
+    σ² = s_rel · W², W = θ_max − θ_min over all draws; so s_rel = s_orig · max(1, W_o) / W².
+    (Conversely s_orig = s_rel · W² / max(1, W_o).)
+
+    ``nodes``, ``weights`` are float64 (D, m), NaN-padded as from :func:`slq_quadrature`;
+    a draw with padding counts a node at 0 in its extremes, as the original's zero padding
+    does. The result depends on the nodes: convert once per run.
+    """
+    if not sigma_squared > 0:
+        raise ValueError(f"sigma_squared must be > 0, got {sigma_squared!r}")
+    nodes, weights = _check_quadrature(nodes, weights)
+    padded = np.where(_present(nodes, weights), nodes, 0.0)
+    low, high = _original_range(padded, grid_expand)
+    return float(sigma_squared * max(1.0, high - low) / _width(nodes, weights) ** 2)
+
+
+def _original_range(nodes: np.ndarray, grid_expand: float = ORIGINAL_GRID_EXPAND) -> tuple[float, float]:
+    """(mean_d min_j θ_dj − grid_expand, mean_d max_j θ_dj + grid_expand), padding included."""
+    return float(nodes.min(axis=1).mean() - grid_expand), float(nodes.max(axis=1).mean() + grid_expand)
+
+
 # --------------------------------------------------------------------------- helpers
 
 
@@ -399,7 +486,9 @@ def _check_quadrature(nodes: np.ndarray, weights: np.ndarray) -> tuple[np.ndarra
     nodes = np.asarray(nodes, dtype=np.float64)
     weights = np.asarray(weights, dtype=np.float64)
     if nodes.ndim != 2 or nodes.shape != weights.shape or nodes.shape[0] == 0:
-        raise ValueError(f"nodes and weights must both have shape (D, m) with D ≥ 1, got {nodes.shape} and {weights.shape}")
+        raise ValueError(
+            f"nodes and weights must both have shape (D, m) with D ≥ 1, got {nodes.shape} and {weights.shape}"
+        )
     if not np.any(_present(nodes, weights)):
         raise ValueError("no quadrature node is finite")
     return nodes, weights

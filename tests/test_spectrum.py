@@ -23,8 +23,11 @@ from raylanczos.spectrum import (
     log_abs_density,
     negative_fraction,
     negative_mass,
+    original_density,
+    original_quadrature,
     resolve_sigma2,
     ritz_pairs,
+    sigma2_relative_from_original,
     slq_quadrature,
     smoothed_density,
     split_tridiagonals,
@@ -433,7 +436,8 @@ def test_negative_fraction_is_stable_where_negative_weight_was_not():
         f"\ncluster at ±1e-9: exact fraction below −ε‖A‖ {np.mean(lam < -5e-3):.3f}, "
         f"estimate {result.fraction:.4f} ± {result.std_error:.4f}; weight on negative nodes "
         f"{old.mean():.3f} (exact fraction < 0: {np.mean(lam < 0):.3f}), "
-        f"{fraction_below(*below, 0.0).mean():.3f} at A − 1e-7·I, {fraction_below(*above, 0.0).mean():.3f} at A + 1e-7·I"
+        f"{fraction_below(*below, 0.0).mean():.3f} at A − 1e-7·I, "
+        f"{fraction_below(*above, 0.0).mean():.3f} at A + 1e-7·I"
     )
 
 
@@ -518,6 +522,97 @@ def test_ritz_pairs_residuals():
     all_values, all_vectors = ritz_pairs(result.basis, result.alpha, result.beta, k=m)
     assert np.array_equal(top_two, all_values[:2])
     np.testing.assert_allclose(top_vectors, all_vectors[:2], rtol=0, atol=1e-14)
+
+
+# --------------------------------------------------------------------------- the original's convention
+
+
+def reference_original_density(stacked: np.ndarray, sigma_squared: float, grid_len: int):
+    """The original ``tridiag_to_density`` as documented, written out loop by loop.
+
+    Per draw: eigh of the (padded) matrix, nodes sorted ascending, weights = (first row of
+    the eigenvectors)². λ_max / λ_min = mean over draws of each draw's largest / smallest
+    node ± 0.01; grid = linspace(λ_min, λ_max, grid_len); variance = sigma_squared ·
+    max(1, λ_max − λ_min); per-draw Gaussian mixtures averaged over draws, then divided by
+    Σ density · (grid[1] − grid[0]). Returns (grid, density, variance).
+    """
+    all_nodes, all_weights = [], []
+    for matrix in stacked:
+        values, vectors = np.linalg.eigh(matrix)
+        order = np.argsort(values)
+        all_nodes.append(values[order])
+        all_weights.append(vectors[0, order] ** 2)
+    lambda_max = np.mean([nodes.max() for nodes in all_nodes]) + 1e-2
+    lambda_min = np.mean([nodes.min() for nodes in all_nodes]) - 1e-2
+    grid = np.linspace(lambda_min, lambda_max, grid_len)
+    variance = sigma_squared * max(1.0, lambda_max - lambda_min)
+    density = np.zeros(grid_len)
+    for nodes, weights in zip(all_nodes, all_weights):
+        for i, t in enumerate(grid):
+            kernel = np.exp(-((t - nodes) ** 2) / (2.0 * variance)) / math.sqrt(2.0 * math.pi * variance)
+            density[i] += np.sum(weights * kernel) / len(stacked)
+    density /= np.sum(density) * (grid[1] - grid[0])
+    return grid, density, variance
+
+
+@pytest.fixture(scope="module")
+def wide_runs():
+    """Order m = 30 on dense matrices: three draws of a 300 × 300 spectrum uniform on
+    [−5, 20] (25 wide), and one of a matrix with 6 distinct eigenvalues in [2, 15] that
+    breaks down after 6 steps; zero-padded, that draw's smallest node is the padding's 0."""
+    rng = np.random.default_rng(120)
+    m = 30
+    wide = matrix_with_spectrum(np.concatenate([rng.uniform(-5.0, 20.0, 298), [-5.0, 20.0]]), rng)
+    short = matrix_with_spectrum(few_distinct(120, np.array([2.0, 4.5, 7.0, 9.0, 12.0, 15.0]), rng), rng)
+    runs = [lanczos(wide, order=m, seed=9, draw=d) for d in range(3)]
+    runs.insert(1, lanczos(short, order=m, seed=9, draw=7))
+    assert [r.steps for r in runs] == [m, 6, m, m] and runs[1].breakdown
+    return runs, m
+
+
+@pytest.mark.parametrize("sigma_squared", [1e-5, 1e-3])
+def test_original_density_reproduces_the_original(wide_runs, sigma_squared):
+    """Same grid and variance (1e-12 relative), and the densities within 1e-6 in L1 (∫|Δ|
+    over the grid): the two compute the same sums in a different order, so they differ
+    by rounding only."""
+    runs, m = wide_runs
+    stacked = stack_tridiagonals(tridiagonals_of(runs), m)
+    ref_grid, ref_density, ref_variance = reference_original_density(stacked, sigma_squared, 10_000)
+    grid, density, variance = original_density(stacked, sigma_squared)
+    assert grid.shape == density.shape == (10_000,) and density.dtype == np.float64
+    assert variance == pytest.approx(ref_variance, rel=1e-12)
+    np.testing.assert_allclose(grid, ref_grid, rtol=1e-12, atol=1e-12)
+    assert l1_distance(density, ref_density, grid) <= 1e-6
+    # The padded draw's 0 counts in the extremes: the grid starts at the mean of the
+    # per-draw minima (one of which is 0), not of the non-padding nodes.
+    nodes, weights = slq_quadrature(tridiagonals_of(runs), m)
+    assert np.nanmin(nodes[1]) >= 2.0 - 1e-9
+    minima = [np.nanmin(nodes[0]), 0.0, np.nanmin(nodes[2]), np.nanmin(nodes[3])]
+    assert grid[0] == pytest.approx(np.mean(minima) - 1e-2, rel=1e-12)
+
+
+def test_sigma2_relative_from_original_gives_the_originals_kernel(wide_runs):
+    """Converted, the raylanczos variance equals the original's (1e-10 relative: nodes from
+    ``eigh_tridiagonal`` and ``eigh`` differ by rounding), and our density, renormalised on
+    the original's grid, matches the original's within 1e-6 in L1. Passing the original's
+    number straight through as ``sigma2_relative`` gives a different density (L1 > 0.5)."""
+    runs, m = wide_runs
+    stacked = stack_tridiagonals(tridiagonals_of(runs), m)
+    nodes, weights = slq_quadrature(tridiagonals_of(runs), m)
+    s_orig = DEFAULT_SIGMA2_RELATIVE
+    grid, density, variance = reference_original_density(stacked, s_orig, 10_000)
+
+    def ours(sigma2_relative):
+        phi = smoothed_density(nodes, weights, grid, resolve_sigma2(nodes, weights, sigma2_relative))
+        return phi / (phi.sum() * (grid[1] - grid[0]))
+
+    s_rel = sigma2_relative_from_original(nodes, weights, s_orig)
+    assert resolve_sigma2(nodes, weights, s_rel) == pytest.approx(variance, rel=1e-10)
+    assert sigma2_relative_from_original(*original_quadrature(stacked), s_orig) == pytest.approx(s_rel, rel=1e-10)
+    assert l1_distance(ours(s_rel), density, grid) <= 1e-6
+    mixed_up = l1_distance(ours(s_orig), density, grid)
+    print(f"\nsigma2_relative {s_rel:.3g} ≡ original sigma_squared {s_orig:g}; L1 if passed as is: {mixed_up:.3f}")
+    assert mixed_up > 0.5
 
 
 # --------------------------------------------------------------------------- bad input
