@@ -628,3 +628,22 @@ def test_bad_sigma_is_rejected(mixed_runs):
         resolve_sigma2(nodes, weights, 0.0)
     with pytest.raises(ValueError, match=r"\b1\b"):
         default_grid(nodes, weights, 0.1, points=1)
+
+
+def test_bad_quadrature_inputs_are_rejected(mixed_runs):
+    """Messages quote what was received: shapes, or the offending value."""
+    runs, m = mixed_runs
+    nodes, weights = slq_quadrature(tridiagonals_of(runs), m)
+    alphas = np.array([r.alpha[0] for r in runs])
+    with pytest.raises(ValueError, match=re.escape("(3,)")):
+        summarize(nodes, weights, alphas[:3], 200, sigma2=0.1)
+    with pytest.raises(ValueError, match=re.escape("(4, 15) and (4, 14)")):
+        summarize(nodes, weights[:, :14], alphas, 200, sigma2=0.1)
+    with pytest.raises(ValueError, match=r"\b0\b"):
+        summarize(nodes, weights, alphas, 0, sigma2=0.1)
+    with pytest.raises(ValueError, match=r"-1\.0"):
+        summarize(nodes, weights, alphas, 200, sigma2=-1.0)
+    with pytest.raises(ValueError, match=re.escape("(4, 15)")):
+        original_density(nodes, 1e-5)
+    with pytest.raises(ValueError, match=re.escape("(4, 15)")):
+        sigma2_relative_from_original(nodes, weights[:, :14], 1e-5)
