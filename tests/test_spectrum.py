@@ -6,6 +6,7 @@ operators with spectra known by construction (dense Q diag(λ) Qᵀ or diagonal 
 
 from __future__ import annotations
 
+import math
 import re
 
 import numpy as np
@@ -13,14 +14,20 @@ import pytest
 
 from raylanczos.lanczos import lanczos, start_vector
 from raylanczos.spectrum import (
+    DEFAULT_NEGATIVE_THRESHOLD,
     DEFAULT_SIGMA2_RELATIVE,
     default_grid,
     exact_smoothed_density,
     extreme_ritz_values,
+    fraction_below,
     log_abs_density,
+    negative_fraction,
     negative_mass,
+    original_density,
+    original_quadrature,
     resolve_sigma2,
     ritz_pairs,
+    sigma2_relative_from_original,
     slq_quadrature,
     smoothed_density,
     split_tridiagonals,
@@ -28,7 +35,7 @@ from raylanczos.spectrum import (
     summarize,
 )
 
-from tests.matrices import diagonal_operator, matrix_with_spectrum
+from tests.matrices import diagonal_operator, matrix_with_spectrum, orthogonal_matrix
 
 # --------------------------------------------------------------------------- helpers
 
@@ -236,35 +243,209 @@ def test_slq_density_converges_with_draws():
 # --------------------------------------------------------------------------- statistics
 
 
+def summary_of(runs, dim, **options):
+    """:func:`summarize` of Lanczos runs, through :func:`slq_quadrature` as a caller does."""
+    nodes, weights = slq_quadrature(tridiagonals_of(runs), max(r.steps for r in runs))
+    options.setdefault("sigma2", resolve_sigma2(nodes, weights, DEFAULT_SIGMA2_RELATIVE))
+    return summarize(nodes, weights, np.array([r.alpha[0] for r in runs]), dim, **options)
+
+
+def gaussian_tail_below_zero(mean: float, sigma: float) -> float:
+    """P(X < 0) for X ~ N(mean, σ²), written out with :func:`math.erfc`."""
+    return 0.5 * math.erfc(mean / (sigma * math.sqrt(2.0)))
+
+
 def test_summarize_exact_run():
-    """order = n = 80 on a known dense matrix: λ_max/λ_min and the top/bottom 10 Ritz values
-    equal the true extremes to 1e-10·‖A‖; trace_estimate is n·α₀ for one draw;
-    negative_weight is v₀'s spectral mass on the negative eigenvalues (1e-12)."""
+    """Full order (m = n = 80) on a dense matrix with known eigenvalues, 3 draws: Gauss
+    quadrature is then exact (nodes = eigenvalues, weights = v₀'s spectral mass c_i² on
+    each), so every statistic has a reference from the eigen-decomposition alone.
+
+    Tolerances: Ritz values equal eigenvalues to 1e-10·‖A‖ and weights equal c_i² to
+    ~1e-12 at full order with full re-orthogonalisation; the threshold −ε‖A‖ is ≥ 0.05 from
+    every eigenvalue, so no weight changes sides.
+    """
     rng = np.random.default_rng(102)
-    lam = rng.uniform(-3.0, 5.0, 80)
+    n, draws, eps, sigma2 = 80, 3, 0.1, 0.25
+    # ‖A‖ = 5; threshold −0.5; no eigenvalue in [−0.55, −0.45].
+    lam = np.concatenate([rng.uniform(-3.0, -0.6, 20), rng.uniform(-0.4, 4.9, 58), [-3.0, 5.0]])
     a = matrix_with_spectrum(lam, rng)
-    result = lanczos(a, order=80, seed=3)
-    tris = [(result.alpha, result.beta)]
-    summary = summarize(tris, 80)
-    truth = np.linalg.eigvalsh(a)
-    tol = 1e-10 * np.max(np.abs(truth))
-    assert abs(summary.lambda_max - truth[-1]) <= tol
-    assert abs(summary.lambda_min - truth[0]) <= tol
-    np.testing.assert_allclose(summary.top_ritz_values, truth[::-1][:10], rtol=0, atol=tol)
-    np.testing.assert_allclose(summary.bottom_ritz_values, truth[:10], rtol=0, atol=tol)
-    assert summary.trace_estimate == 80 * result.alpha[0]
-    v0 = start_vector(80, seed=3)
-    assert summary.trace_estimate == pytest.approx(80 * (v0 @ a @ v0), rel=1e-12)
-    assert np.isnan(summary.trace_std_error)
-    nodes, weights = slq_quadrature(tris)
-    assert summary.sigma2 == resolve_sigma2(nodes, weights, DEFAULT_SIGMA2_RELATIVE)
-    assert summary.negative_mass == negative_mass(nodes, weights, summary.sigma2)
-    # Unsmoothed weight on negative nodes = v₀'s spectral mass on the negative eigenvalues.
+    runs = [lanczos(a, order=n, seed=3, draw=d) for d in range(draws)]
+    assert all(r.steps == n for r in runs)
+    summary = summary_of(runs, n, sigma2=sigma2, negative_threshold=eps)
+
     evals, evecs = np.linalg.eigh(a)
-    assert summary.negative_weight == pytest.approx(np.sum((evecs.T @ v0)[evals < 0] ** 2), abs=1e-12)
-    explicit = summarize(tris, 80, sigma2=0.5, k=3)
-    assert explicit.sigma2 == 0.5 and len(explicit.top_ritz_values) == 3
-    assert explicit.negative_mass == pytest.approx(negative_mass(nodes, weights, 0.5), rel=1e-15)
+    starts = [start_vector(n, seed=3, draw=d) for d in range(draws)]
+    mass = np.array([(evecs.T @ (v0 / np.linalg.norm(v0))) ** 2 for v0 in starts])  # (D, n)
+    norm = np.max(np.abs(lam))
+    tol = 1e-10 * norm
+    assert abs(summary.lambda_max - lam.max()) <= tol and abs(summary.lambda_min - lam.min()) <= tol
+    np.testing.assert_allclose(summary.top_ritz_values, np.sort(lam)[::-1][:10], rtol=0, atol=tol)
+    np.testing.assert_allclose(summary.bottom_ritz_values, np.sort(lam)[:10], rtol=0, atol=tol)
+
+    quadratic_forms = mass @ evals  # v₀ᵀAv₀ per draw, from the spectrum
+    assert summary.trace_estimate == pytest.approx(n * quadratic_forms.mean(), rel=1e-12)
+    assert summary.trace_std_error == pytest.approx(n * quadratic_forms.std(ddof=1) / np.sqrt(draws), rel=1e-9)
+
+    threshold = -eps * norm
+    assert np.min(np.abs(lam - threshold)) >= 0.05
+    below = mass[:, evals < threshold].sum(axis=1)  # v₀'s spectral mass below the threshold
+    assert 0.1 < below.mean() < 0.5
+    assert summary.negative_threshold == pytest.approx(threshold, rel=1e-12)
+    assert summary.negative_threshold_relative == eps
+    assert summary.negative_fraction == pytest.approx(below.mean(), abs=1e-12)
+    assert summary.negative_fraction_std_error == pytest.approx(below.std(ddof=1) / np.sqrt(draws), rel=1e-9)
+
+    exact_negative_mass = np.mean(
+        [sum(c2 * gaussian_tail_below_zero(value, math.sqrt(sigma2)) for c2, value in zip(row, evals)) for row in mass]
+    )
+    assert summary.negative_mass == pytest.approx(exact_negative_mass, abs=1e-12)
+    assert summary.sigma2 == sigma2
+    assert not hasattr(summary, "negative_weight")
+
+    few = summary_of(runs[:1], n, sigma2=sigma2, k=3)
+    assert len(few.top_ritz_values) == 3 and len(few.bottom_ritz_values) == 3
+    assert np.isnan(few.trace_std_error) and np.isnan(few.negative_fraction_std_error)
+    assert few.negative_threshold_relative == DEFAULT_NEGATIVE_THRESHOLD
+
+
+def test_negative_fraction_counts_exact_mass_of_draws_that_stopped_early():
+    """Draws that break down give an exact quadrature of v₀'s spectral measure, so f_d is
+    v₀'s mass on the eigenvalues below −ε‖A‖; the NaN padding counts for nothing.
+
+    Diagonal operator with 7 distinct eigenvalues (eigenvectors are the coordinate axes, so
+    the mass is Σ v₀ᵢ² over those coordinates); ε = 0.2 puts the threshold at −0.85, ≥ 0.3
+    from every eigenvalue. Tolerance 1e-12: rounding of weights that sum to 1.
+    """
+    rng = np.random.default_rng(107)
+    distinct = np.linspace(-3.0, 4.0, 7) + 0.25  # ‖A‖ = 4.25
+    lam = few_distinct(150, distinct, rng)
+    apply, dim = diagonal_operator(lam)
+    runs = [lanczos(apply, dim, order=15, seed=5, draw=d) for d in range(4)]
+    assert all(r.breakdown and r.steps == 7 for r in runs)
+    nodes, weights = slq_quadrature(tridiagonals_of(runs), 15)
+    assert np.isnan(nodes[:, 7:]).all()
+    result = negative_fraction(nodes, weights, threshold_relative=0.2)
+    assert result.threshold == pytest.approx(-0.85, rel=1e-12) and result.threshold_relative == 0.2
+    starts = np.array([start_vector(dim, seed=5, draw=d) for d in range(4)])
+    mass = (starts[:, lam < -0.85] ** 2).sum(axis=1) / (starts**2).sum(axis=1)
+    np.testing.assert_allclose(fraction_below(nodes, weights, result.threshold), mass, rtol=0, atol=1e-12)
+    assert result.fraction == pytest.approx(mass.mean(), abs=1e-12)
+    assert result.std_error == pytest.approx(mass.std(ddof=1) / 2.0, rel=1e-9)
+
+
+@pytest.fixture(scope="module")
+def dense_hessians():
+    """The digits MLPs' exact Hessians (310 and 2,410 parameters, float64, by JAX),
+    symmetrised (the asymmetry is rounding), with their eigenvalues."""
+    pytest.importorskip("jax")
+    pytest.importorskip("sklearn")
+    from tests.hessians import digits_hessian, tiny_hessian
+
+    cache = {}
+
+    def get(name):
+        if name not in cache:
+            h = {"tiny": tiny_hessian, "digits": digits_hessian}[name]()
+            h = (h + h.T) / 2.0
+            cache[name] = h, np.linalg.eigvalsh(h)
+        return cache[name]
+
+    return get
+
+
+@pytest.mark.parametrize(
+    "name, eps",
+    [("tiny", DEFAULT_NEGATIVE_THRESHOLD), ("tiny", 3e-4), ("digits", DEFAULT_NEGATIVE_THRESHOLD)],
+)
+def test_negative_fraction_agrees_with_dense_hessians(dense_hessians, name, eps):
+    """At order 90 (n = 310 and 2,410) and 10 draws, the estimated fraction of eigenvalues
+    below −ε‖H‖ is within 3 standard errors of the exact fraction of the dense matrix (‖H‖
+    from its exact spectrum).
+
+    With 10 draws the standard error is itself uncertain (t with 9 degrees of freedom:
+    P(|t| > 3) ≈ 1.5%), hence 3 and not 2. The seeds are fixed, so the outcome is
+    deterministic; observed |estimate − exact| / SE: tiny 0 (exact 0 at ε = 1e-3, as
+    λ_min ≈ −5e-4‖H‖), tiny 0.4 at ε = 3e-4, digits 0.0. Over seeds 0–9 the ratio stayed
+    below 1.6 at these settings, while at ε = 1e-4 on digits it reached 25 (the threshold
+    falls inside the bulk near 0 that 90 nodes do not resolve): see
+    :data:`DEFAULT_NEGATIVE_THRESHOLD`.
+    """
+    h, lam = dense_hessians(name)
+    norm = max(abs(lam[0]), abs(lam[-1]))
+    exact = float(np.mean(lam < -eps * norm))
+    runs = [lanczos(h, order=90, seed=0, draw=d) for d in range(10)]
+    nodes, weights = slq_quadrature(tridiagonals_of(runs), 90)
+    result = negative_fraction(nodes, weights, threshold_relative=eps)
+    assert result.threshold == pytest.approx(-eps * norm, rel=1e-10)
+    ratio = abs(result.fraction - exact) / result.std_error if result.std_error > 0 else 0.0
+    print(
+        f"\n{name} (n={lam.size}), eps={eps:g}: exact {exact:.5f}, "
+        f"estimate {result.fraction:.5f} ± {result.std_error:.5f}, |Δ|/SE = {ratio:.2f}"
+    )
+    assert abs(result.fraction - exact) <= 3.0 * result.std_error
+
+
+def test_negative_fraction_is_stable_where_negative_weight_was_not():
+    """A dense 400 × 400 matrix, 60% of its eigenvalues in a cluster at ±1e-9 (numerically
+    zero next to ‖A‖ = 5), 15% in [−1, −0.1], 25% in [0.1, 5]; order 90, 10 draws.
+
+    Lanczos stands for the cluster by one node of weight ≈ 0.6, at a few 1e-9 of either
+    sign. The old statistic, the weight on negative nodes (ε = 0), therefore jumps:
+    - per draw, it misses its own target (v₀'s mass on negative eigenvalues) by up to about
+      half the cluster weight;
+    - shifting A by ∓1e-7·I (2e-8·‖A‖) moves it by the whole cluster weight.
+    The new estimate (threshold −5e-3, in the spectral gap) equals v₀'s exact mass below
+    the threshold in every draw, and does not move with the shift (1e-9: the weights are
+    the same up to rounding, only the nodes shift). Per-draw tolerance 1e-5: with the
+    threshold in a gap, the step is smooth on the spectrum and the Gauss rule's error
+    decays geometrically with the order (measured 3e-7 at order 90); the old statistic's
+    errors are ≥ 0.2.
+    """
+    rng = np.random.default_rng(110)
+    n = 400
+    lam = np.concatenate(
+        [np.full(120, -1e-9), np.full(120, 1e-9), rng.uniform(-1.0, -0.1, 60), rng.uniform(0.1, 5.0, 99), [5.0]]
+    )
+    q = orthogonal_matrix(n, rng)
+    a = (q * lam) @ q.T
+    a = (a + a.T) / 2.0
+    starts = np.array([start_vector(n, seed=0, draw=d) for d in range(10)])
+    mass = ((starts / np.linalg.norm(starts, axis=1, keepdims=True)) @ q) ** 2  # (D, n) on eigenvectors of lam
+    cluster = mass[:, np.abs(lam) < 1e-6].sum(axis=1)
+
+    def quadrature(shift):
+        runs = [lanczos(a + shift * np.eye(n), order=90, seed=0, draw=d) for d in range(10)]
+        return slq_quadrature(tridiagonals_of(runs), 90)
+
+    nodes, weights = quadrature(0.0)
+    old = fraction_below(nodes, weights, 0.0)
+    assert np.max(np.abs(old - mass[:, lam < 0].sum(axis=1))) >= 0.2
+    result = negative_fraction(nodes, weights)
+    assert result.threshold == pytest.approx(-5e-3, rel=1e-12)
+    exact_below = mass[:, lam < -5e-3].sum(axis=1)
+    np.testing.assert_allclose(fraction_below(nodes, weights, result.threshold), exact_below, rtol=0, atol=1e-5)
+
+    delta = 1e-7
+    below, above = quadrature(-delta), quadrature(delta)
+    old_jump = fraction_below(*below, 0.0) - fraction_below(*above, 0.0)
+    np.testing.assert_allclose(old_jump, cluster, atol=1e-6)
+    assert cluster.min() > 0.5
+    assert negative_fraction(*below).fraction == pytest.approx(result.fraction, abs=1e-9)
+    assert negative_fraction(*above).fraction == pytest.approx(result.fraction, abs=1e-9)
+    print(
+        f"\ncluster at ±1e-9: exact fraction below −ε‖A‖ {np.mean(lam < -5e-3):.3f}, "
+        f"estimate {result.fraction:.4f} ± {result.std_error:.4f}; weight on negative nodes "
+        f"{old.mean():.3f} (exact fraction < 0: {np.mean(lam < 0):.3f}), "
+        f"{fraction_below(*below, 0.0).mean():.3f} at A − 1e-7·I, "
+        f"{fraction_below(*above, 0.0).mean():.3f} at A + 1e-7·I"
+    )
+
+
+def test_negative_fraction_rejects_a_negative_epsilon(mixed_runs):
+    runs, m = mixed_runs
+    nodes, weights = slq_quadrature(tridiagonals_of(runs), m)
+    with pytest.raises(ValueError, match=re.escape("-0.001")):
+        negative_fraction(nodes, weights, threshold_relative=-1e-3)
 
 
 def test_trace_estimate_within_three_standard_errors():
@@ -277,7 +458,7 @@ def test_trace_estimate_within_three_standard_errors():
     lam = rng.uniform(-1.0, 3.0, 200)
     apply, dim = diagonal_operator(lam)
     runs = [lanczos(apply, dim, order=5, seed=17, draw=d) for d in range(200)]
-    summary = summarize(tridiagonals_of(runs), dim)
+    summary = summary_of(runs, dim)
     starts = [start_vector(dim, seed=17, draw=d) for d in range(200)]
     quadratic_forms = np.array([v0 @ (lam * v0) for v0 in starts])
     np.testing.assert_allclose([r.alpha[0] for r in runs], quadratic_forms, rtol=1e-12, atol=1e-14)
@@ -292,7 +473,7 @@ def test_rademacher_trace_is_exact_for_diagonal_operator():
     lam = np.random.default_rng(104).uniform(-1.0, 3.0, 200)
     apply, dim = diagonal_operator(lam)
     runs = [lanczos(apply, dim, order=3, seed=4, draw=d, distribution="rademacher") for d in range(5)]
-    summary = summarize(tridiagonals_of(runs), dim)
+    summary = summary_of(runs, dim)
     assert summary.trace_estimate == pytest.approx(lam.sum(), rel=1e-13)
     assert summary.trace_std_error <= 1e-12 * abs(lam.sum())
 
@@ -343,6 +524,97 @@ def test_ritz_pairs_residuals():
     np.testing.assert_allclose(top_vectors, all_vectors[:2], rtol=0, atol=1e-14)
 
 
+# --------------------------------------------------------------------------- the original's convention
+
+
+def reference_original_density(stacked: np.ndarray, sigma_squared: float, grid_len: int):
+    """The original ``tridiag_to_density`` as documented, written out loop by loop.
+
+    Per draw: eigh of the (padded) matrix, nodes sorted ascending, weights = (first row of
+    the eigenvectors)². λ_max / λ_min = mean over draws of each draw's largest / smallest
+    node ± 0.01; grid = linspace(λ_min, λ_max, grid_len); variance = sigma_squared ·
+    max(1, λ_max − λ_min); per-draw Gaussian mixtures averaged over draws, then divided by
+    Σ density · (grid[1] − grid[0]). Returns (grid, density, variance).
+    """
+    all_nodes, all_weights = [], []
+    for matrix in stacked:
+        values, vectors = np.linalg.eigh(matrix)
+        order = np.argsort(values)
+        all_nodes.append(values[order])
+        all_weights.append(vectors[0, order] ** 2)
+    lambda_max = np.mean([nodes.max() for nodes in all_nodes]) + 1e-2
+    lambda_min = np.mean([nodes.min() for nodes in all_nodes]) - 1e-2
+    grid = np.linspace(lambda_min, lambda_max, grid_len)
+    variance = sigma_squared * max(1.0, lambda_max - lambda_min)
+    density = np.zeros(grid_len)
+    for nodes, weights in zip(all_nodes, all_weights):
+        for i, t in enumerate(grid):
+            kernel = np.exp(-((t - nodes) ** 2) / (2.0 * variance)) / math.sqrt(2.0 * math.pi * variance)
+            density[i] += np.sum(weights * kernel) / len(stacked)
+    density /= np.sum(density) * (grid[1] - grid[0])
+    return grid, density, variance
+
+
+@pytest.fixture(scope="module")
+def wide_runs():
+    """Order m = 30 on dense matrices: three draws of a 300 × 300 spectrum uniform on
+    [−5, 20] (25 wide), and one of a matrix with 6 distinct eigenvalues in [2, 15] that
+    breaks down after 6 steps; zero-padded, that draw's smallest node is the padding's 0."""
+    rng = np.random.default_rng(120)
+    m = 30
+    wide = matrix_with_spectrum(np.concatenate([rng.uniform(-5.0, 20.0, 298), [-5.0, 20.0]]), rng)
+    short = matrix_with_spectrum(few_distinct(120, np.array([2.0, 4.5, 7.0, 9.0, 12.0, 15.0]), rng), rng)
+    runs = [lanczos(wide, order=m, seed=9, draw=d) for d in range(3)]
+    runs.insert(1, lanczos(short, order=m, seed=9, draw=7))
+    assert [r.steps for r in runs] == [m, 6, m, m] and runs[1].breakdown
+    return runs, m
+
+
+@pytest.mark.parametrize("sigma_squared", [1e-5, 1e-3])
+def test_original_density_reproduces_the_original(wide_runs, sigma_squared):
+    """Same grid and variance (1e-12 relative), and the densities within 1e-6 in L1 (∫|Δ|
+    over the grid): the two compute the same sums in a different order, so they differ
+    by rounding only."""
+    runs, m = wide_runs
+    stacked = stack_tridiagonals(tridiagonals_of(runs), m)
+    ref_grid, ref_density, ref_variance = reference_original_density(stacked, sigma_squared, 10_000)
+    grid, density, variance = original_density(stacked, sigma_squared)
+    assert grid.shape == density.shape == (10_000,) and density.dtype == np.float64
+    assert variance == pytest.approx(ref_variance, rel=1e-12)
+    np.testing.assert_allclose(grid, ref_grid, rtol=1e-12, atol=1e-12)
+    assert l1_distance(density, ref_density, grid) <= 1e-6
+    # The padded draw's 0 counts in the extremes: the grid starts at the mean of the
+    # per-draw minima (one of which is 0), not of the non-padding nodes.
+    nodes, weights = slq_quadrature(tridiagonals_of(runs), m)
+    assert np.nanmin(nodes[1]) >= 2.0 - 1e-9
+    minima = [np.nanmin(nodes[0]), 0.0, np.nanmin(nodes[2]), np.nanmin(nodes[3])]
+    assert grid[0] == pytest.approx(np.mean(minima) - 1e-2, rel=1e-12)
+
+
+def test_sigma2_relative_from_original_gives_the_originals_kernel(wide_runs):
+    """Converted, the raylanczos variance equals the original's (1e-10 relative: nodes from
+    ``eigh_tridiagonal`` and ``eigh`` differ by rounding), and our density, renormalised on
+    the original's grid, matches the original's within 1e-6 in L1. Passing the original's
+    number straight through as ``sigma2_relative`` gives a different density (L1 > 0.5)."""
+    runs, m = wide_runs
+    stacked = stack_tridiagonals(tridiagonals_of(runs), m)
+    nodes, weights = slq_quadrature(tridiagonals_of(runs), m)
+    s_orig = DEFAULT_SIGMA2_RELATIVE
+    grid, density, variance = reference_original_density(stacked, s_orig, 10_000)
+
+    def ours(sigma2_relative):
+        phi = smoothed_density(nodes, weights, grid, resolve_sigma2(nodes, weights, sigma2_relative))
+        return phi / (phi.sum() * (grid[1] - grid[0]))
+
+    s_rel = sigma2_relative_from_original(nodes, weights, s_orig)
+    assert resolve_sigma2(nodes, weights, s_rel) == pytest.approx(variance, rel=1e-10)
+    assert sigma2_relative_from_original(*original_quadrature(stacked), s_orig) == pytest.approx(s_rel, rel=1e-10)
+    assert l1_distance(ours(s_rel), density, grid) <= 1e-6
+    mixed_up = l1_distance(ours(s_orig), density, grid)
+    print(f"\nsigma2_relative {s_rel:.3g} ≡ original sigma_squared {s_orig:g}; L1 if passed as is: {mixed_up:.3f}")
+    assert mixed_up > 0.5
+
+
 # --------------------------------------------------------------------------- bad input
 
 
@@ -356,3 +628,22 @@ def test_bad_sigma_is_rejected(mixed_runs):
         resolve_sigma2(nodes, weights, 0.0)
     with pytest.raises(ValueError, match=r"\b1\b"):
         default_grid(nodes, weights, 0.1, points=1)
+
+
+def test_bad_quadrature_inputs_are_rejected(mixed_runs):
+    """Messages quote what was received: shapes, or the offending value."""
+    runs, m = mixed_runs
+    nodes, weights = slq_quadrature(tridiagonals_of(runs), m)
+    alphas = np.array([r.alpha[0] for r in runs])
+    with pytest.raises(ValueError, match=re.escape("(3,)")):
+        summarize(nodes, weights, alphas[:3], 200, sigma2=0.1)
+    with pytest.raises(ValueError, match=re.escape("(4, 15) and (4, 14)")):
+        summarize(nodes, weights[:, :14], alphas, 200, sigma2=0.1)
+    with pytest.raises(ValueError, match=r"\b0\b"):
+        summarize(nodes, weights, alphas, 0, sigma2=0.1)
+    with pytest.raises(ValueError, match=r"-1\.0"):
+        summarize(nodes, weights, alphas, 200, sigma2=-1.0)
+    with pytest.raises(ValueError, match=re.escape("(4, 15)")):
+        original_density(nodes, 1e-5)
+    with pytest.raises(ValueError, match=re.escape("(4, 15)")):
+        sigma2_relative_from_original(nodes, weights[:, :14], 1e-5)
