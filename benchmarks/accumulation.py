@@ -3,10 +3,10 @@
 For one problem, in a fresh process per measurement (pinned to the first ``cores`` cores
 of the machine, or unpinned), times a whole-shard HVP two ways:
 
-- **device** (the project's ``JaxBackend.hvp_sum``): each batch's program adds its product
+- **device** (the project's ``JaxBackend.product_sum``): each batch's program adds its product
   to a float64 sum on the device; the host dispatches and copies the sum back once;
 - **host**: the same per-batch HVPs, each copied back and added to a float64 sum by numpy
-  on the host (``batch_hvps``), as workers did before.
+  on the host (``batch_products``), as workers did before.
 
 It prints the median, fastest and slowest of ``--repeats`` timed calls after one warm-up,
 and the largest relative difference between the two sums::
@@ -27,7 +27,8 @@ import time
 import numpy as np
 
 import raylanczos as rl
-from raylanczos.worker import LocalHessian, pin_to_cores
+from raylanczos.policy import pin_to_cores
+from raylanczos.worker import LocalHessian
 
 
 def measure(problem: str, cores: int | None, repeats: int) -> dict[str, object]:
@@ -35,12 +36,12 @@ def measure(problem: str, cores: int | None, repeats: int) -> dict[str, object]:
     if cores is not None:
         pin_to_cores(0, cores)
     backend = LocalHessian(problem).workers[0].backend
-    vector = rl.start_vector(backend.num_params, seed=0)
+    vector = rl.start_vector(backend.num_params, seed=0)[None, :]
 
     def host_sum() -> np.ndarray:
-        return sum((stop - first) * product for first, stop, product in backend.batch_hvps(vector))
+        return sum((stop - first) * product for first, stop, product in backend.batch_products(vector))
 
-    ways = {"device": lambda: backend.hvp_sum(vector)[0], "host": host_sum}
+    ways = {"device": lambda: backend.product_sum(vector)[0], "host": host_sum}
     report: dict[str, object] = {"cores": len(os.sched_getaffinity(0)), "on_device": backend.accumulates_on_device}
     results = {}
     for name, function in ways.items():

@@ -3,7 +3,7 @@ workers take every core of the driver's machine.
 
 Runs the same draw (one worker per core, pinned) alternately with the driver's sweeps on
 one thread (``DriverThreads(blas=1, sweeps=1)``) and split by columns over one thread per
-core (what ``WorkerGroup.driver_threads`` chooses), ``--pairs`` times, and prints each
+core (what ``raylanczos.policy.driver_threads`` chooses), ``--pairs`` times, and prints each
 run's mean step, slowest worker's HVP and re-orthogonalisation (seconds)::
 
     python benchmarks/driver_sweeps.py --problem raylanczos.examples.digits:wide_problem --order 90 --pairs 3
@@ -19,12 +19,10 @@ import statistics
 import ray
 
 import raylanczos as rl
-from raylanczos.distributed import DriverThreads, WorkerGroup
-
-CHOSEN = WorkerGroup.driver_threads
+from raylanczos.policy import DriverThreads, driver_threads
 
 
-def one_thread(group: WorkerGroup) -> DriverThreads:
+def one_thread(pinned: bool, driver_cores, worker_cores) -> DriverThreads:
     return DriverThreads(blas=1, sweeps=1)
 
 
@@ -41,16 +39,15 @@ def main() -> None:
     steps: dict[str, list[float]] = {"1 thread": [], "split": []}
     try:
         for _ in range(args.pairs):
-            for name, choice in (("1 thread", one_thread), ("split", CHOSEN)):
-                WorkerGroup.driver_threads = choice
+            for name, policy in (("1 thread", one_thread), ("split", driver_threads)):
                 result = rl.hessian_spectrum(
                     args.problem, order=args.order, draws=1, num_workers=cores, worker_resources={"num_cpus": 1}, seed=0,
+                    thread_policy=policy, progress="none",
                 )
                 t = result.summary["timings"]
                 steps[name].append(t["mean_step_s"])
                 print(f"{name} | {t['mean_step_s']:.3f} | {t['mean_hvp_max_s']:.3f} | {t['mean_reorth_s']:.3f}", flush=True)
     finally:
-        WorkerGroup.driver_threads = CHOSEN
         ray.shutdown()
     for name, values in steps.items():
         print(f"median mean step, {name}: {statistics.median(values):.3f} s")

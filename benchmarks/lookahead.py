@@ -1,12 +1,12 @@
 """Exactness of the look-ahead Lanczos step against classical full re-orthogonalisation.
 
 For dense symmetric test matrices with known spectra (n = 2000), runs m steps of
-:class:`raylanczos.LanczosState` three ways from the same start vector:
+:mod:`raylanczos.lanczos` three ways from the same start vector:
 
 - **look-ahead** (the project's step): the next product is taken of the unorthogonalised
   direction u and corrected by V T̂ c; one Gram–Schmidt pass, a second only by DGKS;
-- **fresh products**: every v_{j+1} multiplied afresh (``LOOKAHEAD_MIN_RHO`` > 1);
-- **CGS2, fresh**: fresh products and two passes at every step (also ``DGKS_ETA`` > 1),
+- **fresh products**: every v_{j+1} multiplied afresh (``LanczosOptions.lookahead_min_rho`` > 1);
+- **CGS2, fresh**: fresh products and two passes at every step (also ``dgks_eta`` > 1),
   i.e. classical full re-orthogonalisation.
 
 It prints, per matrix and m, the largest difference of the Ritz values from the CGS2 run
@@ -19,14 +19,13 @@ orthogonality loss max|VVᵀ − I|, and the second passes the look-ahead run ne
 from __future__ import annotations
 
 import argparse
-import sys
 
 import numpy as np
 
-from raylanczos.lanczos import LanczosState, relation_residual, start_vector
+from raylanczos.lanczos import LanczosOptions, LanczosState, advance, relation_residual, start_state, start_vector
 from raylanczos.spectrum import gauss_quadrature, orthogonality_loss
 
-LANCZOS = sys.modules["raylanczos.lanczos"]  # the package also exports a function of this name
+DEFAULTS = LanczosOptions()
 
 
 def spectra(n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
@@ -41,15 +40,11 @@ def spectra(n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
 
 
 def run(a: np.ndarray, v0: np.ndarray, order: int, *, min_rho: float, eta: float) -> LanczosState:
-    saved = LANCZOS.LOOKAHEAD_MIN_RHO, LANCZOS.DGKS_ETA
-    LANCZOS.LOOKAHEAD_MIN_RHO, LANCZOS.DGKS_ETA = min_rho, eta
-    try:
-        state = LanczosState.start(v0, order)
-        while not state.done:
-            state.advance(a @ state.vector)
-        return state
-    finally:
-        LANCZOS.LOOKAHEAD_MIN_RHO, LANCZOS.DGKS_ETA = saved
+    options = LanczosOptions(lookahead_min_rho=min_rho, dgks_eta=eta)
+    state = start_state(v0, order)
+    while not state.done:
+        advance(state, a @ state.vector, options=options)
+    return state
 
 
 def main() -> None:
@@ -68,8 +63,8 @@ def main() -> None:
         for order in args.orders:
             modes = {
                 "CGS2, fresh": run(a, v0, order, min_rho=2.0, eta=2.0),
-                "fresh": run(a, v0, order, min_rho=2.0, eta=LANCZOS.DGKS_ETA),
-                "look-ahead": run(a, v0, order, min_rho=LANCZOS.LOOKAHEAD_MIN_RHO, eta=LANCZOS.DGKS_ETA),
+                "fresh": run(a, v0, order, min_rho=2.0, eta=DEFAULTS.dgks_eta),
+                "look-ahead": run(a, v0, order, min_rho=DEFAULTS.lookahead_min_rho, eta=DEFAULTS.dgks_eta),
             }
             reference = gauss_quadrature(*modes["CGS2, fresh"].tridiagonal())[0]
             for mode, state in modes.items():

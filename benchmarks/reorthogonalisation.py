@@ -4,7 +4,7 @@ Times, for each n in ``--dims``, one re-orthogonalisation of a vector w of lengt
 against an orthonormal basis V of k float64 rows (C-contiguous, shape (k, n)):
 
 ``blas2_cgs2``
-    the project's method: ``raylanczos.lanczos.reorthogonalize(V, w)`` called twice
+    the project's method: ``raylanczos.basis.project_out(V, w)`` called twice
     (classical Gram–Schmidt twice, in place; each pass BLAS-2 products over fixed spans of
     columns, two ``dgemv`` calls on the whole basis before commit 14977c2).
 ``loop_mgs1``
@@ -47,7 +47,7 @@ from datetime import datetime, timezone
 import numpy as np
 from scipy.linalg import blas
 
-from raylanczos.lanczos import reorthogonalize
+from raylanczos.basis import project_out
 
 
 # ----------------------------------------------------------------------------- machine
@@ -125,8 +125,8 @@ def orthonormal_basis(k: int, n: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def blas2_cgs2(basis: np.ndarray, w: np.ndarray) -> None:
-    reorthogonalize(basis, w)
-    reorthogonalize(basis, w)
+    project_out(basis, w)
+    project_out(basis, w)
 
 
 def loop_mgs1(basis: np.ndarray, w: np.ndarray) -> None:
@@ -145,7 +145,7 @@ def numpy_cgs2(basis: np.ndarray, w: np.ndarray) -> None:
 
 
 METHODS = {
-    "blas2_cgs2": ("reorthogonalize() x2 (BLAS-2 spans, CGS2)", blas2_cgs2),
+    "blas2_cgs2": ("project_out() x2 (BLAS-2 spans, CGS2)", blas2_cgs2),
     "loop_mgs1": ("per-vector loop, 1 pass (MGS)", loop_mgs1),
     "loop_mgs2": ("per-vector loop, 2 passes (MGS2)", loop_mgs2),
     "numpy_cgs2": ("numpy w -= V.T @ (V @ w), 2 passes", numpy_cgs2),

@@ -2,34 +2,37 @@
 
 Measures, for one problem and order m:
 
-- ``hvp_floor_s``: the backend's whole-data HVP in a fresh process without Ray (median of
-  ``--repeats``), on as many cores as one worker reserves (``--cpus-per-worker``) when the
-  workers are pinned (CPU-only workers), else unpinned (GPU workers); measured before and
-  after the runs and the faster kept, since shared machines drift; with pinned workers
-  also ``hvp_floor_all_cores_s``, on every core of the machine;
-- for each worker count: one draw of m steps through Ray, its per-step split (broadcast,
-  slowest worker's HVP, gather, reduce, re-orthogonalisation, checkpoint), ``mean_step_s``,
-  ``draw_total_s`` (start-up and compilation included) and ``overhead_ratio`` =
-  mean_step_s / hvp_floor_s;
+- ``hvp_floor_s``: the backend's whole-data product of a block of B vectors in a fresh
+  process without Ray (median of ``--repeats``), for each B of ``--draws-per-pass``, on as
+  many cores as one worker reserves (``--cpus-per-worker``) when the workers are pinned
+  (CPU-only workers), else unpinned (GPU workers); measured before and after the runs and
+  the faster kept, since shared machines drift; with pinned workers also
+  ``hvp_floor_all_cores_s``, on every core of the machine;
+- for each worker count and each B: B draws of m steps through Ray (one block), their
+  per-pass split (broadcast, slowest worker's product, gather, node and driver reduce,
+  re-orthogonalisation, checkpoint), ``mean_step_s`` (one pass), ``draw_step_s`` =
+  mean_step_s / B (the time per draw-step), ``draw_total_s`` (start-up and compilation
+  included) and ``overhead_ratio`` = mean_step_s / (the B-vector floor);
 - peak driver RSS against the n·(m+1)·8-byte basis floor;
-- ``speedup_vs_tf_original`` (per step) and ``speedup_vs_jax_original`` (draw total), for
-  the first worker count at the top level and for every worker count under ``workers``;
+- ``speedup_vs_numpy_loop`` (per draw-step) and ``speedup_vs_jax_original`` (per draw),
+  for the first worker count at the top level and for every worker count under ``workers``;
 - two baselines on the same problem and steps, each in a fresh process on every core
   before Ray starts, its draw total including building the problem as our run's does:
-  "tf-original", host float64 Lanczos with a per-vector re-orthogonalisation loop and one
-  HVP call per step (as the original TensorFlow code); "jax-original", float32 Lanczos
-  with the whole loop compiled by ``jax.jit`` (a ``lax.fori_loop`` over steps, the basis
-  and the HVP on the device, as the original JAX code but compiling in seconds).
+  "numpy-loop", the original TensorFlow code's algorithm re-implemented in numpy (host
+  float64 Lanczos, a per-vector re-orthogonalisation loop, one HVP call per step);
+  "jax-original", float32 Lanczos with the whole loop compiled by ``jax.jit`` (a
+  ``lax.fori_loop`` over steps, the basis and the HVP on the device, as the original JAX
+  code but compiling in seconds).
 
 Run it as a script or a Ray job (it prints one JSON object on its last line, and writes it
 to ``--out``/benchmark.json)::
 
-    python jobs/benchmark.py --problem raylanczos.examples.digits:wide_problem --order 90 --workers 1 2
+    python jobs/benchmark.py --problem raylanczos.examples.digits:wide_problem --order 90 --workers 1 2 --draws-per-pass 1 4
 
 A long benchmark splits in two: ``--workers`` with no counts runs only the ``--baselines``
 named; a later run takes them with ``--baseline-results <out>/benchmark.json``::
 
-    python jobs/benchmark.py --workers --baselines tf-original --out a
+    python jobs/benchmark.py --workers --baselines numpy-loop --out a
     python jobs/benchmark.py --workers 1 --baselines jax-original --baseline-results a/benchmark.json --out b
 """
 
@@ -53,9 +56,11 @@ import numpy as np
 import ray
 
 import raylanczos as rl
-from raylanczos.cli import configure_logging
+from raylanczos.config import DEFAULT_DRAWS_PER_PASS
+from raylanczos.policy import pin_to_cores
 from raylanczos.problem import build_problem
-from raylanczos.worker import LocalHessian, pin_to_cores
+from raylanczos.progress import configure_logging
+from raylanczos.worker import LocalHessian
 
 
 def median_seconds(function, repeats: int) -> float:
@@ -68,13 +73,17 @@ def median_seconds(function, repeats: int) -> float:
     return statistics.median(times)
 
 
-def _floor_in_child(problem: str, cores: int | None, repeats: int, seed: int) -> float:
-    """Median whole-data HVP seconds in this (fresh) process, pinned to ``cores`` cores."""
+def _floor_in_child(problem: str, cores: int | None, repeats: int, seed: int, blocks: list[int]) -> dict[str, float]:
+    """Median whole-data seconds of a product of B vectors, per B of ``blocks``, in this
+    (fresh) process pinned to ``cores`` cores."""
     if cores is not None:
         pin_to_cores(0, cores)
     hessian = LocalHessian(problem)
-    vector = rl.start_vector(hessian.dim, seed=seed)
-    return median_seconds(lambda: hessian.matvec(vector), repeats)
+    floors = {}
+    for block in blocks:
+        vectors = np.stack([rl.start_vector(hessian.dim, seed=seed, draw=d) for d in range(block)])
+        floors[str(block)] = median_seconds(lambda: hessian.matmat(vectors), repeats)
+    return floors
 
 
 def in_child(function, *args):
@@ -83,8 +92,9 @@ def in_child(function, *args):
         return pool.apply(function, args)
 
 
-def tf_original(problem_path: str, order: int, seed: int) -> dict[str, float]:
-    """Host float64 Lanczos, per-vector re-orthogonalisation loop, one HVP per step."""
+def numpy_loop(problem_path: str, order: int, seed: int) -> dict[str, float]:
+    """The original TF code's algorithm in numpy: host float64 Lanczos, a per-vector
+    re-orthogonalisation loop, one HVP per step."""
     start = time.perf_counter()
     hessian = LocalHessian(problem_path)
     n = hessian.dim
@@ -103,7 +113,7 @@ def tf_original(problem_path: str, order: int, seed: int) -> dict[str, float]:
         beta = float(np.linalg.norm(w))
         v_old, v = v, w / beta
         step_times.append(time.perf_counter() - step_start)
-    return {"tf_original_draw_total_s": time.perf_counter() - start, "tf_original_step_s": float(np.mean(step_times))}
+    return {"numpy_loop_draw_total_s": time.perf_counter() - start, "numpy_loop_step_s": float(np.mean(step_times))}
 
 
 def jax_original(problem_path: str, order: int, seed: int) -> dict[str, float]:
@@ -166,7 +176,7 @@ def machine() -> dict[str, str]:
     return {"cpu": model, "cores": str(os.cpu_count()), "python": platform.python_version()}
 
 
-BASELINES = {"tf-original": tf_original, "jax-original": jax_original}
+BASELINES = {"numpy-loop": numpy_loop, "jax-original": jax_original}
 
 
 def parse_args() -> argparse.Namespace:
@@ -176,6 +186,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--workers", type=int, nargs="*", default=[1, 2],
         help="worker counts to run (none: only the baselines, e.g. to split a long benchmark in two)",
+    )
+    parser.add_argument(
+        "--draws-per-pass", type=int, nargs="+", default=sorted({1, DEFAULT_DRAWS_PER_PASS}),
+        help=f"values of B to run (default 1 and the default B, {DEFAULT_DRAWS_PER_PASS}); each runs B draws in one block",
     )
     parser.add_argument("--cpus-per-worker", type=float, default=1.0)
     parser.add_argument("--gpus-per-worker", type=float, default=0.0)
@@ -203,7 +217,7 @@ def parse_args() -> argparse.Namespace:
 
 
 def earlier_baselines(path: str, args: argparse.Namespace) -> dict[str, float]:
-    """The ``tf_original_*``/``jax_original_*`` figures of an earlier benchmark.json of the
+    """The ``numpy_loop_*``/``jax_original_*`` figures of an earlier benchmark.json of the
     same problem, order and seed; a mismatch or a missing file ends the job naming it."""
     try:
         earlier = json.loads(Path(path).read_text())
@@ -212,44 +226,54 @@ def earlier_baselines(path: str, args: argparse.Namespace) -> dict[str, float]:
     for key in ("problem", "order", "seed"):
         if earlier.get(key) != getattr(args, key):
             raise SystemExit(f"--baseline-results {path} has {key} {earlier.get(key)!r}, this run {getattr(args, key)!r}")
-    return {key: value for key, value in earlier.items() if key.startswith(("tf_original_", "jax_original_"))}
+    return {key: value for key, value in earlier.items() if key.startswith(("numpy_loop_", "jax_original_"))}
 
 
-def run_workers(args: argparse.Namespace, out: Path) -> tuple[dict[str, dict[str, float]], int]:
-    """One draw per worker count through Ray: per-count figures, and n."""
+def run_workers(args: argparse.Namespace, out: Path) -> tuple[dict[str, dict[str, dict[str, float]]], int]:
+    """One block of B draws per worker count and B through Ray: figures by count, then B; and n."""
     ray.init(address=args.address, ignore_reinit_error=True)  # once: on a cluster Ray is up before a run starts
     resources = {"num_cpus": args.cpus_per_worker, **({"num_gpus": args.gpus_per_worker} if args.gpus_per_worker else {})}
-    per_workers, num_params = {}, 0
+    per_workers: dict[str, dict[str, dict[str, float]]] = {}
+    num_params = 0
     for workers in args.workers:
-        start = time.perf_counter()
-        result = rl.hessian_spectrum(
-            args.problem, order=args.order, draws=1, num_workers=workers, worker_resources=resources,
-            out=out / f"run-{workers}", overwrite=True, seed=args.seed, pin_cpus=args.pin_cpus,
-        )
-        num_params = result.summary["config"]["num_params"]
-        timings = result.summary["timings"]
-        per_workers[str(workers)] = {
-            "draw_total_s": time.perf_counter() - start,
-            **{key: value for key, value in timings.items() if key.startswith("mean_")},
-        }
+        per_workers[str(workers)] = {}
+        for block in args.draws_per_pass:
+            start = time.perf_counter()
+            result = rl.hessian_spectrum(
+                args.problem, order=args.order, draws=block, draws_per_pass=block, num_workers=workers,
+                worker_resources=resources, out=out / f"run-{workers}-B{block}", overwrite=True, seed=args.seed,
+                pin_cpus=args.pin_cpus, progress="lines",
+            )
+            num_params = result.summary["config"]["num_params"]
+            timings = result.summary["timings"]
+            per_workers[str(workers)][str(block)] = {
+                "draw_total_s": (time.perf_counter() - start) / block,
+                "draw_step_s": timings["mean_step_s"] / block,
+                **{key: value for key, value in timings.items() if key.startswith("mean_")},
+            }
     return per_workers, num_params
 
 
 def add_ratios(report: dict, pinned: bool) -> None:
-    """overhead_ratio(_all_cores) and the speedups against whichever baselines are known."""
+    """overhead_ratio(_all_cores) per B, and the speedups against whichever baselines are known."""
     first = next(iter(report["workers"].values()))
+    for block, figures in first.items():
+        figures["overhead_ratio"] = figures["mean_step_s"] / report["hvp_floor_s"][block]
+        if pinned:
+            figures["overhead_ratio_all_cores"] = figures["mean_step_s"] / report["hvp_floor_all_cores_s"][block]
+    blocks = list(first)
     report.update(
-        mean_step_s=first["mean_step_s"],
-        draw_total_s=first["draw_total_s"],
-        overhead_ratio=first["mean_step_s"] / report["hvp_floor_s"],
+        draw_step_s={block: first[block]["draw_step_s"] for block in blocks},
+        overhead_ratio={block: first[block]["overhead_ratio"] for block in blocks},
     )
-    if pinned:
-        report["overhead_ratio_all_cores"] = first["mean_step_s"] / report["hvp_floor_all_cores_s"]
-    for figures in [report, *report["workers"].values()]:
-        if "tf_original_step_s" in report:
-            figures["speedup_vs_tf_original"] = report["tf_original_step_s"] / figures["mean_step_s"]
-        if "jax_original_draw_total_s" in report:
-            figures["speedup_vs_jax_original"] = report["jax_original_draw_total_s"] / figures["draw_total_s"]
+    if len(blocks) > 1:
+        report["draw_step_speedup_vs_B1"] = {block: first["1"]["draw_step_s"] / first[block]["draw_step_s"] for block in blocks} if "1" in first else {}
+    for per_block in report["workers"].values():
+        for figures in per_block.values():
+            if "numpy_loop_step_s" in report:
+                figures["speedup_vs_numpy_loop"] = report["numpy_loop_step_s"] / figures["draw_step_s"]
+            if "jax_original_draw_total_s" in report:
+                figures["speedup_vs_jax_original"] = report["jax_original_draw_total_s"] / figures["draw_total_s"]
 
 
 def main() -> None:
@@ -268,16 +292,17 @@ def main() -> None:
     }
     if args.baseline_results:
         report.update(earlier_baselines(args.baseline_results, args))
+    blocks = args.draws_per_pass
     if args.workers:  # floors first, before Ray's own processes start and compete for the cores
-        report["hvp_floor_before_s"] = in_child(_floor_in_child, args.problem, floor_cores, args.repeats, args.seed)
+        report["hvp_floor_before_s"] = in_child(_floor_in_child, args.problem, floor_cores, args.repeats, args.seed, blocks)
         if pinned:
-            report["hvp_floor_all_cores_s"] = in_child(_floor_in_child, args.problem, None, args.repeats, args.seed)
+            report["hvp_floor_all_cores_s"] = in_child(_floor_in_child, args.problem, None, args.repeats, args.seed, blocks)
     for name in args.baselines:  # each in a fresh process on every core, building the problem as our run does
         report.update(in_child(BASELINES[name], args.problem, args.order, args.seed))
     if args.workers:
         report["workers"], num_params = run_workers(args, out)
-        report["hvp_floor_after_s"] = in_child(_floor_in_child, args.problem, floor_cores, args.repeats, args.seed)
-        report["hvp_floor_s"] = min(report["hvp_floor_before_s"], report["hvp_floor_after_s"])
+        report["hvp_floor_after_s"] = in_child(_floor_in_child, args.problem, floor_cores, args.repeats, args.seed, blocks)
+        report["hvp_floor_s"] = {b: min(report["hvp_floor_before_s"][b], report["hvp_floor_after_s"][b]) for b in map(str, blocks)}
         report.update(
             num_params=num_params,
             peak_driver_rss_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
@@ -287,9 +312,20 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "benchmark.json").write_text(json.dumps(report, indent=2) + "\n")
     for key, value in report.items():
-        if not isinstance(value, dict):
-            print(f"{key:>28}: {value:.4g}" if isinstance(value, float) else f"{key:>28}: {value}")
+        if key == "workers":
+            continue
+        if isinstance(value, dict) and key != "machine":
+            value = ", ".join(f"B={b} {v:.4g}" for b, v in value.items())
+        print(f"{key:>28}: {value:.4g}" if isinstance(value, float) else f"{key:>28}: {value}")
+    for workers, per_block in report.get("workers", {}).items():
+        for block, figures in per_block.items():
+            shown = ", ".join(f"{k} {v:.4g}" for k, v in figures.items() if k in FIGURES)
+            print(f"{workers} worker(s), B={block}: {shown}")
     print(json.dumps(report))
+
+
+#: The per-run figures printed one line per worker count and B (all are in the JSON).
+FIGURES = ("mean_step_s", "draw_step_s", "overhead_ratio", "mean_reorth_s", "speedup_vs_numpy_loop", "speedup_vs_jax_original")
 
 
 if __name__ == "__main__":

@@ -6,10 +6,13 @@ Hessian-vector products of a :class:`Problem` shard by shard. Importing this pac
 imports neither Ray nor any deep-learning framework.
 """
 
+from raylanczos.basis import allocate_basis
+from raylanczos.config import DensityConfig, OptionError, OutputConfig, ScalingConfig, SpectrumConfig
 from raylanczos.data import ArrayDataset, ParquetDataset, Shard, ShardPlan, ShardPlanError
-from raylanczos.lanczos import LanczosResult, LanczosState, allocate_basis, lanczos, start_vector
+from raylanczos.lanczos import LanczosOptions, LanczosResult, LanczosState, lanczos, start_vector
 from raylanczos.layout import ParameterBlock, ParameterLayout, split_vector
 from raylanczos.problem import Problem, ProblemError
+from raylanczos.ritz import RitzPairs, ritz_pairs
 from raylanczos.spectrum import (
     SpectrumSummary,
     gauss_quadrature,
@@ -22,37 +25,55 @@ from raylanczos.store import DamagedFileError
 
 __version__ = "0.1.0"
 
+#: Entry points imported on first use: the run needs Ray; rendering and loading do not.
+_LAZY = {
+    "hessian_spectrum": "raylanczos.runner",
+    "load_result": "raylanczos.render",
+    "rerender": "raylanczos.render",
+    "SpectrumResult": "raylanczos.render",
+    "compare_runs": "raylanczos.compare",
+}
+
 
 def __getattr__(name: str):
-    """Lazy access to the Ray-backed entry points, so ``import raylanczos`` stays light."""
-    if name in ("hessian_spectrum", "load_result", "rerender", "SpectrumResult"):
-        from raylanczos import runner
+    """Lazy access to the entry points, so ``import raylanczos`` stays light."""
+    if name in _LAZY:
+        import importlib
 
-        return getattr(runner, name)
+        return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'raylanczos' has no attribute {name!r}")
 
 
 __all__ = [
     "ArrayDataset",
     "DamagedFileError",
+    "DensityConfig",
+    "LanczosOptions",
+    "LanczosResult",
+    "LanczosState",
+    "OptionError",
+    "OutputConfig",
+    "ParameterBlock",
+    "ParameterLayout",
     "ParquetDataset",
     "Problem",
     "ProblemError",
+    "RitzPairs",
+    "ScalingConfig",
     "Shard",
     "ShardPlan",
     "ShardPlanError",
+    "SpectrumConfig",
     "SpectrumResult",
-    "LanczosResult",
-    "LanczosState",
-    "ParameterBlock",
-    "ParameterLayout",
     "SpectrumSummary",
     "allocate_basis",
+    "compare_runs",
     "gauss_quadrature",
     "hessian_spectrum",
     "lanczos",
     "load_result",
     "rerender",
+    "ritz_pairs",
     "slq_quadrature",
     "smoothed_density",
     "split_vector",

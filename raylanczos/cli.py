@@ -1,7 +1,9 @@
-"""Command line: ``raylanczos run`` (or ``python -m raylanczos run``) and ``raylanczos density``.
+"""Command line: ``raylanczos run`` (or ``python -m raylanczos run``), ``raylanczos density``
+and ``raylanczos compare``.
 
 Errors print one line, ``raylanczos: error: ...``, and exit with status 2; ``--debug``
-shows the full traceback instead.
+shows the full traceback instead. An option's error names it as it is typed here
+(``--workers``), not as the Python keyword it becomes.
 """
 
 from __future__ import annotations
@@ -9,167 +11,231 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from typing import Sequence
+from typing import Any, Sequence
 
-from raylanczos import spectrum
-from raylanczos.worker import DEFAULT_MAX_RESTARTS, DEFAULT_TIMEOUT_S
+from raylanczos import __version__, spectrum
+from raylanczos.config import DEFAULT_DRAWS_PER_PASS, REDUCTIONS, OptionError, ScalingConfig
+from raylanczos.lanczos import START_DISTRIBUTIONS
+from raylanczos.problem import OPERATORS
+from raylanczos.progress import PROGRESS_MODES, configure_logging
 
 EXIT_ERROR = 2
+SCALING = ScalingConfig()
+
+#: Python keywords whose flags are not ``--`` + the keyword with dashes.
+FLAGS = {
+    "num_workers": "--workers",
+    "distribution": "--start",
+    "compute_dtype": "--float64",
+    "num_cpus": "--cpus-per-worker",
+    "num_gpus": "--gpus-per-worker",
+    "worker_resources": "--cpus-per-worker/--gpus-per-worker",
+    "grid_range": "--grid-min/--grid-max",
+    "out": "--out",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="raylanczos", description="Hessian eigenvalue densities by stochastic Lanczos quadrature on Ray.")
+    parser = argparse.ArgumentParser(
+        prog="raylanczos", description="Hessian eigenvalue densities by stochastic Lanczos quadrature on Ray."
+    )
+    parser.add_argument("--version", action="version", version=f"raylanczos {__version__}")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    run = commands.add_parser("run", help="estimate the Hessian spectrum of a problem")
-    run.add_argument("--problem", required=True, help="problem factory, 'package.module:function' (found from the cwd and PYTHONPATH)")
-    run.add_argument("--out", required=True, help="output directory, or an object-store URI such as s3://bucket/runs/x")
-    run.add_argument(
-        "--checkpoint-dir", default=None,
-        help="local directory for the per-step checkpoint (default <out>/checkpoint; a cache directory for URIs)",
+    run = commands.add_parser("run", help="estimate the spectrum of a problem's Hessian (or Gauss-Newton matrix)")
+    what = run.add_argument_group("what to compute")
+    what.add_argument("--problem", required=True, help="problem factory, 'package.module:function' (found from the cwd and PYTHONPATH)")
+    what.add_argument("--order", type=int, default=90, help="Lanczos steps per draw, m (default 90; clamped to n)")
+    what.add_argument("--draws", type=int, default=10, help="independent random start vectors, D (default 10)")
+    what.add_argument(
+        "--draws-per-pass", type=int, default=None,
+        help=f"draws whose products share one pass over the data, B (default {DEFAULT_DRAWS_PER_PASS}, at most D); "
+        "the driver holds B Lanczos bases of n*(m+1)*8 bytes",
     )
-    run.add_argument("--order", type=int, default=90, help="Lanczos steps per draw, m (default 90; clamped to n)")
-    run.add_argument("--draws", type=int, default=10, help="independent random start vectors, D (default 10)")
-    run.add_argument("--workers", type=int, default=None, help="HVP workers, one data shard each (default 1, or the shard plan's count)")
-    run.add_argument("--gpus-per-worker", type=float, default=0.0, help="GPUs per worker (default 0)")
-    run.add_argument("--cpus-per-worker", type=float, default=1.0, help="CPUs per worker (default 1)")
-    run.add_argument(
+    what.add_argument("--seed", type=int, default=0, help="seed of the start vectors (default 0)")
+    what.add_argument("--start", dest="distribution", choices=START_DISTRIBUTIONS, default="gaussian", help="start vector distribution (default gaussian)")
+    what.add_argument("--operator", choices=OPERATORS, default="hessian", help="hessian (default) or ggn, the generalised Gauss-Newton matrix")
+    what.add_argument(
+        "--blocks", nargs="+", default=(), metavar="PATTERN",
+        help="spectra of parameter blocks: glob patterns over the parameter names (e.g. '0/*' '*conv1*'), one block each",
+    )
+    what.add_argument("--per-layer", action="store_true", help="one block per top-level layer or module")
+    what.add_argument(
+        "--float64", dest="compute_dtype", action="store_const", const="float64", default=None,
+        help="compute the products in float64 (validation mode; slower)",
+    )
+
+    where = run.add_argument_group("where it runs")
+    where.add_argument("--workers", dest="num_workers", type=int, default=None,
+                       help="workers, one data shard each (default: the shard plan's count; on a local machine one per GPU, else one per core)")
+    where.add_argument("--cpus-per-worker", type=float, default=None, help="CPUs per worker (default 1)")
+    where.add_argument("--gpus-per-worker", type=float, default=None, help="GPUs per worker (default 0, or 1 in the local GPU layout)")
+    where.add_argument(
         "--pin-cpus", action=argparse.BooleanOptionalAction, default=None,
         help="pin each worker to --cpus-per-worker cores of its own (default: on for CPU-only workers, off with GPUs)",
     )
-    run.add_argument("--shards", default=None, help='JSON shard plan: {"workers": [{"rows": [[start, stop]]} | {"files": [...]}, ...]}')
-    run.add_argument("--seed", type=int, default=0, help="seed of the start vectors (default 0)")
-    run.add_argument("--start", choices=("gaussian", "rademacher"), default="gaussian", help="start vector distribution")
-    run.add_argument("--float64", action="store_true", help="compute HVPs in float64 (validation mode; slower)")
-    run.add_argument("--resume", action="store_true", help="continue the run checkpointed in --out")
-    run.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
-    run.add_argument("--save-vectors", action="store_true", help="write each draw's Lanczos basis to lanczos_vec_<d>.npy")
-    _add_density_options(run)
-    run.add_argument("--address", default=None, help="Ray address (default: a running Ray, else a new local one)")
-    run.add_argument(
-        "--timeout", type=float, default=DEFAULT_TIMEOUT_S,
-        help=f"seconds to wait for a worker to start or to answer one step (default {DEFAULT_TIMEOUT_S:g})",
-    )
-    run.add_argument(
-        "--max-restarts", type=int, default=DEFAULT_MAX_RESTARTS,
-        help=f"restarts of a worker whose process dies; its step is recomputed (default {DEFAULT_MAX_RESTARTS})",
-    )
+    where.add_argument("--shards", default=None, help='JSON shard plan: {"workers": [{"rows": [[start, stop]]} | {"files": [...]}, ...]}')
+    where.add_argument("--reduce", choices=REDUCTIONS, default=SCALING.reduce,
+                       help=f"sum each node's partial products on the node (node) or on the driver (flat); default {SCALING.reduce}")
+    where.add_argument("--address", default=None, help="Ray address (default: a running Ray, else a new local one)")
+    where.add_argument("--timeout", type=float, default=SCALING.timeout,
+                       help=f"seconds to wait for a worker to start or to answer one pass (default {SCALING.timeout:g})")
+    where.add_argument("--placement-timeout", type=float, default=None,
+                       help="seconds to wait for a cluster short of resources to add nodes (default 0 on a local machine, 600 on a cluster)")
+    where.add_argument("--max-restarts", type=int, default=SCALING.max_restarts,
+                       help=f"restarts of a worker whose process dies; its pass is recomputed (default {SCALING.max_restarts})")
 
-    density = commands.add_parser("density", help="recompute the density and plot of a finished run with another σ² or grid")
-    density.add_argument("--out", required=True, help="output directory or URI of a finished run")
-    _add_density_options(density, defaults=False)
-    density.add_argument("--sigma2", type=float, default=None, help="absolute variance σ² (eigenvalue units squared); overrides --sigma2-relative")
-    density.add_argument("--grid-min", type=float, default=None, help="lower end of the grid")
-    density.add_argument("--grid-max", type=float, default=None, help="upper end of the grid")
+    results = run.add_argument_group("results")
+    results.add_argument("--out", required=True, help="output directory, or an object-store URI such as s3://bucket/runs/x")
+    results.add_argument("--checkpoint-dir", default=None,
+                         help="local directory for the per-pass checkpoint (default <out>/checkpoint; a cache directory for URIs)")
+    results.add_argument("--resume", action="store_true", help="continue the run checkpointed in --out")
+    results.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
+    results.add_argument("--save-vectors", action="store_true", help="write each draw's Lanczos basis to lanczos_vec_<d>.npy")
+    results.add_argument("--top-eigenvectors", type=int, default=0, metavar="K",
+                         help="write the top-K Ritz vectors (eigenvectors.npy, float64 (K, n)) and their residual norms")
+    results.add_argument("--progress", choices=PROGRESS_MODES, default="auto",
+                         help="auto (default: a bar on a terminal, else one log line per pass), bar, lines or none")
+    results.add_argument("--quiet", action="store_true", help="no progress and no start-up lines; errors and the closing line only")
+    _add_density_options(results)
+
+    density = commands.add_parser("density", help="redraw the density, plot and statistics of a finished run")
+    density.add_argument("--out", required=True, help="output directory or URI of a finished run (only read)")
+    density.add_argument("--to", default=None, help="write the redrawn files here (default: into the run itself)")
+    _add_density_options(density)
+
+    compare = commands.add_parser("compare", help="overlay the densities of finished runs in one figure")
+    compare.add_argument("runs", nargs="+", metavar="RUN", help="output directories or URIs of finished runs (2 to 10)")
+    compare.add_argument("--out", required=True, help="the figure to write (PNG); a CSV of the statistics goes beside it")
+    compare.add_argument("--labels", nargs="+", default=None, help="legend labels, one per run (default: run name and operator)")
+    compare.add_argument("--grid-points", type=int, default=spectrum.DEFAULT_GRID_POINTS,
+                         help=f"points of the common grid (default {spectrum.DEFAULT_GRID_POINTS})")
     return parser
 
 
-def _add_density_options(parser: argparse.ArgumentParser, defaults: bool = True) -> None:
+def _add_density_options(parser: Any) -> None:
     parser.add_argument(
-        "--sigma2-relative",
-        type=float,
-        default=spectrum.DEFAULT_SIGMA2_RELATIVE if defaults else None,
-        help=f"density variance as a fraction of (λ_max − λ_min)² (default {spectrum.DEFAULT_SIGMA2_RELATIVE:g})",
+        "--sigma2-relative", type=float, default=spectrum.DEFAULT_SIGMA2_RELATIVE,
+        help=f"density variance as a fraction of (lambda_max - lambda_min)^2 (default {spectrum.DEFAULT_SIGMA2_RELATIVE:g})",
     )
+    parser.add_argument("--sigma2", type=float, default=None,
+                        help="absolute density variance (eigenvalue units squared); overrides --sigma2-relative")
     parser.add_argument(
-        "--grid-points", type=int, default=spectrum.DEFAULT_GRID_POINTS if defaults else None, help="density grid points"
+        "--sigma2-original", type=float, default=None,
+        help="the original spectral-density code's sigma_squared: its variance, grid and normalisation, exactly",
+    )
+    parser.add_argument("--grid-points", type=int, default=spectrum.DEFAULT_GRID_POINTS,
+                        help=f"density grid points (default {spectrum.DEFAULT_GRID_POINTS})")
+    parser.add_argument("--grid-min", type=float, default=None, help="lower end of the grid (with --grid-max)")
+    parser.add_argument("--grid-max", type=float, default=None, help="upper end of the grid (with --grid-min)")
+    parser.add_argument(
+        "--negative-threshold", type=float, default=spectrum.DEFAULT_NEGATIVE_THRESHOLD,
+        help="count eigenvalues below -EPS*||H|| as negative in the closing estimate "
+        f"(default {spectrum.DEFAULT_NEGATIVE_THRESHOLD:g})",
     )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    configure_logging()
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    configure_logging(logging.WARNING if getattr(args, "quiet", False) else logging.INFO)
     try:
         if args.command == "run":
-            result = _run(args)
+            closing = closing_line(_run(args))
+        elif args.command == "density":
+            closing = closing_line(_density(args))
         else:
-            result = _density(args)
+            closing = _compare(args)
     except KeyboardInterrupt:
         print("raylanczos: interrupted; finished draws and the checkpoint are kept (resume with --resume)", file=sys.stderr)
         return 130
     except Exception as err:  # noqa: BLE001 - the CLI's one place that turns errors into messages
         if args.debug:
             raise
-        message = " ".join(str(err).split()) or type(err).__name__
-        print(f"raylanczos: error: {message}", file=sys.stderr)
+        print(f"raylanczos: error: {error_line(err)}", file=sys.stderr)
         return EXIT_ERROR
-    summary = result.summary
-    print(
-        f"λ_max {summary['lambda_max']:.6g}  λ_min {summary['lambda_min']:.6g}  trace ≈ {summary['trace_estimate']:.6g}  "
-        f"negative weight {summary['negative_weight']:.3g}  → {result.out}"
-    )
+    print(closing)
     return 0
 
 
+def error_line(err: BaseException) -> str:
+    """The one line an error prints: options named by their flags, whitespace collapsed."""
+    if isinstance(err, OptionError):
+        text = err.for_option(FLAGS.get(err.option, "--" + err.option.replace("_", "-")))
+    else:
+        text = str(err)
+    return " ".join(text.split()) or type(err).__name__
+
+
+def closing_line(result: Any) -> str:
+    """The statistics a reader wants first: extreme eigenvalues, trace, negative fraction."""
+    if result.parts:
+        return "\n".join(f"{name}: {_statistics(part.summary)}" for name, part in result.parts.items()) + f"\n→ {result.out}"
+    return f"{_statistics(result.summary)}  → {result.out}"
+
+
+def _statistics(summary: dict[str, Any]) -> str:
+    trace = f"trace ≈ {summary['trace_estimate']:.6g}"
+    if summary.get("trace_std_error") == summary.get("trace_std_error"):  # not NaN
+        trace += f" ± {summary['trace_std_error']:.2g}"
+    fraction = summary["negative_fraction"]
+    error = summary.get("negative_fraction_std_error")
+    negative = f"negative eigenvalues {100 * fraction:.3g}%" + (f" ± {100 * error:.2g}%" if error == error else "")
+    negative += f" (below -{summary['negative_threshold_relative']:g}·‖H‖)"
+    return f"λ_max {summary['lambda_max']:.6g}  λ_min {summary['lambda_min']:.6g}  {trace}  {negative}"
+
+
+def _density_config(args: argparse.Namespace):
+    from raylanczos.config import DensityConfig
+
+    if (args.grid_min is None) != (args.grid_max is None):
+        raise OptionError("grid_range", None, "give both --grid-min and --grid-max, or neither")
+    grid_range = (args.grid_min, args.grid_max) if args.grid_min is not None else None
+    return DensityConfig(
+        sigma2_relative=args.sigma2_relative, sigma2=args.sigma2, sigma2_original=args.sigma2_original,
+        grid_points=args.grid_points, grid_range=grid_range, negative_threshold=args.negative_threshold,
+    )
+
+
 def _run(args: argparse.Namespace):
+    from raylanczos.config import OutputConfig, SpectrumConfig
     from raylanczos.runner import hessian_spectrum
 
-    resources = {"num_cpus": args.cpus_per_worker}
-    if args.gpus_per_worker:
-        resources["num_gpus"] = args.gpus_per_worker
-    return hessian_spectrum(
-        args.problem,
-        order=args.order,
-        draws=args.draws,
-        num_workers=args.workers,
-        worker_resources=resources,
-        shards=args.shards,
-        out=args.out,
-        checkpoint_dir=args.checkpoint_dir,
-        seed=args.seed,
-        resume=args.resume,
-        overwrite=args.overwrite,
-        compute_dtype="float64" if args.float64 else None,
-        distribution=args.start,
-        save_vectors=args.save_vectors,
-        sigma2_relative=args.sigma2_relative,
-        grid_points=args.grid_points,
-        address=args.address,
-        timeout=args.timeout,
-        max_restarts=args.max_restarts,
-        pin_cpus=args.pin_cpus,
+    resources = None
+    if args.cpus_per_worker is not None or args.gpus_per_worker is not None:
+        resources = {"num_cpus": 1.0 if args.cpus_per_worker is None else args.cpus_per_worker}
+        if args.gpus_per_worker:
+            resources["num_gpus"] = args.gpus_per_worker
+    density = _density_config(args)
+    config = SpectrumConfig(
+        order=args.order, draws=args.draws, draws_per_pass=args.draws_per_pass, seed=args.seed,
+        distribution=args.distribution, compute_dtype=args.compute_dtype, operator=args.operator,
+        blocks=tuple(args.blocks), per_layer=args.per_layer,
     )
+    scaling = ScalingConfig(
+        num_workers=args.num_workers, worker_resources=resources, shards=args.shards, pin_cpus=args.pin_cpus,
+        reduce=args.reduce, address=args.address, timeout=args.timeout, placement_timeout=args.placement_timeout,
+        max_restarts=args.max_restarts,
+    )
+    output = OutputConfig(
+        out=args.out, checkpoint_dir=args.checkpoint_dir, resume=args.resume, overwrite=args.overwrite,
+        save_vectors=args.save_vectors, top_eigenvectors=args.top_eigenvectors,
+    )
+    progress = "none" if args.quiet else args.progress
+    return hessian_spectrum(args.problem, config, scaling, output, density, progress=progress)
 
 
 def _density(args: argparse.Namespace):
-    from raylanczos.runner import rerender
+    from raylanczos.render import rerender
 
-    grid_range = None
-    if (args.grid_min is None) != (args.grid_max is None):
-        raise ValueError("give both --grid-min and --grid-max, or neither")
-    if args.grid_min is not None:
-        grid_range = (args.grid_min, args.grid_max)
-    return rerender(
-        args.out,
-        sigma2_relative=args.sigma2_relative,
-        sigma2=args.sigma2,
-        grid_points=args.grid_points,
-        grid_range=grid_range,
-    )
+    return rerender(args.out, _density_config(args), to=args.to)
 
 
-class _StderrHandler(logging.StreamHandler):
-    """Writes to whatever ``sys.stderr`` is at the time of each record."""
+def _compare(args: argparse.Namespace) -> str:
+    from raylanczos.compare import compare_runs
 
-    @property
-    def stream(self):
-        return sys.stderr
-
-    @stream.setter
-    def stream(self, _value) -> None:
-        pass
-
-
-def configure_logging() -> None:
-    """Progress lines of the ``raylanczos`` logger, time-stamped, on standard error."""
-    logger = logging.getLogger("raylanczos")
-    if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
-        handler = _StderrHandler()
-        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", datefmt="%H:%M:%S"))
-        logger.addHandler(handler)
-        logger.setLevel(logging.INFO)
-        logger.propagate = False
+    return compare_runs(args.runs, args.out, labels=args.labels, grid_points=args.grid_points)
 
 
 if __name__ == "__main__":  # pragma: no cover

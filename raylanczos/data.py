@@ -23,6 +23,11 @@ class ShardPlanError(ValueError):
     """A shard plan that does not cover every example exactly once, or cannot be read."""
 
 
+def row_span(start: int, stop: int) -> str:
+    """Half-open rows ``[start, stop)`` as plans write them: ``"[898, 1797)"``."""
+    return f"[{start}, {stop})"
+
+
 @dataclass(frozen=True)
 class Shard:
     """What one worker owns: half-open row ranges ``[start, stop)`` or whole files.
@@ -41,7 +46,7 @@ class Shard:
             names = ", ".join(os.path.basename(f) for f in self.files[:3])
             more = f" and {len(self.files) - 3} more" if len(self.files) > 3 else ""
             return f"shard {self.worker} (files {names}{more})"
-        spans = ", ".join(f"{a}-{b - 1}" for a, b in self.rows)
+        spans = ", ".join(row_span(a, b) for a, b in self.rows)
         return f"shard {self.worker} (rows {spans})"
 
     def to_json(self) -> dict[str, Any]:
@@ -51,14 +56,14 @@ class Shard:
     def locate(self, first: int, stop: int) -> str:
         """Describe shard-local rows ``[first, stop)`` in dataset terms (global rows if known)."""
         if self.files:
-            return f"rows {first}-{stop - 1} of the shard's files, in order"
+            return f"rows {row_span(first, stop)} of the shard's files, in order"
         offsets = np.cumsum([0] + [b - a for a, b in self.rows])
 
         def global_row(local: int) -> int:
             index = int(np.searchsorted(offsets, local, side="right")) - 1
             return self.rows[index][0] + local - int(offsets[index])
 
-        return f"dataset rows {global_row(first)}-{global_row(stop - 1)}"
+        return f"dataset rows {row_span(global_row(first), global_row(stop - 1) + 1)}"
 
 
 @dataclass(frozen=True)
@@ -140,16 +145,18 @@ class ShardPlan:
         position, owner = 0, None
         for start, stop, worker in spans:
             if stop > num_examples:
-                raise ShardPlanError(f"worker {worker}: rows {start}-{stop - 1} go past the last row {num_examples - 1}")
+                raise ShardPlanError(
+                    f"worker {worker}: rows {row_span(start, stop)} go past the end of the dataset's {num_examples} rows"
+                )
             if start > position:
-                raise ShardPlanError(f"rows {position}-{start - 1} are assigned to no worker")
+                raise ShardPlanError(f"rows {row_span(position, start)} are assigned to no worker")
             if start < position:
                 raise ShardPlanError(
-                    f"rows {start}-{min(stop, position) - 1} are assigned to both worker {owner} and worker {worker}"
+                    f"rows {row_span(start, min(stop, position))} are assigned to both worker {owner} and worker {worker}"
                 )
             position, owner = stop, worker
         if position < num_examples:
-            raise ShardPlanError(f"rows {position}-{num_examples - 1} are assigned to no worker")
+            raise ShardPlanError(f"rows {row_span(position, num_examples)} are assigned to no worker")
 
     def _validate_files(self, dataset: "Dataset") -> "ShardPlan":
         known = getattr(dataset, "files", None)

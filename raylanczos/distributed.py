@@ -1,19 +1,27 @@
-"""The Ray layer: one actor per shard, and the distributed Hessian as a float64 matvec.
+"""The Ray layer: one actor per shard, and the distributed operator as a block operator.
 
-Per matvec: one ``ray.put`` of the vector, every actor computes its shard's
-Σ_b |b|·H_b v from that object reference, and the driver sums the partials in float64 in
-worker order and divides by N.
+Per pass: one ``ray.put`` of the (B, n) block of vectors, every actor computes its shard's
+Σ_b |b|·C_b v for the B vectors from that object reference, and the partials are summed
+in float64 in a fixed order and divided by N:
+
+- ``reduce="flat"``: the driver gets every worker's partial and sums them in worker order;
+- ``reduce="node"``: the workers are grouped by the node they were placed on; each
+  group's first worker adds the other members' partials to its own, reading them from
+  its node's object store, in group order, and only one partial per node travels to the
+  driver, which sums those in group order. The groups are fixed for the run (and kept in
+  its checkpoint), so a worker moved to another node by a fault keeps its group, and the
+  numbers stay the same.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import os
 import re
 import time
+import warnings
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import ray
@@ -21,47 +29,41 @@ from ray.util.placement_group import placement_group, placement_group_table, rem
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from raylanczos.data import Shard, ShardPlan
-from raylanczos.problem import ProblemSource
-from raylanczos.worker import DEFAULT_MAX_RESTARTS, DEFAULT_TIMEOUT_S, PartialHVP, ShardWorker, reduce_partials
+from raylanczos.loop import StepTiming
+from raylanczos.policy import DriverThreads, cpu_slots, driver_threads
+from raylanczos.problem import ProblemSource, factory_search_path
+from raylanczos.worker import NodeSumInfo, PartialInfo, ShardWorker, WorkerError, check_answer, reduce_partials
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("raylanczos")
 
-
-class WorkerError(RuntimeError):
-    """A worker failed to start or to compute; the message names the worker and its shard."""
-
-
-@dataclass(frozen=True)
-class DriverThreads:
-    """``blas``: the driver's BLAS thread limit (None: no limit); ``sweeps``: threads the
-    basis sweeps are split over (:class:`~raylanczos.lanczos.BasisSweeps`)."""
-
-    blas: int | None
-    sweeps: int
+REDUCTIONS = ("node", "flat")
 
 
 @dataclass(frozen=True)
-class StepTiming:
-    """Seconds spent by one distributed matvec.
+class WorkerOptions:
+    """What each worker is asked to compute and how it may fail.
 
-    ``broadcast``: ``ray.put`` of the vector; ``hvp_max``: the slowest worker's own HVP
-    time; ``gather``: from the broadcast to having all partials, beyond the slowest HVP
-    (scheduling and transfer, plus any driver work that outlasted the HVP when the
-    product was started before the driver's re-orthogonalisation); ``reduce``: the
-    float64 sum and division on the driver.
+    ``compute_dtype``: None (the model's dtype) or ``"float64"``; ``operator``:
+    ``"hessian"`` or ``"ggn"``; ``arguments``: the factory's keyword arguments (a sweep
+    point); ``max_restarts``: how often Ray may restart a dead worker (its call is then
+    retried); ``timeout``: seconds to wait for a worker to start or to answer one call;
+    ``pin_cpus``: pin each worker to as many cores as its ``num_cpus`` (rounded up), the
+    workers of one node on distinct cores; None pins CPU-only workers and leaves GPU
+    workers free (their host threads feed the device).
     """
 
-    broadcast: float
-    hvp_max: float
-    gather: float
-    reduce: float
+    compute_dtype: str | None = None
+    operator: str = "hessian"
+    arguments: Mapping[str, Any] | None = None
+    max_restarts: int = 3
+    timeout: float = 3600.0
+    pin_cpus: bool | None = None
 
-
-def worker_sys_path() -> list[str]:
-    """Import-path entries that make the driver's problem factory importable in actors."""
-    entries = [os.getcwd()]
-    entries += [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
-    return entries
+    def __post_init__(self) -> None:
+        if not self.timeout > 0:
+            raise ValueError(f"timeout must be positive seconds, got {self.timeout!r}")
+        if isinstance(self.max_restarts, bool) or not isinstance(self.max_restarts, int) or self.max_restarts < 0:
+            raise ValueError(f"max_restarts must be a non-negative integer, got {self.max_restarts!r}")
 
 
 class WorkerGroup:
@@ -73,12 +75,10 @@ class WorkerGroup:
       plan: a validated shard plan; worker i owns ``plan.shards[i]``.
       resources: Ray actor options per worker, e.g. ``{"num_cpus": 1, "num_gpus": 1}``
         (``num_cpus``, ``num_gpus``, ``resources`` and ``memory`` are accepted).
-      compute_dtype: None (the model's dtype) or ``"float64"``.
-      max_restarts: how often Ray may restart a dead worker (its call is then retried).
-      timeout: seconds to wait for a worker to start or to answer one call.
-      pin_cpus: pin each worker to as many cores as its ``num_cpus`` (rounded up), the
-        workers of one node on distinct cores; None (default) pins CPU-only workers and
-        leaves GPU workers free (their host threads feed the device).
+      options: :class:`WorkerOptions`.
+      block_size: B, the vectors per pass (the workers compile for it at start-up).
+      placement_timeout: seconds to wait for the cluster to offer what the workers need
+        when it has too little now (an autoscaler adding nodes); 0 refuses at once.
 
     Workers are placed through one placement group, one bundle per worker, spread over
     the cluster's nodes where resources allow (an autoscaler sees the whole demand at
@@ -90,76 +90,92 @@ class WorkerGroup:
         source: ProblemSource,
         plan: ShardPlan,
         *,
-        resources: dict[str, Any] | None = None,
-        compute_dtype: str | None = None,
-        max_restarts: int = DEFAULT_MAX_RESTARTS,
-        timeout: float = DEFAULT_TIMEOUT_S,
-        pin_cpus: bool | None = None,
+        resources: Mapping[str, Any] | None = None,
+        options: WorkerOptions = WorkerOptions(),
+        block_size: int = 1,
+        placement_timeout: float = 0.0,
     ):
-        if not timeout > 0:
-            raise ValueError(f"timeout must be positive seconds, got {timeout!r}")
         self.plan = plan
-        self.timeout = timeout
-        self.options = options = {"num_cpus": 1, **(resources or {})}
-        unknown = set(options) - {"num_cpus", "num_gpus", "resources", "memory"}
+        self.timeout = options.timeout
+        self.resources = resources = {"num_cpus": 1, **(resources or {})}
+        unknown = set(resources) - {"num_cpus", "num_gpus", "resources", "memory"}
         if unknown:
             raise ValueError(f"unsupported worker resource option(s) {sorted(unknown)}; use num_cpus, num_gpus, resources, memory")
-        bundles = [_bundle(options, shard) for shard in plan.shards]
-        self.placement = placement_group(bundles, strategy="SPREAD")
-        self.actors = []
-        try:
-            ray.get(self.placement.ready(), timeout=timeout)
-        except ray.exceptions.GetTimeoutError:
-            self.shutdown()
-            raise WorkerError(
-                f"the cluster could not place {len(bundles)} workers within {timeout:g} s; they need {bundles}"
-            ) from None
-        if pin_cpus is None:
-            pin_cpus = not options.get("num_gpus")
-        self.pinned = bool(pin_cpus)
-        slots = _cpu_slots(self.placement, bundles) if pin_cpus else [None] * len(bundles)
+        bundles = [_bundle(resources, shard) for shard in plan.shards]
+        self._place(bundles, placement_timeout)
+        self.actors: list[Any] = []
+        pin = options.pin_cpus if options.pin_cpus is not None else not resources.get("num_gpus")
+        self.pinned = bool(pin)
+        bundle_nodes = placement_group_table(self.placement)["bundles_to_node_id"]
+        slots = cpu_slots(bundle_nodes, [b.get("CPU", 0.0) for b in bundles]) if pin else [None] * len(bundles)
         actor_class = ray.remote(ShardWorker)
         for index, (shard, slot) in enumerate(zip(plan.shards, slots)):
-            actor_options = dict(options, resources={**options.get("resources", {}), **dict(shard.resources)})
+            actor_options = dict(resources, resources={**resources.get("resources", {}), **dict(shard.resources)})
             self.actors.append(
                 actor_class.options(
                     **actor_options,
-                    max_restarts=max_restarts,
-                    max_task_retries=max_restarts,
+                    max_restarts=options.max_restarts,
+                    max_task_retries=options.max_restarts,
                     scheduling_strategy=PlacementGroupSchedulingStrategy(self.placement, placement_group_bundle_index=index),
-                ).remote(source, shard, compute_dtype=compute_dtype, sys_path=worker_sys_path(), cpu_slot=slot)
+                ).remote(
+                    source, shard, compute_dtype=options.compute_dtype, operator=options.operator,
+                    arguments=options.arguments, sys_path=factory_search_path(), cpu_slot=slot,
+                )
             )
         try:
             described = self.execute("describe")
+            for info in described:
+                check_answer(info["error"])
             placed = self.get([actor.__ray_call__.remote(_placement) for actor in self.actors])
-            compiled = self.execute("warm_up")
+            compiled = self.execute("warm_up", block_size)
+            for info in compiled:
+                check_answer(info.error)
         except BaseException:
             self.shutdown()
             raise
-        self.infos = [dict(info, **where, warm_up_s=seconds) for info, where, seconds in zip(described, placed, compiled)]
+        self.infos = [dict(info, **where, warm_up_s=answer.seconds) for info, where, answer in zip(described, placed, compiled)]
         for info, shard in zip(self.infos, plan.shards):
             logger.info(
-                "worker %d: %s, %d examples, node %s (%s), pid %d, cores %s, GPUs %s, first HVP (compilation) %.1f s",
+                "worker %d: %s, %d examples, node %s (%s), pid %d, cores %s, GPUs %s, first pass (compilation) %.1f s%s",
                 shard.worker, shard.describe(), info["num_examples"], info["node_id"][:12], info["hostname"],
                 info["pid"], _ranges(info["cores"]), info["gpu_ids"] or "none", info["warm_up_s"],
+                f"; {info['accumulation_note']}" if info["accumulation_note"] else "",
             )
 
-    def driver_threads(self) -> DriverThreads:
-        """Threads for the driver's re-orthogonalisation on this machine.
+    def _place(self, bundles: list[dict[str, float]], placement_timeout: float) -> None:
+        """Reserve the workers' bundles, or refuse in seconds when the cluster cannot hold them."""
+        shortfall = placement_shortfall(bundles, alive_node_resources())
+        if shortfall and placement_timeout <= 0:
+            raise WorkerError(shortfall)
+        self.placement = placement_group(bundles, strategy="SPREAD")
+        wait = max(placement_timeout, 0.0) if shortfall else self.timeout
+        if shortfall:
+            logger.info("%s; waiting up to %g s for the cluster to add nodes (--placement-timeout)", shortfall, wait)
+        try:
+            ray.get(self.placement.ready(), timeout=wait)
+        except ray.exceptions.GetTimeoutError as err:
+            remove_placement_group(self.placement)
+            now = placement_shortfall(bundles, alive_node_resources())
+            raise WorkerError(
+                f"the cluster could not place {len(bundles)} workers within {wait:g} s"
+                + (f": {now}" if now else f"; they need {bundles} and other work holds the resources")
+            ) from err
 
-        Unpinned workers: BLAS as it is, one sweep thread. Pinned workers leaving cores
-        free: BLAS on that many threads. Pinned workers on every core: single-threaded
-        BLAS, and the basis sweeps split over one thread per core, so that each worker
-        loses an equal share of its core to them instead of one worker losing the whole
-        sweep (a second BLAS thread spinning between calls was measured slower).
-        """
-        if not self.pinned:
-            return DriverThreads(blas=None, sweeps=1)
+    def driver_threads(self, policy: Callable[..., DriverThreads] = driver_threads) -> DriverThreads:
+        """Threads for the driver's re-orthogonalisation on this machine: ``policy`` (see
+        :func:`~raylanczos.policy.driver_threads`) of the driver's cores and the cores the
+        workers on its node are pinned to."""
         here = ray.get_runtime_context().get_node_id()
-        cores = os.sched_getaffinity(0)
-        taken = {core for info in self.infos if info["node_id"] == here for core in info["cores"]}
-        free = len(cores - taken)
-        return DriverThreads(blas=free, sweeps=1) if free else DriverThreads(blas=1, sweeps=len(cores))
+        taken = [core for info in self.infos if info["node_id"] == here for core in info["cores"]]
+        return policy(self.pinned, os.sched_getaffinity(0), taken)
+
+    def node_groups(self) -> list[list[int]]:
+        """The workers grouped by the node they run on: groups in order of their first
+        worker, workers in order within each group."""
+        groups: dict[str, list[int]] = {}
+        for index, info in enumerate(self.infos):
+            groups.setdefault(info["node_id"], []).append(index)
+        return list(groups.values())
 
     def execute_async(self, method: str, *args: Any) -> list[ray.ObjectRef]:
         return [getattr(actor, method).remote(*args) for actor in self.actors]
@@ -168,21 +184,27 @@ class WorkerGroup:
         """Call ``method`` on every worker; results in worker order; errors name the worker."""
         return self.get(self.execute_async(method, *args))
 
-    def get(self, refs: Sequence[ray.ObjectRef]) -> list[Any]:
-        """Results of one call per worker, waiting at most ``timeout`` seconds in all."""
+    def get(self, refs: Sequence[ray.ObjectRef], workers: Sequence[int] | None = None) -> list[Any]:
+        """Results of one call per worker (``workers``: whose; default all, in order),
+        waiting at most ``timeout`` seconds in all."""
         deadline = time.monotonic() + self.timeout
         results = []
-        for shard, ref in zip(self.plan.shards, refs):
+        for worker, ref in zip(range(len(refs)) if workers is None else workers, refs):
+            shard = self.plan.shards[worker]
             try:
                 results.append(ray.get(ref, timeout=max(deadline - time.monotonic(), 0.0)))
-            except ray.exceptions.GetTimeoutError:
+            except ray.exceptions.GetTimeoutError as err:
                 raise WorkerError(
                     f"worker {shard.worker} ({shard.describe()}) did not answer within {self.timeout:g} s "
-                    "(raise the timeout if starting or one step legitimately takes longer)"
-                ) from None
+                    "(raise --timeout if starting or one step legitimately takes longer)"
+                ) from err
             except ray.exceptions.RayError as err:
                 raise WorkerError(f"worker {shard.worker} ({shard.describe()}) failed: {_root_cause(err)}") from err
         return results
+
+    def current_pids(self) -> list[int]:
+        """Each worker's process id now (a worker restarted after a fault has a new one)."""
+        return self.get([actor.__ray_call__.remote(_pid) for actor in self.actors])
 
     def shutdown(self) -> None:
         for actor in self.actors:
@@ -191,7 +213,47 @@ class WorkerGroup:
         remove_placement_group(self.placement)
 
 
-def _bundle(options: dict[str, Any], shard: Shard) -> dict[str, float]:
+def alive_node_resources() -> list[dict[str, float]]:
+    """The total resources of each alive node of the connected cluster."""
+    return [dict(node["Resources"]) for node in ray.nodes() if node.get("Alive")]
+
+
+def placement_shortfall(bundles: Sequence[Mapping[str, float]], nodes: Sequence[Mapping[str, float]]) -> str:
+    """Why ``bundles`` cannot all be placed on ``nodes`` (their total resources), or "".
+
+    A bundle must fit on one node, and all bundles together within the cluster's totals
+    (several bundles may share a node). Pure: the caller gathers the nodes' resources.
+    """
+    asked: dict[str, float] = {}
+    for bundle in bundles:
+        for name, amount in bundle.items():
+            asked[name] = asked.get(name, 0.0) + amount
+    total: dict[str, float] = {}
+    for node in nodes:
+        for name, amount in node.items():
+            total[name] = total.get(name, 0.0) + amount
+
+    def listing(resources: Mapping[str, float]) -> str:
+        """The amounts of the resources the workers ask for (0 where there are none)."""
+        return ", ".join(f"{_amount(resources.get(name, 0.0))} {name}" for name in sorted(asked))
+
+    short = {name: amount for name, amount in asked.items() if amount > total.get(name, 0.0) + 1e-9}
+    if short:
+        return (
+            f"{len(bundles)} workers need {listing(asked)} in all, and the cluster has {listing(total)} "
+            f"on {len(nodes)} node(s)"
+        )
+    for bundle in bundles:
+        if not any(all(node.get(k, 0.0) + 1e-9 >= v for k, v in bundle.items()) for node in nodes):
+            return f"a worker needs {listing(bundle)} on one node, and no node of the cluster has that"
+    return ""
+
+
+def _amount(value: float) -> str:
+    return f"{value:g}" if value < 1e6 else f"{value / 2**30:.3g}Gi"
+
+
+def _bundle(options: Mapping[str, Any], shard: Shard) -> dict[str, float]:
     """The placement-group bundle of one worker: its CPUs, GPUs, memory and resources."""
     bundle = {
         "CPU": options.get("num_cpus", 0),
@@ -201,18 +263,6 @@ def _bundle(options: dict[str, Any], shard: Shard) -> dict[str, float]:
         **dict(shard.resources),
     }
     return {name: float(amount) for name, amount in bundle.items() if amount}
-
-
-def _cpu_slots(placement: Any, bundles: list[dict[str, float]]) -> list[tuple[int, int]]:
-    """``(first, count)`` core slots per bundle: consecutive and distinct within each node."""
-    nodes = placement_group_table(placement)["bundles_to_node_id"]
-    used: dict[str, int] = {}
-    slots = []
-    for index, bundle in enumerate(bundles):
-        node, count = nodes.get(index, ""), max(math.ceil(bundle.get("CPU", 0.0)), 1)
-        slots.append((used.get(node, 0), count))
-        used[node] = used.get(node, 0) + count
-    return slots
 
 
 def _ranges(cores: Sequence[int]) -> str:
@@ -232,6 +282,10 @@ def _placement(_actor: Any) -> dict[str, Any]:
     return {"node_id": context.get_node_id(), "gpu_ids": [str(g) for g in ray.get_gpu_ids()]}
 
 
+def _pid(_actor: Any) -> int:
+    return os.getpid()
+
+
 def _root_cause(err: BaseException) -> str:
     """The innermost user-facing message of a Ray error, on one line.
 
@@ -247,64 +301,142 @@ def _root_cause(err: BaseException) -> str:
     return f"{name.rsplit('.', 1)[-1]}: {message}" if sep and " " not in name else last
 
 
-class DistributedHessian:
-    """H = ∇²L as a float64 matvec over a :class:`WorkerGroup` (the driver-side operator).
+@dataclass(frozen=True)
+class PendingProducts:
+    """A distributed block product in flight: the answers' references and when it started."""
 
-    ``dim`` is n; ``last_timing`` holds the :class:`StepTiming` of the latest matvec.
-    ``broadcast_dtype`` is float32 when every worker computes in float32 (the vector is
+    infos: list[ray.ObjectRef]
+    info_workers: list[int]
+    products: list[ray.ObjectRef]
+    product_workers: list[int]
+    submitted: float
+    broadcast: float
+    bytes_sent: int
+
+
+class DistributedHessian:
+    """The full-batch operator C (Hessian or Gauss–Newton) as a block operator over a
+    :class:`WorkerGroup` (the driver side; see the module docstring for the reductions).
+
+    Args:
+      group: the started workers.
+      num_examples: N, the dataset's size.
+      block_size: B, vectors per pass.
+      reduce: ``"node"`` or ``"flat"``.
+      groups: the node groups (worker indices) to sum in; default the group's own
+        placement (:meth:`WorkerGroup.node_groups`); a resumed run passes its checkpoint's.
+
+    ``broadcast_dtype`` is float32 when every worker computes in float32 (the block is
     rounded to float32 once on the driver instead of on each worker: the same numbers,
     half the bytes), else float64. Partial products always come back in float64.
     """
 
-    def __init__(self, group: WorkerGroup, num_examples: int):
+    def __init__(
+        self,
+        group: WorkerGroup,
+        num_examples: int,
+        *,
+        block_size: int = 1,
+        reduce: str = "node",
+        groups: Sequence[Sequence[int]] | None = None,
+    ):
+        if reduce not in REDUCTIONS:
+            raise ValueError(f"reduce must be one of {REDUCTIONS}, got {reduce!r}")
         dims = {info["num_params"] for info in group.infos}
         if len(dims) != 1:
             raise WorkerError(f"workers disagree on the number of parameters: {sorted(dims)}")
         self.group = group
         self.dim = dims.pop()
+        self.block_size = block_size
         self.num_examples = num_examples
+        self.reduce = reduce
+        self.groups = [list(g) for g in groups] if groups is not None else group.node_groups()
+        if sorted(w for g in self.groups for w in g) != list(range(len(group.actors))):
+            raise ValueError(f"node groups {self.groups} do not cover the {len(group.actors)} workers exactly once")
         compute = {info["compute_dtype"] for info in group.infos}
         self.broadcast_dtype = np.dtype(np.float32 if compute == {"float32"} else np.float64)
-        self.last_timing: StepTiming | None = None
 
-    def submit(self, vector: np.ndarray) -> "PendingProduct":
-        """Start H·vector on every worker (one ``ray.put``) and return without waiting."""
+    def submit(self, vectors: np.ndarray) -> PendingProducts:
+        """Start C·v for every row of ``vectors`` (B, n) on every worker (one ``ray.put``)."""
         start = time.perf_counter()
-        ref = ray.put(np.ascontiguousarray(vector, dtype=self.broadcast_dtype))
-        refs = self.group.execute_async("partial_hvp", ref)
-        return PendingProduct(refs, submitted=time.perf_counter(), broadcast=time.perf_counter() - start)
+        block = np.ascontiguousarray(vectors, dtype=self.broadcast_dtype)
+        ref = ray.put(block)
+        nodes = {info["node_id"] for info in self.group.infos}
+        actors = self.group.actors
+        infos, info_workers, products, product_workers = [], [], [], []
+        if self.reduce == "flat":
+            for worker, actor in enumerate(actors):
+                info, product = actor.partial_products.options(num_returns=2).remote(ref)
+                infos.append(info), info_workers.append(worker), products.append(product), product_workers.append(worker)
+        else:
+            for members in self.groups:
+                leader, others = members[0], members[1:]
+                member_products = []
+                for worker in others:
+                    info, product = actors[worker].partial_products.options(num_returns=2).remote(ref)
+                    infos.append(info), info_workers.append(worker), member_products.append(product)
+                info, product = actors[leader].node_sum.options(num_returns=2).remote(ref, member_products, 0)
+                infos.append(info), info_workers.append(leader), products.append(product), product_workers.append(leader)
+        submitted = time.perf_counter()
+        return PendingProducts(
+            infos, info_workers, products, product_workers, submitted, submitted - start, block.nbytes * len(nodes)
+        )
 
-    def collect(self, pending: "PendingProduct") -> np.ndarray:
-        """H·vector of a :meth:`submit`, float64[n]; sets :attr:`last_timing`."""
-        partials: list[PartialHVP] = self.group.get(pending.refs)
+    def collect(self, pending: PendingProducts) -> tuple[np.ndarray, StepTiming]:
+        """C·v of a :meth:`submit`, float64 (B, n), and what it cost."""
+        infos: list[PartialInfo | NodeSumInfo] = self.group.get(pending.infos, pending.info_workers)
+        for info in infos:
+            check_answer(info.error)
+        partials = self.group.get(pending.products, pending.product_workers)
         gathered = time.perf_counter()
-        product = reduce_partials(partials, self.num_examples)
-        hvp_max = max(p.seconds for p in partials)
-        self.last_timing = StepTiming(
+        counts = [info.count for info in infos]
+        product = reduce_partials(partials, counts, self.num_examples)
+        hvp_max = max(info.seconds for info in infos)
+        node_reduce = max((info.node_reduce_seconds for info in infos if isinstance(info, NodeSumInfo)), default=0.0)
+        timing = StepTiming(
             broadcast=pending.broadcast,
             hvp_max=hvp_max,
             gather=max(gathered - pending.submitted - hvp_max, 0.0),
+            node_reduce=node_reduce,
             reduce=time.perf_counter() - gathered,
+            bytes_sent=pending.bytes_sent,
+            bytes_received=sum(p.nbytes for p in partials),
         )
-        return product
+        return product, timing
+
+    def matmat(self, vectors: np.ndarray) -> np.ndarray:
+        return self.collect(self.submit(vectors))[0]
 
     def matvec(self, vector: np.ndarray) -> np.ndarray:
-        return self.collect(self.submit(vector))
-
-
-@dataclass(frozen=True)
-class PendingProduct:
-    """A distributed HVP in flight: one object reference per worker, and when it started."""
-
-    refs: list[ray.ObjectRef]
-    submitted: float
-    broadcast: float
+        return self.matmat(np.asarray(vector)[None, :])[0]
 
 
 def connect(address: str | None = None) -> bool:
-    """Connect to Ray at ``address`` (or start a local Ray); True if this call started it."""
+    """Connect to Ray at ``address`` (or to a running local Ray, or start one); True if
+    this call connected (and should disconnect at the end), False if Ray was up already.
+
+    Ray's start-up notices (the token notice, the dashboard address) are kept to the
+    ``ray`` logger's warnings and errors; raylanczos logs one line of its own instead.
+    """
     if ray.is_initialized():
         return False
+    with warnings.catch_warnings():
+        # Ray starts its processes with subprocess (fork + exec at once), which is safe
+        # even after JAX started its threads in the driver.
+        warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called", category=RuntimeWarning)
+        context = ray.init(address=address, log_to_driver=True, logging_level=logging.ERROR)
     logging.getLogger("ray").setLevel(logging.WARNING)
-    ray.init(address=address, log_to_driver=True)
+    resources = ray.cluster_resources()
+    dashboard = getattr(context, "dashboard_url", "")
+    logger.info(
+        "Ray: %s, %g CPUs, %g GPUs on %d node(s)%s", address or "this machine", resources.get("CPU", 0),
+        resources.get("GPU", 0), len(alive_node_resources()), f"; dashboard http://{dashboard}" if dashboard else "",
+    )
     return True
+
+
+def single_machine() -> bool:
+    """Whether the connected cluster is this machine alone (a plain local run)."""
+    here = ray.get_runtime_context().get_node_id()
+    alive = [node for node in ray.nodes() if node.get("Alive")]
+    return len(alive) == 1 and alive[0]["NodeID"] == here

@@ -1,14 +1,18 @@
 """What the user describes: a model's parameters, a mean loss, the data and a batch size.
 
-A *problem factory* is a zero-argument function, importable as ``"package.module:function"``,
-that returns a :class:`Problem`. It runs in every worker (so checkpoints load where the
-accelerator is) and once in the driver, for the dataset's size.
+A *problem factory* is a function, importable as ``"package.module:function"``, that
+returns a :class:`Problem`. It runs in every worker (so checkpoints load where the
+accelerator is) and once in the driver, for the dataset's size and checks that need no
+worker. It takes no arguments, or keyword arguments when a run sweeps over them (a
+training step, say: ``factory(step=1000)``).
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
 import inspect
+import os
 import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Union
@@ -16,6 +20,9 @@ from typing import Any, Callable, Mapping, Union
 from raylanczos.data import ArrayDataset, Dataset
 
 BACKENDS = ("jax", "keras")
+#: The curvature operators a problem can be multiplied by: the Hessian of the mean loss,
+#: and the generalised Gauss–Newton matrix G = (1/N) Σᵢ Jᵢᵀ ∇²ℓ(fᵢ) Jᵢ.
+OPERATORS = ("hessian", "ggn")
 
 
 class ProblemError(ValueError):
@@ -24,10 +31,10 @@ class ProblemError(ValueError):
 
 @dataclass(frozen=True)
 class Problem:
-    """A full-batch mean loss L(θ) = (1/N) Σᵢ ℓ(θ; xᵢ) whose Hessian at ``params`` is wanted.
+    """A full-batch mean loss L(θ) = (1/N) Σᵢ ℓ(θ; xᵢ) whose curvature at ``params`` is wanted.
 
     Attributes:
-      backend: the framework that differentiates ``loss_fn``: ``"jax"``, or ``"keras"``
+      backend: the framework that differentiates the loss: ``"jax"``, or ``"keras"``
         (Keras 3 on TensorFlow).
       params: the parameters θ. For JAX, any pytree of arrays; the flat parameter vector
         follows the pytree's flattening order (``jax.flatten_util.ravel_pytree``). For
@@ -35,11 +42,18 @@ class Problem:
       loss_fn: ``loss_fn(params, batch) -> scalar`` (JAX) or ``loss_fn(model, batch)``
         (Keras), the *mean* loss over the batch.
       data: the dataset (:class:`~raylanczos.ArrayDataset` or :class:`~raylanczos.ParquetDataset`).
-      batch_size: examples per HVP batch; the last batch of a shard may be smaller.
+      batch_size: examples per product batch; the last batch of a shard may be smaller.
       training: Keras only. False (default): the model runs in inference mode
         (batch-norm moving statistics, no dropout). True: training mode (batch-norm uses
         each batch's statistics); ``loss_fn`` must then take a ``training`` argument and
         pass it on, ``model(x, training=training)``.
+      predict: the network's outputs, ``predict(params, batch) -> f`` (JAX, any array or
+        pytree); for Keras the model is ``predict``, called on ``batch[inputs]``. Needed,
+        with ``output_loss``, for the Gauss–Newton operator.
+      output_loss: the mean loss as a function of the outputs, ``output_loss(f, batch)
+        -> scalar``, so that ``loss_fn(params, batch) = output_loss(predict(params, batch),
+        batch)``.
+      inputs: Keras only: the batch entry the model is called on for ``predict``.
     """
 
     backend: str
@@ -48,12 +62,18 @@ class Problem:
     data: Dataset
     batch_size: int
     training: bool = False
+    predict: Callable[..., Any] | None = None
+    output_loss: Callable[..., Any] | None = None
+    inputs: str = "x"
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
             raise ProblemError(f"unknown backend {self.backend!r}; expected one of {BACKENDS}")
         if not callable(self.loss_fn):
             raise ProblemError(f"loss_fn must be callable, got {type(self.loss_fn).__name__}")
+        for name in ("predict", "output_loss"):
+            if getattr(self, name) is not None and not callable(getattr(self, name)):
+                raise ProblemError(f"{name} must be callable, got {type(getattr(self, name)).__name__}")
         if not isinstance(self.training, bool):
             raise ProblemError(f"training must be True or False, got {self.training!r}")
         if self.backend == "jax" and self.training:
@@ -69,25 +89,43 @@ class Problem:
 
     @classmethod
     def from_jax(
-        cls, params: Any, loss_fn: Callable[[Any, dict], Any], data: Dataset | Mapping[str, Any], batch_size: int
+        cls,
+        params: Any,
+        loss_fn: Callable[[Any, dict], Any] | None,
+        data: Dataset | Mapping[str, Any],
+        batch_size: int,
+        *,
+        predict: Callable[[Any, dict], Any] | None = None,
+        output_loss: Callable[[Any, dict], Any] | None = None,
     ) -> "Problem":
         """A JAX problem: ``loss_fn(params, batch)`` returns the mean loss over ``batch``.
 
         ``data`` is a dataset or a mapping of equal-length arrays (made an :class:`ArrayDataset`).
+        Give ``predict(params, batch) -> outputs`` and ``output_loss(outputs, batch) -> mean
+        loss`` as well for the Gauss–Newton operator; with both, ``loss_fn`` may be None
+        and is then ``output_loss(predict(params, batch), batch)``.
         """
-        return cls("jax", params, loss_fn, _as_dataset(data), batch_size)
+        if (predict is None) != (output_loss is None):
+            raise ProblemError("give both predict and output_loss (for the Gauss-Newton operator), or neither")
+        if loss_fn is None:
+            if predict is None:
+                raise ProblemError("loss_fn is required unless predict and output_loss are given")
+            loss_fn = functools.partial(_composed_loss, predict, output_loss)
+        return cls("jax", params, loss_fn, _as_dataset(data), batch_size, predict=predict, output_loss=output_loss)
 
     @classmethod
     def from_keras(
         cls,
         model: Any,
-        loss_fn: Callable[..., Any],
+        loss_fn: Callable[..., Any] | None,
         data: Dataset | Mapping[str, Any],
         batch_size: int,
         *,
         training: bool = False,
+        output_loss: Callable[[Any, dict], Any] | None = None,
+        inputs: str = "x",
     ) -> "Problem":
-        """A Keras 3 (TensorFlow backend) problem: the Hessian at the model's current weights.
+        """A Keras 3 (TensorFlow backend) problem: the curvature at the model's current weights.
 
         Args:
           model: a built ``keras.Model`` with trainable weights. θ is
@@ -95,16 +133,41 @@ class Problem:
           loss_fn: ``loss_fn(model, batch)`` returns the mean loss over ``batch`` (a
             mapping of arrays, as JAX problems receive), as a scalar. If it has a
             ``training`` parameter, it is called ``loss_fn(model, batch, training=...)``
-            and should call ``model(x, training=training)``.
+            and should call ``model(x, training=training)``. May be None when
+            ``output_loss`` is given: it is then ``output_loss(model(batch[inputs]), batch)``.
           data: a dataset or a mapping of equal-length arrays.
-          batch_size: examples per HVP batch.
+          batch_size: examples per product batch.
           training: False (default) evaluates batch-norm and dropout in inference mode
             (a ``loss_fn`` without a ``training`` parameter calls ``model(x)``, which Keras
             runs in inference mode). True selects training-mode batch statistics and needs
-            a ``loss_fn`` with a ``training`` parameter. Either way, HVPs never update the
-            model's state (moving statistics, dropout seeds), so the operator is fixed.
+            a ``loss_fn`` with a ``training`` parameter. Either way, products never update
+            the model's state (moving statistics, dropout seeds), so the operator is fixed.
+          output_loss: ``output_loss(outputs, batch)``, the mean loss of the model's
+            outputs on ``batch[inputs]``; needed for the Gauss–Newton operator.
+          inputs: the batch entry the model is called on (default ``"x"``).
         """
-        return cls("keras", model, loss_fn, _as_dataset(data), batch_size, training=training)
+        if loss_fn is None:
+            if output_loss is None:
+                raise ProblemError("loss_fn is required unless output_loss is given")
+            loss_fn = functools.partial(_keras_composed_loss, output_loss, inputs)
+        predict = functools.partial(_keras_predict, inputs) if output_loss is not None else None
+        return cls(
+            "keras", model, loss_fn, _as_dataset(data), batch_size, training=training,
+            predict=predict, output_loss=output_loss, inputs=inputs,
+        )
+
+    def check_operator(self, operator: str) -> None:
+        """``ProblemError`` unless this problem can be multiplied by ``operator``."""
+        if operator not in OPERATORS:
+            raise ProblemError(f"unknown operator {operator!r}; expected one of {OPERATORS}")
+        if operator == "ggn" and (self.predict is None or self.output_loss is None):
+            maker = "Problem.from_jax(..., predict=..., output_loss=...)" if self.backend == "jax" else (
+                "Problem.from_keras(..., output_loss=...)"
+            )
+            raise ProblemError(
+                f"the Gauss-Newton operator (ggn) needs the network's outputs and the loss of the outputs apart: "
+                f"build the problem with {maker}"
+            )
 
     @property
     def num_examples(self) -> int:
@@ -112,6 +175,18 @@ class Problem:
 
 
 ProblemSource = Union[str, Problem, Callable[[], Problem]]
+
+
+def _composed_loss(predict: Callable, output_loss: Callable, params: Any, batch: dict) -> Any:
+    return output_loss(predict(params, batch), batch)
+
+
+def _keras_predict(inputs: str, model: Any, batch: dict, training: bool = False) -> Any:
+    return model(batch[inputs], training=training)
+
+
+def _keras_composed_loss(output_loss: Callable, inputs: str, model: Any, batch: dict, training: bool = False) -> Any:
+    return output_loss(_keras_predict(inputs, model, batch, training), batch)
 
 
 def accepts_training(loss_fn: Callable[..., Any]) -> bool:
@@ -158,44 +233,91 @@ def _as_dataset(data: Any) -> Any:
     return ArrayDataset(data) if isinstance(data, Mapping) else data
 
 
-def load_factory(spec: str) -> Callable[[], Problem]:
-    """Import ``"package.module:function"``, searched on ``sys.path`` (cwd first)."""
+def factory_search_path() -> list[str]:
+    """Where a factory's module is looked for besides ``sys.path``: the current directory,
+    then the ``PYTHONPATH`` entries (the same in the driver and, passed on, in every worker)."""
+    entries = [os.getcwd()]
+    entries += [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    return entries
+
+
+def load_factory(spec: str) -> Callable[..., Problem]:
+    """Import ``"package.module:function"``, searched on ``sys.path`` and, after it, in the
+    current directory and ``PYTHONPATH`` (an installed console script, unlike
+    ``python -m``, does not put the current directory on ``sys.path``)."""
     module_name, sep, attribute = spec.partition(":")
     if not sep or not module_name or not attribute:
         raise ProblemError(f"problem factory must look like 'package.module:function', got {spec!r}")
+    ensure_on_path(factory_search_path())
     try:
         module = importlib.import_module(module_name)
+    except ModuleNotFoundError as err:
+        where = "" if err.name != module_name.split(".")[0] else f" (looked on sys.path and in {os.getcwd()})"
+        raise ProblemError(
+            f"cannot import module {module_name!r} for problem factory {spec!r}: {type(err).__name__}: {err}{where}"
+        ) from err
     except Exception as err:  # noqa: BLE001 - any import failure is the user's to see
         raise ProblemError(
             f"cannot import module {module_name!r} for problem factory {spec!r}: {type(err).__name__}: {err}"
         ) from err
     try:
         factory = getattr(module, attribute)
-    except AttributeError:
-        raise ProblemError(f"module {module_name!r} has no attribute {attribute!r} (problem factory {spec!r})") from None
+    except AttributeError as err:
+        raise ProblemError(f"module {module_name!r} has no attribute {attribute!r} (problem factory {spec!r})") from err
     if not callable(factory):
         raise ProblemError(f"problem factory {spec!r} is a {type(factory).__name__}, not a function")
     return factory
 
 
-def build_problem(source: ProblemSource) -> Problem:
-    """A :class:`Problem` from itself, a factory, or a factory's import path."""
-    if isinstance(source, Problem):
+def source_name(source: "ProblemSource") -> str:
+    """How errors and summaries name a problem source: its import path or its qualified name."""
+    if isinstance(source, str):
         return source
-    name = source if isinstance(source, str) else getattr(source, "__qualname__", repr(source))
+    if isinstance(source, Problem):
+        return "Problem"
+    return getattr(source, "__qualname__", type(source).__name__)
+
+
+def build_problem(source: ProblemSource, arguments: Mapping[str, Any] | None = None) -> Problem:
+    """A :class:`Problem` from itself, a factory, or a factory's import path.
+
+    ``arguments`` are keyword arguments for the factory (a sweep point such as
+    ``{"step": 1000}``); a :class:`Problem` given as it is takes none.
+    """
+    arguments = dict(arguments or {})
+    if isinstance(source, Problem):
+        if arguments:
+            raise ProblemError(f"a Problem takes no factory arguments, got {arguments!r}; pass its factory instead")
+        return source
+    name = source_name(source)
     factory = load_factory(source) if isinstance(source, str) else source
     if not callable(factory):
         raise ProblemError(f"expected a Problem, a factory function or 'module:function', got {type(source).__name__}")
+    call = name + (f"({', '.join(f'{k}={v!r}' for k, v in arguments.items())})" if arguments else "")
     try:
-        problem = factory()
+        problem = factory(**arguments)
+    except TypeError as err:
+        if arguments and _refuses_arguments(factory, arguments):
+            raise ProblemError(f"problem factory {name!r} does not take the arguments {sorted(arguments)}: {err}") from err
+        raise ProblemError(f"problem factory {call!r} raised {type(err).__name__}: {err}") from err
     except Exception as err:  # noqa: BLE001
-        raise ProblemError(f"problem factory {name!r} raised {type(err).__name__}: {err}") from err
+        raise ProblemError(f"problem factory {call!r} raised {type(err).__name__}: {err}") from err
     if not isinstance(problem, Problem):
         raise ProblemError(
             f"problem factory {name!r} returned {type(problem).__name__}, expected raylanczos.Problem "
             "(build one with Problem.from_jax or Problem.from_keras)"
         )
     return problem
+
+
+def _refuses_arguments(factory: Callable[..., Any], arguments: Mapping[str, Any]) -> bool:
+    try:
+        inspect.signature(factory).bind(**arguments)
+    except TypeError:
+        return True
+    except ValueError:  # no signature to inspect
+        return False
+    return False
 
 
 def ensure_on_path(entries: list[str]) -> None:

@@ -1,17 +1,20 @@
-"""The run: D draws × m Lanczos steps over the distributed Hessian, with outputs and resume.
+"""The run: from a problem and its configuration to finished, rendered spectra, over Ray.
 
-Each step multiplies the current Lanczos vector by the Hessian on the worker group,
-advances the float64 Lanczos state (re-orthogonalisation) and checkpoints atomically.
-Each finished draw is appended to ``tridiag.npy`` at once, so no finished draw is lost.
+Everything the driver can check is checked before any worker starts: the options, the
+output location, the problem factory, the loss on the first batch, the shard plan, the
+blocks and, when resuming, the checkpoint's configuration. Then the workers start, the
+:class:`~raylanczos.loop.SpectrumLoop` runs the draws over the distributed operator, and
+the outputs are rendered (:mod:`raylanczos.render`). Each finished draw is written to
+``tridiag.npy`` at once, so no finished draw is lost.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import platform
 import tempfile
-import time
 from dataclasses import dataclass
 from importlib import metadata
 from typing import Any
@@ -21,418 +24,412 @@ import ray
 from threadpoolctl import threadpool_limits
 
 from raylanczos import spectrum
-from raylanczos.data import ShardPlan
-from raylanczos.distributed import DistributedHessian, WorkerGroup, connect
-from raylanczos.lanczos import START_DISTRIBUTIONS, BasisSweeps, LanczosState, allocate_basis, start_vector
-from raylanczos.plot import plot_density
-from raylanczos.problem import Problem, ProblemSource, build_problem
-from raylanczos.worker import DEFAULT_MAX_RESTARTS, DEFAULT_TIMEOUT_S
-from raylanczos.results import TIMING_COLUMNS, Checkpoint, CheckpointError, DrawRecords
-from raylanczos.store import OutputStore, json_writer, npy_writer, npz_writer
+from raylanczos.backends import make_backend
+from raylanczos.basis import BasisSweeps, allocate_basis
+from raylanczos.blocks import BlockSelection, select_blocks
+from raylanczos.checkpoint import Checkpoint, CheckpointError
+from raylanczos.config import DensityConfig, OptionError, OutputConfig, ScalingConfig, SpectrumConfig, build_configs
+from raylanczos.data import Shard, ShardPlan
+from raylanczos.distributed import DistributedHessian, WorkerGroup, WorkerOptions, connect, single_machine
+from raylanczos.layout import ParameterLayout
+from raylanczos.loop import TIMING_COLUMNS, DrawTask, FinishedDraw, LoopHooks, LoopState, SpectrumLoop
+from raylanczos.plot import plot_overlay
+from raylanczos.policy import default_layout
+from raylanczos.problem import Problem, ProblemSource, build_problem, source_name
+from raylanczos.progress import Progress, byte_size, make_progress, reporting
+from raylanczos.render import RENDERED_NAMES, SpectrumResult, render_spectrum
+from raylanczos.ritz import RitzPairs, best_pairs, ritz_pairs
+from raylanczos.store import OutputStore, json_writer, npy_writer
 
 logger = logging.getLogger("raylanczos")
 
-#: Without a checkpoint, a Lanczos basis larger than this (GB) is memory-mapped to a
-#: temporary file rather than held in the driver's RAM.
-DEFAULT_BASIS_MEMORY_GB = 8.0
-
-DENSITY_UNITS = "sigma2 is an absolute variance (eigenvalue units squared); sigma2 = sigma2_relative * (lambda_max - lambda_min)^2"
-
-
-@dataclass(frozen=True)
-class SpectrumResult:
-    """A finished run.
-
-    Attributes:
-      tridiagonals: float64 (D, m, m), zero-padded for draws that stopped early.
-      steps: int (D,), Lanczos steps completed per draw.
-      nodes, weights: float64 (D, m) Gauss quadrature (NaN / 0 padding).
-      grid, density: float64 (G,), the smoothed density φ on its grid.
-      sigma2: the absolute variance of the smoothing Gaussian.
-      summary: the contents of ``summary.json``.
-      out: the output location (a directory or URI), or None.
-    """
-
-    tridiagonals: np.ndarray
-    steps: np.ndarray
-    nodes: np.ndarray
-    weights: np.ndarray
-    grid: np.ndarray
-    density: np.ndarray
-    sigma2: float
-    summary: dict[str, Any]
-    out: str | None
+#: Rows of the first batch the driver checks the loss on (on its own CPU, before workers start).
+PREFLIGHT_ROWS = 64
 
 
 def hessian_spectrum(
     problem: ProblemSource,
+    config: SpectrumConfig | None = None,
+    scaling: ScalingConfig | None = None,
+    output: OutputConfig | None = None,
+    density: DensityConfig | None = None,
     *,
-    order: int = 90,
-    draws: int = 10,
-    num_workers: int | None = None,
-    worker_resources: dict[str, Any] | None = None,
-    shards: str | os.PathLike | ShardPlan | None = None,
-    out: str | os.PathLike | None = None,
-    checkpoint_dir: str | os.PathLike | None = None,
-    seed: int = 0,
-    resume: bool = False,
-    overwrite: bool = False,
-    compute_dtype: str | None = None,
-    distribution: str = "gaussian",
-    save_vectors: bool = False,
-    sigma2_relative: float = spectrum.DEFAULT_SIGMA2_RELATIVE,
-    grid_points: int = spectrum.DEFAULT_GRID_POINTS,
-    top_k: int = 10,
-    address: str | None = None,
-    timeout: float = DEFAULT_TIMEOUT_S,
-    max_restarts: int = DEFAULT_MAX_RESTARTS,
-    pin_cpus: bool | None = None,
-    basis_memory_gb: float = DEFAULT_BASIS_MEMORY_GB,
+    progress: str | Progress = "auto",
+    **options: Any,
 ) -> SpectrumResult:
-    """Estimate the Hessian eigenvalue density of ``problem`` by SLQ on a Ray worker group.
+    """Estimate the eigenvalue density of a problem's Hessian (or Gauss–Newton matrix) by
+    stochastic Lanczos quadrature on a Ray worker group.
 
     Args:
       problem: a :class:`Problem`, a factory returning one, or ``"module:function"``
         (imported in the driver and in every worker; preferred on clusters).
-      order: Lanczos steps per draw, m (clamped to the number of parameters n).
-      draws: independent start vectors, D.
-      num_workers: workers (one shard each); default 1, or the shard plan's count.
-      worker_resources: Ray options per worker, e.g. ``{"num_cpus": 1, "num_gpus": 1}``.
-      shards: a :class:`ShardPlan` or the path of a JSON shard plan; default balanced rows.
-      out: output directory or object-store URI such as ``s3://bucket/runs/x`` (see
-        :mod:`raylanczos.results`); None keeps results in memory.
-      checkpoint_dir: local directory for the per-step checkpoint and the memory-mapped
-        basis; default ``<out>/checkpoint``, or a cache directory for a URI ``out``.
-      seed: seeds the start vectors (draw d uses ``default_rng([seed, d])``).
-      resume: continue the run checkpointed in ``out``.
-      overwrite: replace a finished or interrupted run in ``out``.
-      compute_dtype: None (the model's dtype) or ``"float64"`` (validation mode).
-      distribution: ``"gaussian"`` or ``"rademacher"`` start vectors.
-      save_vectors: also write each draw's Lanczos basis, ``lanczos_vec_<d>.npy``.
-      sigma2_relative: the density's variance relative to the squared spectral width.
-      grid_points: density grid size.
-      top_k: how many extreme Ritz values the summary lists.
-      address: Ray address; None connects to a running Ray or starts a local one.
-      timeout: seconds to wait for a worker to start or to answer one step.
-      max_restarts: how often a dead worker (killed process, lost node) is restarted;
-        its step is then recomputed, so the result is unchanged.
-      pin_cpus: pin each worker to its own cores (as many as its ``num_cpus``); None
-        (default) pins CPU-only workers and not GPU workers.
-      basis_memory_gb: without a checkpoint (``out`` None), a basis of n·(m+1)·8 bytes
-        above this many GB is memory-mapped to a temporary file instead of held in RAM.
-        With a checkpoint the basis is always the memory-mapped ``basis.npy`` there, so
-        the operating system keeps in RAM what fits and pages out the rest.
-    """
-    _check_count("order", order)
-    _check_count("draws", draws)
-    if not basis_memory_gb >= 0:
-        raise ValueError(f"basis_memory_gb must be >= 0 GB, got {basis_memory_gb!r}")
-    if distribution not in START_DISTRIBUTIONS:
-        raise ValueError(f"distribution must be one of {START_DISTRIBUTIONS}, got {distribution!r}")
-    if resume and out is None:
-        raise ValueError("resume needs the output directory of the run to continue (out)")
-    described = build_problem(problem)
-    plan = _shard_plan(shards, num_workers, described)
-    out_dir = OutputStore(out) if out is not None else None
-    checkpoint = _prepare_output(out_dir, checkpoint_dir, resume=resume, overwrite=overwrite)
-    source = problem if isinstance(problem, str) else described
+      config, scaling, output, density: the run's configuration
+        (:class:`~raylanczos.config.SpectrumConfig`, ``ScalingConfig``, ``OutputConfig``,
+        ``DensityConfig``); defaults for any not given.
+      progress: ``"auto"`` (a bar on a terminal, else log lines), ``"bar"``, ``"lines"``,
+        ``"none"``, or a :class:`~raylanczos.progress.Progress`. Log lines go to the
+        ``raylanczos`` logger; with no logging configured they are shown on standard error.
+      **options: any field of the four configs by name, e.g. ``order=90, draws=10,
+        draws_per_pass=4, num_workers=4, worker_resources={"num_gpus": 1}, out="runs/x",
+        seed=0, resume=False`` (applied on top of the config objects).
 
-    started_ray = connect(address)
-    group = None
-    try:
-        group = WorkerGroup(
-            source, plan, resources=worker_resources, compute_dtype=compute_dtype, max_restarts=max_restarts,
-            timeout=timeout, pin_cpus=pin_cpus,
-        )
-        hessian = DistributedHessian(group, described.num_examples)
-        dim = hessian.dim
-        if order > dim:
-            logger.warning("order %d exceeds the number of parameters %d; using order %d", order, dim, dim)
-        m = min(order, dim)
-        config = {
-            "problem": problem if isinstance(problem, str) else getattr(problem, "__qualname__", type(problem).__name__),
-            "order": m,
-            "draws": draws,
-            "seed": seed,
-            "distribution": distribution,
-            "compute_dtype": compute_dtype or "model",
-            "backend": described.backend,
-            "training": described.training if described.backend == "keras" else None,
-            "num_params": dim,
-            "num_examples": described.num_examples,
-            "batch_size": described.batch_size,
+    Returns:
+      A :class:`~raylanczos.render.SpectrumResult`; with blocks, their results are in
+      ``parts`` by block name.
+    """
+    spectrum_config, scaling, output, density = build_configs(config, scaling, output, density, options)
+    reporter = progress if isinstance(progress, Progress) else make_progress(progress)
+    with reporting():
+        return _Run(problem, spectrum_config, scaling, output, density, reporter).execute()
+
+
+@dataclass(frozen=True)
+class ProblemFacts:
+    """What the driver learns of a problem before any worker starts."""
+
+    num_params: int
+    layout: ParameterLayout
+    dtype: str
+    backend: str
+    training: bool | None
+    num_examples: int
+    batch_size: int
+
+
+def inspect_problem(problem: Problem, config: SpectrumConfig) -> ProblemFacts:
+    """Build the backend on the first rows in the driver, on its CPU: the checks a worker
+    would make at start-up (parameters finite, the loss a scalar on a batch, the operator
+    available), seconds before any worker starts, and the parameter layout."""
+    rows = min(problem.batch_size, PREFLIGHT_ROWS, problem.num_examples)
+    arrays = problem.data.read(Shard(0, rows=((0, rows),)))
+    backend = make_backend(problem, arrays, compute_dtype=config.compute_dtype, operator=config.operator, on_host=True)
+    return ProblemFacts(
+        num_params=backend.num_params, layout=backend.layout, dtype=str(backend.dtype), backend=problem.backend,
+        training=backend.training, num_examples=problem.num_examples, batch_size=problem.batch_size,
+    )
+
+
+class _Run:
+    """One call of :func:`hessian_spectrum`: the checks, the workers, the loop, the outputs."""
+
+    def __init__(self, source, config, scaling, output, density, progress):
+        self.source, self.config, self.scaling, self.output, self.density = source, config, scaling, output, density
+        self.progress = progress
+        self.out = OutputStore(output.out) if output.out is not None else None
+        self.checkpoint = _prepare_output(self.out, output)
+
+    def execute(self) -> SpectrumResult:
+        problem = build_problem(self.source)
+        facts = inspect_problem(problem, self.config)
+        blocks = select_blocks(facts.layout, self.config.blocks, self.config.per_layer)
+        self.parts = _parts(blocks, facts)
+        draws = self.config.draws
+        self.tasks = [
+            DrawTask(p * draws + d, part.name, d, part.dim, part.indices)
+            for p, part in enumerate(self.parts) for d in range(draws)
+        ]
+        for part in self.parts:
+            if self.config.order > part.dim:
+                logger.warning(
+                    "order %d exceeds the number of parameters %d%s; using order %d",
+                    self.config.order, part.dim, f" of block {part.name!r}" if part.name else "", part.dim,
+                )
+        block_size = min(self.config.block_size, len(self.tasks))
+        scaling = self.scaling
+        explicit = scaling.shards is not None or scaling.num_workers is not None or scaling.worker_resources is not None
+        plan = _shard_plan(scaling, problem) if explicit else None
+        identity = self._identity(facts, plan, block_size) if plan is not None else None
+        resumed = self._resume(identity) if identity is not None and self.output.resume else None
+
+        started_ray = connect(self.scaling.address)
+        group = None
+        try:
+            resources = self.scaling.worker_resources
+            if plan is None:
+                plan, resources = self._default_layout(problem)
+                identity = self._identity(facts, plan, block_size)
+                resumed = self._resume(identity) if self.output.resume else None
+            group = WorkerGroup(
+                self.source if isinstance(self.source, str) else problem,
+                plan,
+                resources=resources,
+                options=WorkerOptions(
+                    compute_dtype=self.config.compute_dtype, operator=self.config.operator,
+                    max_restarts=self.scaling.max_restarts, timeout=self.scaling.timeout, pin_cpus=self.scaling.pin_cpus,
+                ),
+                block_size=block_size,
+                placement_timeout=self._placement_timeout(),
+            )
+            groups = resumed[2] if resumed is not None else group.node_groups()
+            operator = DistributedHessian(
+                group, facts.num_examples, block_size=block_size, reduce=self.scaling.reduce, groups=groups
+            )
+            if resumed is None and self.checkpoint is not None:
+                _clear_previous_outputs(self.out)
+                self.checkpoint.begin(identity, groups)
+            state, bases = resumed[:2] if resumed is not None else (None, self._new_bases(block_size))
+            threads = group.driver_threads(self.scaling.thread_policy)
+            logger.info("driver: %s", threads.describe())
+            with threadpool_limits(limits=threads.blas, user_api="blas"), BasisSweeps(threads.sweeps) as sweeps:
+                state = self._loop(operator, bases, sweeps, state)
+            for info, pid in zip(group.infos, group.current_pids()):
+                info.update(pid_at_end=pid, restarted=pid != info["pid"])
+            summary = {
+                "raylanczos_version": _version("raylanczos"),
+                "versions": _versions(),
+                "config": self._summary_config(facts, plan, block_size),
+                "dataset": problem.data.describe(),
+                "workers": group.infos,
+                "worker_resources": group.resources,
+                "reduce": {"mode": self.scaling.reduce, "node_groups": operator.groups},
+                "broadcast_dtype": str(operator.broadcast_dtype),
+                "parameter_layout": facts.layout.to_json(),
+                "timings": _timing_summary(state.timings),
+            }
+        finally:
+            if group is not None:
+                group.shutdown()
+            if started_ray:
+                ray.shutdown()
+        return self._render(state, summary)
+
+    # ----------------------------------------------------------------- before the workers
+
+    def _identity(self, facts: ProblemFacts, plan: ShardPlan, block_size: int) -> dict[str, Any]:
+        """What determines the run's numbers: a checkpoint resumes only a run with the same."""
+        return {
+            **self._summary_config(facts, plan, block_size),
+            "lanczos": dataclasses.asdict(self.config.lanczos),
+            "reduce": self.scaling.reduce,
+        }
+
+    def _summary_config(self, facts: ProblemFacts, plan: ShardPlan, block_size: int) -> dict[str, Any]:
+        config = self.config
+        return {
+            "problem": source_name(self.source),
+            "order": min(config.order, facts.num_params),
+            "draws": config.draws,
+            "draws_per_pass": block_size,
+            "seed": config.seed,
+            "distribution": config.distribution,
+            "compute_dtype": config.compute_dtype or "model",
+            "model_dtype": facts.dtype,
+            "operator": config.operator,
+            "blocks": [{"name": p.name, "pattern": p.pattern, "dim": p.dim} for p in self.parts if p.name],
+            "backend": facts.backend,
+            "training": facts.training,
+            "num_params": facts.num_params,
+            "num_examples": facts.num_examples,
+            "batch_size": facts.batch_size,
             "shard_plan": plan.to_json(),
         }
-        threads = group.driver_threads()
-        if threads.sweeps > 1:
-            logger.info("driver: workers take every core; re-orthogonalisation split over %d threads, one per core", threads.sweeps)
-        elif threads.blas is not None:
-            logger.info("driver: %d BLAS thread(s), on the cores no worker on this node is pinned to", threads.blas)
-        with threadpool_limits(limits=threads.blas, user_api="blas"), BasisSweeps(threads.sweeps) as sweeps:
-            loop = _DrawLoop(hessian, config, checkpoint, out_dir, save_vectors, basis_memory_gb, sweeps)
-            records, timings = loop.run(resume)
-        summary = {
-            "raylanczos_version": _version("raylanczos"),
-            "versions": _versions(),
-            "config": config,
-            "dataset": described.data.describe(),
-            "workers": group.infos,
-            "parameter_layout": group.execute("parameter_layout")[0],
-            "worker_resources": group.options,
-            "broadcast_dtype": str(hessian.broadcast_dtype),
-            "steps_completed": records.steps,
-            "breakdown": records.breakdown,
-            "orthogonality_loss": records.orthogonality,
-            "second_reorthogonalisation_passes": records.second_passes,
-            "fresh_products": records.fresh_products,
-            "timings": _timing_summary(timings),
-        }
-    finally:
-        if group is not None:
-            group.shutdown()
-        if started_ray:
-            ray.shutdown()
-    return render_spectrum(
-        records.tridiagonals(),
-        summary,
-        out_dir,
-        sigma2_relative=sigma2_relative,
-        grid_points=grid_points,
-        top_k=top_k,
-    )
 
+    def _resume(self, identity: dict[str, Any]) -> tuple[LoopState, list[np.ndarray], list[list[int]]]:
+        state, bases, groups = self.checkpoint.load(identity, [task.dim for task in self.tasks])
+        done = sum(record.steps for record in state.finished.values())
+        logger.info(
+            "resuming: %d draw(s) finished, %d in progress, %d Lanczos steps done",
+            len(state.finished), sum(entry is not None for entry in state.slots), done,
+        )
+        return state, bases, groups
 
-class _DrawLoop:
-    """Runs the draws one step at a time, checkpointing after every step."""
+    def _default_layout(self, problem: Problem) -> tuple[ShardPlan, dict[str, Any]]:
+        resources = ray.cluster_resources()
+        layout = default_layout(int(resources.get("CPU", 1)), int(resources.get("GPU", 0)), local=single_machine())
+        workers = min(layout.num_workers, problem.num_examples)
+        each = ", ".join(f"{v:g} {k.removeprefix('num_').upper().rstrip('S')}" for k, v in layout.resources.items())
+        logger.info(
+            "workers: %d × (%s): %s; choose with --workers and --cpus-per-worker/--gpus-per-worker", workers, each, layout.reason,
+        )
+        return ShardPlan.balanced(problem.num_examples, workers).validate(problem.data), layout.resources
 
-    def __init__(
-        self,
-        hessian: Any,
-        config: dict[str, Any],
-        checkpoint: Checkpoint | None,
-        out: OutputStore | None,
-        save_vectors: bool,
-        basis_memory_gb: float = DEFAULT_BASIS_MEMORY_GB,
-        sweeps: BasisSweeps | None = None,
-    ):
-        self.basis_memory_gb = basis_memory_gb
-        self.sweeps = sweeps or BasisSweeps()
-        self.hessian = hessian
-        self.config = config
-        self.checkpoint = checkpoint
-        self.out = out
-        self.save_vectors = save_vectors
-        self.order = config["order"]
-        self.draws = config["draws"]
+    def _placement_timeout(self) -> float:
+        if self.scaling.placement_timeout is not None:
+            return self.scaling.placement_timeout
+        return 0.0 if single_machine() else 600.0
 
-    def run(self, resume: bool) -> tuple[DrawRecords, np.ndarray]:
-        records, timings, state, state_draw = DrawRecords(self.order), np.zeros((0, len(TIMING_COLUMNS))), None, -1
-        if resume:
-            state_draw, state, records, timings = self.checkpoint.load(self.config)
-            logger.info("resuming: %d draw(s) finished, draw %d at step %d", len(records), state_draw + 1, state.steps)
-        elif self.checkpoint is not None:
-            _clear_previous_outputs(self.out)
-            self.checkpoint.begin(self.config)
-        basis = state.basis if state is not None else self._new_basis()
-        self._clock = _Progress(self.order * self.draws, self.order * len(records) + (state.steps if state else 0))
-        for draw in range(len(records), self.draws):
-            if state is None or state_draw != draw:
-                v0 = start_vector(self.config["num_params"], seed=self.config["seed"], draw=draw, distribution=self.config["distribution"])
-                state = LanczosState.start(v0, self.order, basis=basis)
-            state.sweeps = self.sweeps  # a resumed state too
-            timings = self._run_draw(draw, state, records, timings)
-            orthogonality = spectrum.orthogonality_loss(state.basis[: state.steps])
-            records.add(state, orthogonality)
-            if self.out is not None:
-                if self.save_vectors:
-                    self.out.write(f"lanczos_vec_{draw}.npy", npy_writer(np.asarray(state.basis[: state.steps])))
-                self.out.write("tridiag.npy", npy_writer(spectrum.stack_tridiagonals(records.tridiagonals(), self.order)))
-                self.checkpoint.save(draw, state, records, timings)
-            logger.info(
-                "draw %d/%d done: %d steps%s, orthogonality loss %.1e, %d second re-orthogonalisation passes, %d fresh products",
-                draw + 1, self.draws, state.steps, " (invariant subspace found)" if state.breakdown else "", orthogonality,
-                state.second_passes, state.fresh_products,
-            )
-        return records, timings
-
-    def _new_basis(self) -> np.ndarray:
-        rows, dim = self.order + 1, self.config["num_params"]
-        gigabytes = rows * dim * 8 / 1e9
+    def _new_bases(self, block_size: int) -> list[np.ndarray]:
+        rows = min(self.config.order, max(p.dim for p in self.parts)) + 1
+        dim = max(p.dim for p in self.parts)
+        each = rows * dim * 8
+        gigabytes = block_size * each / 1e9
+        sizes = f"{block_size} × {byte_size(each)} = {byte_size(block_size * each)}"
         if self.checkpoint is not None:
-            logger.info("basis: %.3g GB, memory-mapped at %s", gigabytes, self.checkpoint.basis_path)
-            return self.checkpoint.new_basis(rows, dim)
-        if gigabytes <= self.basis_memory_gb:
-            return allocate_basis(rows, dim)
-        handle, path = tempfile.mkstemp(prefix="raylanczos-basis-", suffix=".npy")
-        os.close(handle)
-        basis = allocate_basis(rows, dim, path)
-        os.unlink(path)  # the mapping keeps the file until the basis is released
+            logger.info("bases: %s (B × n·(m+1)·8 bytes), memory-mapped in %s", sizes, self.checkpoint.directory)
+            return self.checkpoint.new_bases(block_size, rows, dim)
+        if gigabytes <= self.scaling.basis_memory_gb:
+            logger.info("bases: %s (B × n·(m+1)·8 bytes) in memory", sizes)
+            return [allocate_basis(rows, dim) for _ in range(block_size)]
+        bases = []
+        for _ in range(block_size):
+            handle, path = tempfile.mkstemp(prefix="raylanczos-basis-", suffix=".npy")
+            os.close(handle)
+            bases.append(allocate_basis(rows, dim, path))
+            os.unlink(path)  # the mapping keeps the file until the basis is released
         logger.info(
-            "basis: %.3g GB > basis_memory_gb %g: memory-mapped to a temporary file in %s",
-            gigabytes, self.basis_memory_gb, os.path.dirname(path),
+            "bases: %s > basis_memory_gb %g: memory-mapped to temporary files in %s",
+            sizes, self.scaling.basis_memory_gb, tempfile.gettempdir(),
         )
-        return basis
+        return bases
 
-    def _run_draw(self, draw: int, state: LanczosState, records: DrawRecords, timings: np.ndarray) -> np.ndarray:
-        """Steps of one draw. The next HVP starts as soon as its vector is known (after
-        ``accept``), so the re-orthogonalisation and the checkpoint run while it computes."""
-        rows = [timings]
-        in_flight = self.hessian.submit(state.vector) if not state.done else None
-        while not state.done:
-            step_start = time.perf_counter()
-            product = self.hessian.collect(in_flight)
-            split = self.hessian.last_timing
-            state.accept(product)
-            in_flight = None
-            reorth = 0.0
-            if state.awaiting_reorthogonalization:
-                if state.steps < state.order:
-                    in_flight = self.hessian.submit(state.vector)
-                started = time.perf_counter()
-                if state.reorthogonalize():
-                    in_flight = self.hessian.submit(state.vector)  # the look-ahead product is discarded
-                reorth = time.perf_counter() - started
-            row = np.array([[draw, state.steps, split.broadcast, split.hvp_max, split.gather, split.reduce, reorth, 0.0, 0.0]])
-            rows.append(row)
-            if self.checkpoint is not None:
-                started = time.perf_counter()
-                self.checkpoint.save(draw, state, records, np.concatenate(rows))
-                row[0, -2] = time.perf_counter() - started
-            row[0, -1] = time.perf_counter() - step_start
-            self._clock.step(draw, state.steps, self.draws, self.order, row[0])
-        return np.concatenate(rows)
+    # ----------------------------------------------------------------- the loop
 
-
-class _Progress:
-    """One log line per step: position, elapsed, ETA and the time split."""
-
-    def __init__(self, total_steps: int, done_steps: int):
-        self.start = time.perf_counter()
-        self.total = total_steps
-        self.done_at_start = done_steps
-        self.done = done_steps
-
-    def step(self, draw: int, step: int, draws: int, order: int, row: np.ndarray) -> None:
-        self.done += 1
-        elapsed = time.perf_counter() - self.start
-        eta = elapsed / (self.done - self.done_at_start) * max(self.total - self.done, 0)
-        logger.info(
-            "draw %d/%d step %d/%d | elapsed %s, ETA %s | hvp %.3fs gather %.3fs reduce %.3fs reorth %.3fs ckpt %.3fs",
-            draw + 1, draws, step, order, _clock(elapsed), _clock(eta), row[3], row[4], row[5], row[6], row[7],
-        )
-
-
-def render_spectrum(
-    tridiagonals: list[tuple[np.ndarray, np.ndarray]],
-    summary: dict[str, Any],
-    out: OutputStore | None,
-    *,
-    sigma2_relative: float | None = spectrum.DEFAULT_SIGMA2_RELATIVE,
-    sigma2: float | None = None,
-    grid_points: int = spectrum.DEFAULT_GRID_POINTS,
-    grid_range: tuple[float, float] | None = None,
-    top_k: int = 10,
-) -> SpectrumResult:
-    """Quadrature, density and statistics from tridiagonals; writes outputs when ``out`` is set.
-
-    ``sigma2`` (absolute variance) takes precedence over ``sigma2_relative``.
-    """
-    order = summary["config"]["order"]
-    nodes, weights = spectrum.slq_quadrature(tridiagonals, order)
-    if sigma2 is None:
-        sigma2 = spectrum.resolve_sigma2(nodes, weights, sigma2_relative)
-        relative = sigma2_relative
-    else:
-        if not sigma2 > 0:
-            raise ValueError(f"sigma2 must be > 0, got {sigma2!r}")
-        relative = None
-    if grid_range is None:
-        grid = spectrum.default_grid(nodes, weights, sigma2, grid_points)
-    else:
-        if not grid_range[0] < grid_range[1]:
-            raise ValueError(f"grid range must be increasing, got {grid_range!r}")
-        grid = np.linspace(grid_range[0], grid_range[1], grid_points)
-    density = spectrum.smoothed_density(nodes, weights, grid, sigma2)
-    stats = spectrum.summarize(tridiagonals, summary["config"]["num_params"], sigma2=sigma2, k=top_k)
-    summary = dict(summary)
-    summary.update(
-        lambda_max=stats.lambda_max,
-        lambda_min=stats.lambda_min,
-        top_ritz_values=stats.top_ritz_values,
-        bottom_ritz_values=stats.bottom_ritz_values,
-        trace_estimate=stats.trace_estimate,
-        trace_std_error=stats.trace_std_error,
-        negative_mass=stats.negative_mass,
-        negative_weight=stats.negative_weight,
-        density={
-            "sigma2": sigma2,
-            "sigma2_relative": relative,
-            "units": DENSITY_UNITS,
-            "grid_points": int(grid.size),
-            "grid_min": float(grid[0]),
-            "grid_max": float(grid[-1]),
-        },
-    )
-    stacked = spectrum.stack_tridiagonals(tridiagonals, order)
-    steps = np.array([len(a) for a, _ in tridiagonals])
-    if out is not None:
-        out.write("tridiag.npy", npy_writer(stacked))
-        out.write(
-            "spectrum.npz",
-            npz_writer(
-                nodes=nodes, weights=weights, steps=steps, grid=grid, density=density,
-                sigma2=np.float64(sigma2), sigma2_relative=np.float64(np.nan if relative is None else relative),
+    def _loop(self, operator: DistributedHessian, bases, sweeps: BasisSweeps, state: LoopState | None) -> LoopState:
+        self.eigenvectors: dict[str, RitzPairs | None] = {part.name: None for part in self.parts}
+        if state is not None and self.output.top_eigenvectors:
+            self.eigenvectors.update(self.checkpoint.load_eigenvectors())
+        loop = SpectrumLoop(
+            operator, self.tasks, self.config.order, bases, seed=self.config.seed, distribution=self.config.distribution,
+            sweeps=sweeps, options=self.config.lanczos,
+            hooks=LoopHooks(
+                checkpoint=self.checkpoint.save if self.checkpoint is not None else None,
+                finished=self._finished,
+                progress=self._report,
             ),
         )
-        out.write("summary.json", json_writer(summary))
-        out.write("density.png", lambda handle: plot_density(grid, density, handle, title=_plot_title(summary)))
-    return SpectrumResult(stacked, steps, nodes, weights, grid, density, float(sigma2), summary, str(out) if out else None)
+        self._finished_so_far = dict(state.finished) if state is not None else {}
+        done = sum(r.steps for r in self._finished_so_far.values()) + sum(
+            entry[1].steps for entry in (state.slots if state is not None else []) if entry is not None
+        )
+        self.progress.start(loop.total_steps, done, operator.block_size)
+        try:
+            return loop.run(state)
+        finally:
+            self.progress.close()
+
+    def _finished(self, task: DrawTask, lanczos, record: FinishedDraw) -> None:
+        """A draw ended: log it, keep its Ritz pairs, write its part's finished tridiagonals."""
+        self._finished_so_far[task.index] = record
+        part = self._part(task.block)
+        logger.info(
+            "draw %d%s done: %d steps%s, orthogonality loss %.1e, %d second re-orthogonalisation passes, %d fresh products",
+            task.draw + 1, f" of block {part.name!r}" if part.name else "", record.steps,
+            " (invariant subspace found)" if record.breakdown else "", record.orthogonality,
+            record.second_passes, record.fresh_products,
+        )
+        if self.output.top_eigenvectors:
+            alpha, beta = record.tridiagonal()
+            pairs = ritz_pairs(
+                lanczos.basis, alpha, beta, float(lanczos.beta[lanczos.steps - 1]), self.output.top_eigenvectors
+            )
+            self.eigenvectors[part.name] = best_pairs(self.eigenvectors[part.name], pairs)
+            if self.checkpoint is not None:
+                self.checkpoint.save_eigenvectors(self.eigenvectors)
+        if self.out is None:
+            return
+        store = self._store(part)
+        if self.output.save_vectors:
+            store.write(f"lanczos_vec_{task.draw}.npy", npy_writer(np.asarray(lanczos.basis[: lanczos.steps])))
+        records = [r for i, r in sorted(self._finished_so_far.items()) if self.tasks[i].block == part.name]
+        order = min(self.config.order, part.dim)
+        store.write("tridiag.npy", npy_writer(spectrum.stack_tridiagonals([r.tridiagonal() for r in records], order)))
+
+    def _report(self, state: LoopState, row: list[float]) -> None:
+        done = sum(r.steps for r in state.finished.values()) + sum(
+            entry[1].steps for entry in state.slots if entry is not None
+        )
+        self.progress.update(done, len(state.finished), len(self.tasks), dict(zip(TIMING_COLUMNS, row)))
+
+    # ----------------------------------------------------------------- outputs
+
+    def _part(self, name: str) -> "_Part":
+        return next(part for part in self.parts if part.name == name)
+
+    def _store(self, part: "_Part") -> OutputStore:
+        return self.out.child(part.path) if part.path else self.out
+
+    def _render(self, state: LoopState, summary: dict[str, Any]) -> SpectrumResult:
+        results = {}
+        for part in self.parts:
+            indices = [task.index for task in self.tasks if task.block == part.name]
+            records = [state.finished[i] for i in indices]
+            part_summary = dict(summary, **self._draw_fields(records))
+            part_summary["config"] = dict(summary["config"], num_params=part.dim, order=min(self.config.order, part.dim))
+            if part.name:
+                part_summary["part"] = part.name
+                part_summary["block"] = {"pattern": part.pattern, "parameters": list(part.parameters), "dim": part.dim}
+            store = self._store(part) if self.out is not None else None
+            if store is not None:  # the final tridiagonals, whatever was written draw by draw
+                order = min(self.config.order, part.dim)
+                store.write("tridiag.npy", npy_writer(spectrum.stack_tridiagonals([r.tridiagonal() for r in records], order)))
+            part_summary.update(self._write_eigenvectors(part, store))
+            results[part.name] = render_spectrum([r.tridiagonal() for r in records], part_summary, store, self.density)
+        if len(self.parts) == 1 and not self.parts[0].name:
+            return results[""]
+        return self._render_parts(results, summary)
+
+    def _draw_fields(self, records: list[FinishedDraw]) -> dict[str, Any]:
+        return {
+            "steps_completed": [r.steps for r in records],
+            "breakdown": [r.breakdown for r in records],
+            "orthogonality_loss": [r.orthogonality for r in records],
+            "second_reorthogonalisation_passes": [r.second_passes for r in records],
+            "fresh_products": [r.fresh_products for r in records],
+        }
+
+    def _write_eigenvectors(self, part: "_Part", store: OutputStore | None) -> dict[str, Any]:
+        pairs = self.eigenvectors.get(part.name)
+        if pairs is None:
+            return {}
+        if store is not None:
+            store.write("eigenvectors.npy", npy_writer(pairs.vectors))
+        return {
+            "top_eigenvectors": {
+                "file": "eigenvectors.npy",
+                "shape": list(pairs.vectors.shape),
+                "values": pairs.values.tolist(),
+                "residual_norms": pairs.residuals.tolist(),
+                "residual_norms_note": "||H y - theta y||, from the Lanczos relation (no extra products)",
+                "layout": "rows follow parameter_layout" if not part.name else "rows follow the block's parameters, in layout order",
+            }
+        }
+
+    def _render_parts(self, results: dict[str, SpectrumResult], summary: dict[str, Any]) -> SpectrumResult:
+        """A blocks run's top level: the parts' table and an overlay of their densities."""
+        table = [
+            {
+                "part": name, "dim": r.summary["config"]["num_params"], "lambda_max": r.summary["lambda_max"],
+                "lambda_min": r.summary["lambda_min"], "trace_estimate": r.summary["trace_estimate"],
+                "negative_fraction": r.summary["negative_fraction"],
+            }
+            for name, r in results.items()
+        ]
+        top = dict(summary, parts={p.name: p.path for p in self.parts}, part_statistics=table)
+        if self.out is not None:
+            self.out.write("summary.json", json_writer(top))
+            curves = [(f"{name} (n={r.summary['config']['num_params']:,})", r.grid, r.density) for name, r in results.items()]
+            self.out.write(
+                "density.png",
+                lambda handle: plot_overlay(curves, handle, title=f"Block densities of {summary['config']['problem']}"),
+            )
+        empty = np.zeros((0,))
+        return SpectrumResult(
+            np.zeros((0, 0, 0)), empty.astype(int), empty, empty, empty, empty, float("nan"), top,
+            str(self.out) if self.out else None, results,
+        )
 
 
-def rerender(
-    out: str | os.PathLike,
-    *,
-    sigma2_relative: float | None = None,
-    sigma2: float | None = None,
-    grid_points: int | None = None,
-    grid_range: tuple[float, float] | None = None,
-    top_k: int = 10,
-) -> SpectrumResult:
-    """Recompute ``spectrum.npz``, ``density.png`` and the summary's statistics from saved outputs."""
-    store = OutputStore(out)
-    summary = store.load_json("summary.json")
-    stacked = store.load_npy("tridiag.npy")
-    tridiagonals = spectrum.split_tridiagonals(stacked, summary.get("steps_completed"))
-    previous = summary.get("density", {})
-    if sigma2 is None and sigma2_relative is None:
-        sigma2_relative = previous.get("sigma2_relative") or spectrum.DEFAULT_SIGMA2_RELATIVE
-    return render_spectrum(
-        tridiagonals,
-        summary,
-        store,
-        sigma2_relative=sigma2_relative,
-        sigma2=sigma2,
-        grid_points=grid_points or previous.get("grid_points", spectrum.DEFAULT_GRID_POINTS),
-        grid_range=grid_range,
-        top_k=top_k,
-    )
+@dataclass(frozen=True)
+class _Part:
+    """An operator of the run: the whole model (name "") or one block; ``path`` is its
+    output sub-directory ("" for the top level)."""
+
+    name: str
+    pattern: str
+    parameters: tuple[str, ...]
+    dim: int
+    indices: np.ndarray | None
+    path: str
 
 
-def load_result(out: str | os.PathLike) -> SpectrumResult:
-    """A finished run's outputs, read back from ``out`` (numbers and JSON only)."""
-    store = OutputStore(out)
-    summary = store.load_json("summary.json")
-    arrays = store.load_npz("spectrum.npz")
-    stacked = store.load_npy("tridiag.npy")
-    return SpectrumResult(
-        stacked, arrays["steps"], arrays["nodes"], arrays["weights"], arrays["grid"], arrays["density"],
-        float(arrays["sigma2"]), summary, str(store),
-    )
+def _parts(blocks: list[BlockSelection], facts: ProblemFacts) -> list[_Part]:
+    if not blocks:
+        return [_Part("", "", tuple(facts.layout.names), facts.num_params, None, "")]
+    return [_Part(b.name, b.pattern, b.parameters, b.dim, b.indices, f"blocks/{b.name}") for b in blocks]
 
 
-def _shard_plan(shards: Any, num_workers: int | None, problem: Problem) -> ShardPlan:
-    if num_workers is not None:
-        _check_count("num_workers", num_workers)
+def _shard_plan(scaling: ScalingConfig, problem: Problem) -> ShardPlan:
+    shards, num_workers = scaling.shards, scaling.num_workers
     if shards is None:
         plan = ShardPlan.balanced(problem.num_examples, num_workers or 1)
     elif isinstance(shards, ShardPlan):
@@ -440,48 +437,58 @@ def _shard_plan(shards: Any, num_workers: int | None, problem: Problem) -> Shard
     else:
         plan = ShardPlan.from_json(shards)
     if num_workers is not None and plan.num_workers != num_workers:
-        raise ValueError(f"the shard plan has {plan.num_workers} workers but num_workers={num_workers}")
+        raise OptionError("num_workers", num_workers, "{name} {value} does not match the shard plan's " + f"{plan.num_workers} workers")
     return plan.validate(problem.data)
 
 
-OUTPUT_NAMES = ("tridiag.npy", "spectrum.npz", "summary.json", "density.png")
+OUTPUT_NAMES = ("tridiag.npy", *RENDERED_NAMES, "eigenvectors.npy")
 
 
-def _prepare_output(
-    out: OutputStore | None, checkpoint_dir: str | os.PathLike | None, *, resume: bool, overwrite: bool
-) -> Checkpoint | None:
+def _prepare_output(out: OutputStore | None, output: OutputConfig) -> Checkpoint | None:
     if out is None:
-        if checkpoint_dir is not None:
-            raise ValueError("checkpoint_dir needs an output location (out)")
         return None
-    checkpoint = Checkpoint(checkpoint_dir if checkpoint_dir is not None else out.default_checkpoint_dir())
-    if resume:
+    checkpoint = Checkpoint(output.checkpoint_dir if output.checkpoint_dir is not None else out.default_checkpoint_dir())
+    if output.resume:
         if not checkpoint.exists():
             raise CheckpointError(f"nothing to resume: {checkpoint.directory} holds no checkpoint")
         return checkpoint
     occupied = checkpoint.exists() or any(out.exists(name) for name in OUTPUT_NAMES)
-    if occupied and not overwrite:
-        raise FileExistsError(f"{out} already holds a run; resume it (--resume), overwrite it (--overwrite) or choose another --out")
+    if occupied and not output.overwrite:
+        hint = "resume it (--resume), overwrite it (--overwrite)" if checkpoint.exists() else "overwrite it (--overwrite)"
+        raise FileExistsError(f"{out} already holds a run; {hint} or choose another --out")
     out.ensure_writable()
     return checkpoint
 
 
 def _clear_previous_outputs(out: OutputStore) -> None:
-    """Remove an overwritten run's outputs, once the new run's workers are up."""
-    for name in out.names():
-        if name in OUTPUT_NAMES or (name.startswith("lanczos_vec_") and name.endswith(".npy")):
-            out.remove(name)
+    """Remove an overwritten run's outputs (its parts' too), once the new run's workers are up."""
+    stores = [out]
+    if out.exists("summary.json"):
+        try:
+            stores += [out.child(path) for path in out.load_json("summary.json").get("parts", {}).values()]
+        except ValueError:
+            pass
+    for store in stores:
+        for name in store.names():
+            if name in OUTPUT_NAMES or (name.startswith("lanczos_vec_") and name.endswith(".npy")):
+                store.remove(name)
 
 
-def _timing_summary(timings: np.ndarray) -> dict[str, Any]:
-    """Per-step rows (see ``TIMING_COLUMNS``; ``total`` is the step's wall time) and means."""
-    means = {f"mean_{name}_s": float(timings[:, i].mean()) if timings.size else None for i, name in enumerate(TIMING_COLUMNS) if i >= 2}
-    return {"columns": list(TIMING_COLUMNS), "unit": "seconds", "rows": timings.tolist(), "mean_step_s": means.pop("mean_total_s"), **means}
-
-
-def _plot_title(summary: dict[str, Any]) -> str:
-    config = summary["config"]
-    return f"Hessian density: n={config['num_params']:,}, {len(summary['steps_completed'])} draws × {config['order']} steps"
+def _timing_summary(rows: list[list[float]]) -> dict[str, Any]:
+    """Per-pass rows (see ``TIMING_COLUMNS``; ``total`` is the pass's wall time) and means."""
+    timings = np.array(rows, dtype=np.float64).reshape(-1, len(TIMING_COLUMNS))
+    means = {
+        f"mean_{name}" + ("" if name.startswith("bytes") else "_s"): float(timings[:, i].mean()) if timings.size else None
+        for i, name in enumerate(TIMING_COLUMNS)
+        if i >= 2
+    }
+    return {
+        "columns": list(TIMING_COLUMNS),
+        "unit": "seconds (bytes for bytes_*)",
+        "rows": timings.tolist(),
+        "mean_step_s": means.pop("mean_total_s"),
+        **means,
+    }
 
 
 def _versions() -> dict[str, str]:
@@ -496,16 +503,3 @@ def _version(name: str) -> str:
         return metadata.version(name)
     except metadata.PackageNotFoundError:
         return ""
-
-
-def _clock(seconds: float) -> str:
-    minutes, secs = divmod(int(round(seconds)), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s" if minutes else f"{seconds:.1f}s"
-
-
-def _check_count(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-
-

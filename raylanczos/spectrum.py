@@ -294,25 +294,6 @@ def orthogonality_loss(basis: np.ndarray) -> float:
     return float(np.max(np.abs(gram))) if gram.size else 0.0
 
 
-def ritz_pairs(
-    basis: np.ndarray, alpha: np.ndarray, beta: np.ndarray, k: int = 1, *, largest: bool = True
-) -> tuple[np.ndarray, np.ndarray]:
-    """The k extreme Ritz pairs of one draw: values float64[k] and vectors float64 (k, n).
-
-    ``basis`` is the draw's Lanczos basis (≥ len(alpha), n); vectors are unit-norm rows
-    y = Vᵀ u for eigenvectors u of T, ordered from the most extreme inward.
-    """
-    size = len(alpha)
-    k = min(k, size)
-    if size == 1:
-        values, vectors = np.asarray(alpha, dtype=np.float64), np.ones((1, 1))
-    else:
-        values, vectors = eigh_tridiagonal(alpha, beta)
-    order = np.argsort(values)[::-1][:k] if largest else np.argsort(values)[:k]
-    ritz = vectors[:, order].T @ np.asarray(basis[:size])
-    return values[order], ritz
-
-
 @dataclass(frozen=True)
 class SpectrumSummary:
     """Statistics of an SLQ run over D draws of a symmetric n × n operator H.

@@ -93,6 +93,11 @@ class OutputStore:
     def __str__(self) -> str:
         return self.location
 
+    def child(self, name: str) -> "OutputStore":
+        """The store of the sub-directory ``name`` (for a URI, before its query string)."""
+        base, query, params = self.location.partition("?")
+        return OutputStore(f"{base.rstrip('/')}/{name}{query}{params}")
+
     @property
     def local_path(self) -> Path | None:
         return self._root if self.is_local else None

@@ -1,8 +1,13 @@
-"""One shard's worker, and the in-process Hessian built from such workers.
+"""One shard's worker, and the in-process operator built from such workers.
 
 :class:`ShardWorker` is an ordinary class: the Ray layer (:mod:`raylanczos.distributed`)
 wraps it with ``ray.remote`` in one place, and :class:`LocalHessian` uses it directly,
 without Ray, as the single-process reference and the benchmark floor.
+
+A worker reports what goes wrong as data, not as an exception: a factory that raises,
+a loss that fails, a non-finite product. Each answer carries ``error`` (one line naming
+the worker, its shard and the cause), so the driver prints that line instead of a remote
+traceback; only a worker process that dies is Ray's to report.
 """
 
 from __future__ import annotations
@@ -11,47 +16,60 @@ import os
 import socket
 import time
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from raylanczos.backends import make_backend
+from raylanczos.backends import ShardBackend, make_backend
 from raylanczos.data import Shard, ShardPlan
+from raylanczos.policy import pin_to_cores
 from raylanczos.problem import ProblemSource, build_problem, ensure_on_path
 
 
-#: A worker process that dies (SIGKILL, out of memory, lost node) is restarted this many
-#: times and its call retried; a worker whose factory raises is not restarted.
-DEFAULT_MAX_RESTARTS = 3
-#: Seconds to wait for a worker to start, or to answer one step, before giving up.
-DEFAULT_TIMEOUT_S = 3600.0
-
-
-class NonFiniteHVPError(RuntimeError):
-    """A Hessian-vector product with NaN or infinite entries (names worker, shard, rows)."""
+class WorkerError(RuntimeError):
+    """A worker failed to start or to compute; the message names the worker and its shard."""
 
 
 @dataclass(frozen=True)
-class PartialHVP:
-    """A worker's answer for one step: Σ_b |b|·H_b v (float64[n]), its example count, seconds."""
+class PartialInfo:
+    """A worker's account of one pass (small; travels apart from the products).
 
-    product: np.ndarray
+    ``count``: the shard's examples; ``seconds``: the worker's own product time;
+    ``error``: one line naming worker, shard and cause when the pass failed, else "".
+    """
+
     count: int
     seconds: float
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class NodeSumInfo:
+    """A node group's account of one pass: its examples, its first worker's product time,
+    the seconds spent summing the group's partials on the node, and any error line."""
+
+    count: int
+    seconds: float
+    node_reduce_seconds: float
+    error: str = ""
 
 
 class ShardWorker:
-    """Computes the partial HVP of one shard of a problem.
+    """Computes the partial products of one shard of a problem.
 
     Args:
       source: the problem, its factory, or the factory's ``"module:function"`` path
         (imported here, after ``sys_path`` entries are added to ``sys.path``).
       shard: the rows or files this worker owns.
       compute_dtype: None (the model's dtype) or ``"float64"``.
+      operator: ``"hessian"`` or ``"ggn"``.
+      arguments: keyword arguments for the factory (a sweep point), or None.
       sys_path: extra import-path entries (the driver's cwd and PYTHONPATH).
       cpu_slot: ``(first, count)``: pin this process to ``count`` of its allowed cores,
-        from index ``first`` (see :func:`pin_to_cores`), before the framework starts its
-        thread pools; None leaves the process unpinned.
+        from index ``first`` (see :func:`~raylanczos.policy.pin_to_cores`), before the
+        framework starts its thread pools; None leaves the process unpinned.
+
+    A failure while starting is kept (``start_error``) and reported by every call.
     """
 
     def __init__(
@@ -60,110 +78,167 @@ class ShardWorker:
         shard: Shard,
         *,
         compute_dtype: str | None = None,
+        operator: str = "hessian",
+        arguments: Mapping[str, Any] | None = None,
         sys_path: Sequence[str] = (),
         cpu_slot: tuple[int, int] | None = None,
     ):
+        self.shard = shard
+        self.backend: ShardBackend | None = None
+        self.start_error = ""
+        self.backend_name = ""
         if cpu_slot is not None:
             pin_to_cores(*cpu_slot)
         ensure_on_path(list(sys_path))
-        self.shard = shard
-        problem = build_problem(source)
-        self.backend_name = problem.backend
-        arrays = problem.data.read(shard)
-        self.backend = make_backend(problem, arrays, compute_dtype=compute_dtype)
+        try:
+            problem = build_problem(source, arguments)
+            self.backend_name = problem.backend
+            arrays = problem.data.read(shard)
+            self.backend = make_backend(problem, arrays, compute_dtype=compute_dtype, operator=operator)
+        except Exception as err:  # noqa: BLE001 - reported by every later call, as one line
+            self.start_error = self._error_line(err)
+
+    @property
+    def where(self) -> str:
+        return f"worker {self.shard.worker} ({self.shard.describe()})"
 
     def describe(self) -> dict[str, Any]:
-        """Where this worker runs and what it holds (JSON-ready)."""
-        return {
+        """Where this worker runs and what it holds (JSON-ready); ``error`` when it failed."""
+        info: dict[str, Any] = {
             "worker": self.shard.worker,
             "shard": self.shard.to_json(),
-            "num_params": self.backend.num_params,
-            "num_examples": self.backend.num_examples,
-            "compute_dtype": str(self.backend.dtype),
-            "backend": self.backend_name,
-            "training": self.backend.training,
-            "sums_on_device": self.backend.accumulates_on_device,
             "hostname": socket.gethostname(),
             "pid": os.getpid(),
             "cores": sorted(os.sched_getaffinity(0)),
+            "error": self.start_error,
         }
+        if self.backend is not None:
+            info.update(
+                num_params=self.backend.num_params,
+                num_examples=self.backend.num_examples,
+                compute_dtype=str(self.backend.dtype),
+                backend=self.backend_name,
+                operator=self.backend.operator,
+                training=self.backend.training,
+                sums_on_device=self.backend.accumulates_on_device,
+                accumulation_note=self.backend.accumulation_note,
+            )
+        return info
+
+    def warm_up(self, block_size: int) -> PartialInfo:
+        """One pass over a block of ``block_size`` zero vectors, so that compilation (every
+        batch shape) happens at start-up rather than in the first Lanczos step."""
+        if self.backend is None:
+            return PartialInfo(0, 0.0, self.start_error)
+        return self.partial_products(np.zeros((block_size, self.backend.num_params)))[0]
+
+    def partial_products(self, vectors: np.ndarray) -> tuple[PartialInfo, np.ndarray | None]:
+        """This shard's Σ_b |b|·C_b v for each row of ``vectors`` (B, n): (info, float64 (B, n)).
+
+        The products are None when the pass failed (``info.error`` says why).
+        """
+        if self.backend is None:
+            return PartialInfo(0, 0.0, self.start_error), None
+        start = time.perf_counter()
+        try:
+            products, count = self.backend.product_sum(vectors)
+        except Exception as err:  # noqa: BLE001 - one line for the driver
+            return PartialInfo(0, time.perf_counter() - start, self._error_line(err)), None
+        seconds = time.perf_counter() - start
+        if not np.all(np.isfinite(products)):
+            return PartialInfo(count, seconds, self._locate_non_finite(vectors)), None
+        return PartialInfo(count, seconds), products
+
+    def node_sum(self, vectors: np.ndarray, member_products: Sequence[Any], own_index: int) -> tuple[NodeSumInfo, np.ndarray | None]:
+        """This worker's partial products plus those of the other workers of its node group.
+
+        ``member_products`` are the group's other partials in group order (Ray object
+        references, fetched here from this node's object store), and ``own_index`` is
+        this worker's place among them: the sum runs over the group in fixed order, so it
+        does not depend on where the group's workers run.
+        """
+        import ray
+
+        own, products = self.partial_products(vectors)
+        members = ray.get(list(member_products))
+        if own.error or products is None:
+            return NodeSumInfo(own.count, own.seconds, 0.0, own.error), None
+        if any(member is None for member in members):
+            return NodeSumInfo(own.count, own.seconds, 0.0), None  # the member's own answer names its error
+        start = time.perf_counter()
+        ordered = [*members[:own_index], products, *members[own_index:]]
+        total = ordered[0].copy()
+        for member in ordered[1:]:
+            total += member
+        return NodeSumInfo(own.count, own.seconds, time.perf_counter() - start), total
 
     def parameter_layout(self) -> list[dict[str, Any]]:
-        """The flat vector's layout: ``[{"name", "shape", "offset", "size"}, ...]`` (JSON-ready).
+        """The flat vector's layout: ``[{"name", "shape", "offset", "size"}, ...]`` (JSON-ready)."""
+        return self.backend.layout.to_json() if self.backend is not None else []
 
-        JAX: ``ravel_pytree`` order, named by pytree paths; Keras: ``trainable_variables``
-        order, named by variable paths. Read it back with :func:`raylanczos.split_vector`.
-        """
-        return self.backend.layout.to_json()
-
-    def warm_up(self) -> float:
-        """One HVP of the zero vector, so that compilation (every batch shape) happens at
-        start-up rather than in the first Lanczos step; returns its seconds."""
-        start = time.perf_counter()
-        self.backend.hvp_sum(np.zeros(self.backend.num_params))
-        return time.perf_counter() - start
-
-    def partial_hvp(self, vector: np.ndarray) -> PartialHVP:
-        """This shard's Σ_b |b|·H_b v for ``vector`` float64[n]; raises on non-finite output."""
-        start = time.perf_counter()
-        product, count = self.backend.hvp_sum(vector)
-        seconds = time.perf_counter() - start
-        if not np.all(np.isfinite(product)):
-            raise NonFiniteHVPError(self._locate_non_finite(vector))
-        return PartialHVP(product, count, seconds)
-
-    def _locate_non_finite(self, vector: np.ndarray) -> str:
+    def _locate_non_finite(self, vectors: np.ndarray) -> str:
         where = f"worker {self.shard.worker}, {self.shard.describe()}"
-        for first, stop, product in self.backend.batch_hvps(vector):
-            bad = product.size - int(np.count_nonzero(np.isfinite(product)))
-            if bad:
-                return (
-                    f"non-finite Hessian-vector product on {where}: {bad} NaN/inf entries from the batch of "
-                    f"{self.shard.locate(first, stop)} (check that batch's data and the model's weights)"
-                )
-        return f"non-finite Hessian-vector product on {where} (the sum over batches overflowed)"
+        found = self.backend.first_non_finite_batch(vectors)
+        if found is None:
+            return f"non-finite product on {where} (the sum over batches overflowed)"
+        first, stop, bad = found
+        return (
+            f"non-finite product on {where}: {bad} NaN/inf entries from the batch of "
+            f"{self.shard.locate(first, stop)} (check that batch's data and the model's weights)"
+        )
+
+    def _error_line(self, err: BaseException) -> str:
+        message = " ".join(str(err).split())
+        return f"{self.where} failed: {type(err).__name__}: {message}" if message else f"{self.where} failed: {type(err).__name__}"
 
 
-def pin_to_cores(first: int, count: int) -> list[int]:
-    """Restrict this process to ``count`` of the cores it may use, from index ``first``.
-
-    Indexes wrap around the sorted allowed set, so slots beyond the machine's cores share
-    cores instead of failing. XLA and TensorFlow size their thread pools from this set,
-    so pin before importing them: a worker then uses the CPUs it reserved, and workers
-    on one node (and the driver's re-orthogonalisation) do not fight over cores.
-    Returns the cores chosen.
-    """
-    allowed = sorted(os.sched_getaffinity(0))
-    cores = sorted({allowed[(first + i) % len(allowed)] for i in range(max(count, 1))})
-    os.sched_setaffinity(0, cores)
-    return cores
+def check_answer(error: str) -> None:
+    """Raise the :class:`WorkerError` a worker's answer reports, if any."""
+    if error:
+        raise WorkerError(error)
 
 
-def reduce_partials(partials: Sequence[PartialHVP], num_examples: int) -> np.ndarray:
-    """Hv = (Σ_k partial_k) / N in float64, summed in worker order (deterministic)."""
-    counted = sum(p.count for p in partials)
+def reduce_partials(products: Sequence[np.ndarray], counts: Sequence[int], num_examples: int) -> np.ndarray:
+    """C V = (Σ_k partial_k) / N in float64, summed in the order given (deterministic)."""
+    counted = sum(counts)
     if counted != num_examples:
-        raise RuntimeError(f"workers covered {counted} examples, the dataset has {num_examples}")
-    total = partials[0].product.copy()
-    for partial in partials[1:]:
-        total += partial.product
+        raise WorkerError(f"workers covered {counted} examples, the dataset has {num_examples}")
+    total = products[0].copy()
+    for partial in products[1:]:
+        total += partial
     total /= num_examples
     return total
 
 
 class LocalHessian:
-    """The full-batch Hessian as a float64 matvec, computed in this process (no Ray).
+    """The full-batch operator (Hessian or Gauss–Newton) computed in this process, no Ray.
 
     ``plan`` defaults to one shard with every example. Same reduction as the
     distributed operator, so results agree with it to rounding of the shard sums.
+    ``matvec`` takes one vector float64[n], ``matmat`` a block float64 (B, n).
     """
 
-    def __init__(self, source: ProblemSource, *, plan: ShardPlan | None = None, compute_dtype: str | None = None):
+    def __init__(
+        self,
+        source: ProblemSource,
+        *,
+        plan: ShardPlan | None = None,
+        compute_dtype: str | None = None,
+        operator: str = "hessian",
+    ):
         problem = build_problem(source)
         self.num_examples = problem.num_examples
         plan = (plan or ShardPlan.balanced(self.num_examples, 1)).validate(problem.data)
-        self.workers = [ShardWorker(problem, shard, compute_dtype=compute_dtype) for shard in plan.shards]
+        self.workers = [ShardWorker(problem, shard, compute_dtype=compute_dtype, operator=operator) for shard in plan.shards]
+        for worker in self.workers:
+            check_answer(worker.start_error)
         self.dim = self.workers[0].backend.num_params
 
+    def matmat(self, vectors: np.ndarray) -> np.ndarray:
+        answers = [worker.partial_products(vectors) for worker in self.workers]
+        for info, _ in answers:
+            check_answer(info.error)
+        return reduce_partials([p for _, p in answers], [info.count for info, _ in answers], self.num_examples)
+
     def matvec(self, vector: np.ndarray) -> np.ndarray:
-        return reduce_partials([w.partial_hvp(vector) for w in self.workers], self.num_examples)
+        return self.matmat(np.asarray(vector)[None, :])[0]

@@ -9,7 +9,6 @@ data or NaN weights. All but the first few build on the tiny digits MLP (310 par
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -18,8 +17,9 @@ import raylanczos as rl
 from raylanczos.examples import digits
 from tests.problems import NAN_ROW, nan_data, vector_loss  # noqa: F401 - importable from here too
 
-#: Where the Parquet factories put (or look for) their files.
-SCRATCH = Path(tempfile.gettempdir()) / "raylanczos-bad-inputs"
+#: Where the Parquet factories put (or look for) their files: in this test session's own
+#: directory (inherited by its Ray workers), not one shared by concurrent sessions.
+SCRATCH = Path(os.environ["RAYLANCZOS_CACHE"]) / "bad-inputs"
 MISSING_PARQUET = SCRATCH / "no-such-dir" / "train.parquet"
 CORRUPT_PARQUET = SCRATCH / "corrupt.parquet"
 MISSING_CHECKPOINT = "missing-weights.ckpt"
@@ -72,3 +72,18 @@ def nan_weights() -> rl.Problem:
     weights[0, 0] = np.nan
     params[1]["w"] = weights
     return rl.Problem.from_jax(params, tiny.loss_fn, tiny.data, tiny.batch_size)
+
+
+def missing_batch_entry() -> rl.Problem:
+    """A loss that reads ``batch["inputs"]`` from data whose entries are ``x`` and ``y``."""
+    tiny = digits.tiny_problem()
+
+    def loss_fn(params, batch):
+        return digits.mean_cross_entropy(params, {"x": batch["inputs"], "y": batch["y"]})
+
+    return rl.Problem.from_jax(tiny.params, loss_fn, tiny.data, tiny.batch_size)
+
+
+def hessian_only() -> rl.Problem:
+    """The tiny digits MLP described by its loss alone: no predict/output_loss for the Gauss-Newton operator."""
+    return digits.tiny_problem()

@@ -70,3 +70,14 @@ def batchnorm_dropout(training: bool = False) -> rl.Problem:
 def sparse_cross_entropy(model, batch, training=False):
     logits = model(batch["x"], training=training)
     return keras.ops.mean(keras.losses.sparse_categorical_crossentropy(batch["y"], logits, from_logits=True))
+
+
+def five_class_head() -> rl.Problem:
+    """A 5-class head against one-hot labels of 10 classes: the output does not fit the labels."""
+    model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(5)], name="five_classes")
+    x, y = load_digits()
+
+    def loss_fn(model, batch):
+        return keras.ops.mean(keras.losses.categorical_crossentropy(batch["y"], model(batch["x"]), from_logits=True))
+
+    return rl.Problem.from_keras(model, loss_fn, {"x": x, "y": np.eye(10, dtype=np.float32)[y]}, BATCH_SIZE)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import tempfile
+import os
 import threading
 from pathlib import Path
 
@@ -54,14 +54,16 @@ def raises() -> rl.Problem:
     raise FileNotFoundError("weights.ckpt")
 
 
-FLAG_DIR = Path(tempfile.gettempdir()) / "raylanczos-test-flags"
-FAIL_FLAG = FLAG_DIR / "fail-factory"
+def fail_flag() -> Path:
+    """A flag file of this test session (its example cache directory, which the session's
+    Ray workers and subprocesses inherit), so concurrent sessions do not share it."""
+    return Path(os.environ["RAYLANCZOS_CACHE"]) / "fail-factory"
 
 
 def fails_when_flagged() -> rl.Problem:
-    """The tiny digits MLP, unless ``FAIL_FLAG`` exists (a checkpoint gone missing, say)."""
-    if FAIL_FLAG.exists():
-        raise FileNotFoundError(f"flag {FAIL_FLAG} is set")
+    """The tiny digits MLP, unless :func:`fail_flag` exists (a checkpoint gone missing, say)."""
+    if fail_flag().exists():
+        raise FileNotFoundError(f"flag {fail_flag()} is set")
     return digits.tiny_problem()
 
 

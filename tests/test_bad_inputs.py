@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -81,7 +82,7 @@ def plan(*workers: list[list[int]]) -> str:
 
 
 def _truncate_basis(ctx: Ctx) -> list[str]:
-    basis = ctx.copy / "checkpoint" / "basis.npy"
+    basis = ctx.copy / "checkpoint" / "basis_0.npy"
     basis.write_bytes(basis.read_bytes()[: basis.stat().st_size // 2])
     return run(TINY, str(ctx.copy), *RUN_CONFIG, "--resume")
 
@@ -101,6 +102,7 @@ class Case:
     id: str
     argv: Callable[[Ctx], list[str]]
     expect: tuple[str | tuple[str, ...], ...]  # all of these on the error line; a tuple: any one of it
+    in_workers: bool = False  # False: the driver refuses it before any worker starts
 
 
 def bad(problem: str) -> str:
@@ -108,11 +110,28 @@ def bad(problem: str) -> str:
 
 
 CASES = [
-    # --- numbers (refused before any worker starts) ---
-    Case("order-0", lambda c: run(TINY, c.fresh, "--order", "0"), ("order must be a positive integer, got 0",)),
-    Case("draws-0", lambda c: run(TINY, c.fresh, "--draws", "0"), ("draws must be a positive integer, got 0",)),
-    Case("workers-0", lambda c: run(TINY, c.fresh, "--workers", "0"), ("num_workers must be a positive integer, got 0",)),
+    # --- numbers and options (refused before any worker starts) ---
+    Case("order-0", lambda c: run(TINY, c.fresh, "--order", "0"), ("--order must be a positive integer, got 0",)),
+    Case("draws-0", lambda c: run(TINY, c.fresh, "--draws", "0"), ("--draws must be a positive integer, got 0",)),
+    Case("workers-0", lambda c: run(TINY, c.fresh, "--workers", "0"), ("--workers must be a positive integer, got 0",)),
+    Case("draws-per-pass-0", lambda c: run(TINY, c.fresh, "--draws-per-pass", "0"), ("--draws-per-pass must be a positive integer, got 0",)),
     Case("workers-2000", lambda c: run(TINY, c.fresh, "--workers", "2000"), ("2000 workers for only 1797 examples",)),
+    Case(
+        "workers-unplaceable",
+        lambda c: run(TINY, c.fresh, "--workers", "5", "--cpus-per-worker", "1"),
+        ("5 workers need 5 CPU in all", "the cluster has 2 CPU"),
+    ),
+    Case("resume-and-overwrite", lambda c: run(TINY, c.fresh, "--resume", "--overwrite"), ("resume and overwrite contradict",)),
+    Case(
+        "blocks-no-match",
+        lambda c: run(TINY, c.fresh, "--blocks", "conv*"),
+        ("block pattern 'conv*' matches no parameter", "0/b, 0/w, 1/b, 1/w"),
+    ),
+    Case(
+        "ggn-without-outputs",
+        lambda c: run(bad("hessian_only"), c.fresh, "--operator", "ggn"),
+        ("Gauss-Newton operator (ggn) needs", "predict=..., output_loss=..."),
+    ),
     # --- shard plans, aimed at an existing run with --overwrite: refused before it is touched ---
     Case(
         "plan-malformed-json",
@@ -122,25 +141,25 @@ CASES = [
     Case(
         "plan-overlap",
         lambda c: run(TINY, str(c.copy), "--overwrite", "--shards", c.write("plan.json", plan([[0, 1000]], [[900, 1797]]))),
-        ("rows 900-999 are assigned to both worker 0 and worker 1",),
+        ("rows [900, 1000) are assigned to both worker 0 and worker 1",),
     ),
     Case(
         "plan-gap",
         lambda c: run(TINY, str(c.copy), "--overwrite", "--shards", c.write("plan.json", plan([[0, 800]], [[900, 1797]]))),
-        ("rows 800-899 are assigned to no worker",),
+        ("rows [800, 900) are assigned to no worker",),
     ),
     Case(
         "plan-worker-count",
         lambda c: run(
             TINY, str(c.copy), "--overwrite", "--workers", "3", "--shards", c.write("plan.json", plan([[0, 900]], [[900, 1797]]))
         ),
-        ("the shard plan has 2 workers but num_workers=3",),
+        ("--workers 3 does not match the shard plan's 2 workers",),
     ),
-    # --- problem factories (run in the driver first) ---
+    # --- problem factories and losses (run and checked in the driver first) ---
     Case(
         "factory-missing-module",
         lambda c: run("no_such_raylanczos_module:problem", c.fresh),
-        ("cannot import module 'no_such_raylanczos_module'", "no_such_raylanczos_module:problem"),
+        ("cannot import module 'no_such_raylanczos_module'", "no_such_raylanczos_module:problem", "looked on sys.path and in"),
     ),
     Case("factory-returns-dict", lambda c: run(bad("returns_dict"), c.fresh), ("returned dict, expected raylanczos.Problem", "returns_dict")),
     Case(
@@ -156,6 +175,18 @@ CASES = [
         ("Parquet source not found", str(bad_problems.MISSING_PARQUET)),
     ),
     Case("parquet-corrupt", lambda c: run(bad("corrupt_parquet"), c.fresh), ("cannot read Parquet file", "corrupt.parquet")),
+    Case("vector-loss", lambda c: run(bad("vector_loss"), c.fresh), ("must return a scalar", "shape (64,)")),
+    Case(
+        "loss-missing-key",
+        lambda c: run(bad("missing_batch_entry"), c.fresh),
+        ("loss_fn failed on the first batch ('x' (64, 64) float32, 'y' (64,) int32)", "KeyError: 'inputs'"),
+    ),
+    Case("nan-weights", lambda c: run(bad("nan_weights"), c.fresh), ("non-finite (NaN or inf) values", "params[1]['w']")),
+    Case(
+        "keras-output-shape",
+        lambda c: run("tests.keras_problems:five_class_head", c.fresh),
+        ("y (64, 10)", "'five_classes' has output shape (None, 5)", "does it fit the labels?"),
+    ),
     # --- output directories and checkpoints ---
     Case("out-not-writable", _not_writable, ("not writable", "blocker/run")),
     Case("existing-run", lambda c: run(TINY, str(c.copy), "--order", "5", "--draws", "1"), ("already holds a run", "copy")),
@@ -166,32 +197,37 @@ CASES = [
         ("different configuration", "seed"),
     ),
     Case(
+        "resume-other-draws-per-pass",
+        lambda c: run(TINY, str(c.copy), *RUN_CONFIG, "--draws-per-pass", "1", "--resume"),
+        ("different configuration", "draws_per_pass: checkpoint 2, now 1"),
+    ),
+    Case(
         "resume-garbage-state",
         _garbage_state,
-        ("cannot read checkpoint", "state.npz is not a valid .npz file", "copy/checkpoint"),
+        ("cannot read checkpoint", "state.npz", "copy/checkpoint"),
     ),
     Case(
         "resume-truncated-basis",
         _truncate_basis,
-        ("cannot read checkpoint", "basis.npy is truncated", "copy/checkpoint"),
+        ("cannot read checkpoint", "basis_0.npy is truncated", "copy/checkpoint"),
     ),
     # --- failures inside the workers ---
-    Case("vector-loss", lambda c: run(bad("vector_loss"), c.fresh), ("worker 0", "must return a scalar")),
     Case(
         "nan-data",
         lambda c: run(bad("nan_data"), c.fresh, "--workers", "2"),
         # row NAN_ROW=1000 lies in worker 1's first batch of 256 rows
-        ("non-finite Hessian-vector product on worker 1", "shard 1 (rows 898-1796)", "dataset rows 898-1153"),
+        ("non-finite product on worker 1", "shard 1 (rows [898, 1797))", "dataset rows [898, 1154)"),
+        in_workers=True,
     ),
-    Case("nan-weights", lambda c: run(bad("nan_weights"), c.fresh), ("non-finite (NaN or inf) values", "params[1]['w']", "worker 0")),
     Case(
         "hanging-worker",
         lambda c: run("tests.problems:hangs_in_workers", c.fresh, "--timeout", "5"),
         ("worker 0", "did not answer within 5 s"),
+        in_workers=True,
     ),
     # --- the density command ---
     Case("density-no-run", lambda c: ["density", "--out", str(c.tmp)], ("cannot read", "summary.json")),
-    Case("density-negative-sigma2", lambda c: ["density", "--out", str(c.copy), "--sigma2", "-1"], ("sigma2 must be > 0",)),
+    Case("density-negative-sigma2", lambda c: ["density", "--out", str(c.copy), "--sigma2", "-1"], ("--sigma2 must be a number > 0, got -1.0",)),
     Case("density-half-grid", lambda c: ["density", "--out", str(c.copy), "--grid-min", "0"], ("give both --grid-min and --grid-max",)),
 ]
 
@@ -222,6 +258,8 @@ def test_bad_input(case: Case, finished_run, tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2, err
     assert_one_line_error(err, case.expect)
+    if not case.in_workers:
+        assert not re.search(r"^\S+ worker \d+: shard", err, re.MULTILINE), "refused only after workers started"
     assert snapshot(finished_run) == before, "the finished run changed"
     if before_copy is not None:
         assert snapshot(ctx.copy) == before_copy, "the targeted copy of the run changed"

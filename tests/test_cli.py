@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -12,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import raylanczos as rl
 from raylanczos import cli
-from tests import problems
 
 TINY = "raylanczos.examples.digits:tiny_problem"
 FAST = ["--cpus-per-worker", "0.5"]
@@ -51,8 +52,10 @@ def test_run_writes_every_output(finished_run):
     assert [block["name"] for block in layout] == ["0/b", "0/w", "1/b", "1/w"]
     assert layout[-1]["offset"] + layout[-1]["size"] == 310
     timings = np.array(summary["timings"]["rows"])
-    assert timings.shape == (24, len(summary["timings"]["columns"]))
-    assert np.all(timings[:, 3] > 0), "every step records the slowest worker's HVP time"
+    assert summary["config"]["draws_per_pass"] == 2, "the default B, clamped to the 2 draws"
+    assert timings.shape == (12, len(summary["timings"]["columns"])), "one row per pass over the data"
+    assert np.all(timings[:, summary["timings"]["columns"].index("hvp_max")] > 0), "every pass records the slowest worker"
+    assert np.all(timings[:, summary["timings"]["columns"].index("bytes_received")] == 2 * 310 * 8), "one node: one partial"
     assert summary["lambda_max"] == pytest.approx(max(summary["top_ritz_values"]))
     assert len(summary["workers"]) == 2 and all(w["node_id"] for w in summary["workers"])
     assert all(w["cores"] == sorted(os.sched_getaffinity(0)) for w in summary["workers"]), "--no-pin-cpus"
@@ -72,95 +75,86 @@ def test_density_command_rerenders_with_another_sigma2(finished_run, capsys):
     assert after["density"]["sigma2"] == 1e-6 and after["density"]["sigma2_relative"] is None
     assert after["lambda_max"] == before["lambda_max"]
     assert after["negative_mass"] != before["negative_mass"]
+    # The next re-render with no options is back at the documented defaults, not at the last ones.
+    code, err = run_cli(capsys, "density", "--out", str(finished_run))
+    assert code == 0, err
+    defaults = json.loads((finished_run / "summary.json").read_text())["density"]
+    assert defaults["sigma2_relative"] == 1e-5 and defaults["grid_points"] == 10_000
 
 
-def test_existing_run_is_not_overwritten(finished_run, capsys):
-    before = (finished_run / "tridiag.npy").read_bytes()
-    code, err = run_cli(capsys, "run", "--problem", TINY, "--out", str(finished_run), "--order", "5", "--draws", "1")
-    assert code == 2 and "already holds a run" in err
-    assert (finished_run / "tridiag.npy").read_bytes() == before
+def test_density_of_a_read_only_run_goes_elsewhere(finished_run, tmp_path, capsys):
+    """A finished run is only read: its files keep their bytes, and the redrawn ones go to --to."""
+    source = tmp_path / "read-only"
+    shutil.copytree(finished_run, source)
+    before = {p.name: p.read_bytes() for p in source.iterdir() if p.is_file()}
+    code, err = run_cli(capsys, "density", "--out", str(source), "--to", str(tmp_path / "redrawn"), "--sigma2-relative", "1e-3")
+    assert code == 0, err
+    assert {p.name: p.read_bytes() for p in source.iterdir() if p.is_file()} == before
+    redrawn = rl.load_result(tmp_path / "redrawn")
+    assert redrawn.summary["density"]["sigma2_relative"] == 1e-3
+    assert np.array_equal(redrawn.tridiagonals, np.load(source / "tridiag.npy"))
+    assert (tmp_path / "redrawn" / "density.png").read_bytes()[:4] == b"\x89PNG"
 
 
-BAD_PLANS = {
-    "overlap": ({"workers": [{"rows": [[0, 1000]]}, {"rows": [[900, 1797]]}]}, "rows 900-999 are assigned to both worker 0 and worker 1"),
-    "gap": ({"workers": [{"rows": [[0, 800]]}, {"rows": [[900, 1797]]}]}, "rows 800-899 are assigned to no worker"),
-}
+def test_the_original_sigma2_convention_reproduces_its_density(finished_run, tmp_path, capsys):
+    """--sigma2-original gives the density the original tridiag_to_density computes from
+    tridiag.npy (its variance, grid and normalisation), to 1e-6 in L1."""
+    code, err = run_cli(capsys, "density", "--out", str(finished_run), "--to", str(tmp_path / "o"), "--sigma2-original", "1e-4")
+    assert code == 0, err
+    with np.load(tmp_path / "o" / "spectrum.npz") as saved:
+        grid, density = saved["grid"], saved["density"]
+    stacked = np.load(finished_run / "tridiag.npy")
+    want_grid, want = documented_original_density(stacked, 1e-4, 10_000)
+    assert np.array_equal(grid, want_grid)
+    assert np.sum(np.abs(density - want)) * (grid[1] - grid[0]) < 1e-6
 
 
-@pytest.mark.parametrize("name", sorted(BAD_PLANS))
-def test_bad_shard_plan_is_refused_before_any_work(finished_run, tmp_path, capsys, name):
-    plan, message = BAD_PLANS[name]
-    (tmp_path / "plan.json").write_text(json.dumps(plan))
-    before = (finished_run / "tridiag.npy").read_bytes()
-    code, err = run_cli(
-        capsys, "run", "--problem", TINY, "--out", str(finished_run), "--overwrite", "--shards", str(tmp_path / "plan.json")
-    )
-    assert code == 2 and message in err and "Traceback" not in err
-    assert (finished_run / "tridiag.npy").read_bytes() == before
+def documented_original_density(stacked: np.ndarray, sigma_squared: float, grid_len: int):
+    """The original's documented ``tridiag_to_density``, written out from its docstring."""
+    nodes, weights = [], []
+    for matrix in stacked:
+        values, vectors = np.linalg.eigh(matrix)
+        order = np.argsort(values)
+        nodes.append(values[order])
+        weights.append(vectors[0, order] ** 2)
+    nodes, weights = np.array(nodes), np.array(weights)
+    high = np.mean(nodes.max(axis=1)) + 1e-2
+    low = np.mean(nodes.min(axis=1)) - 1e-2
+    grid = np.linspace(low, high, grid_len)
+    variance = sigma_squared * max(1.0, high - low)
+    per_draw = [
+        [np.sum(w * np.exp(-((t - x) ** 2) / (2 * variance)) / np.sqrt(2 * np.pi * variance)) for t in grid]
+        for x, w in zip(nodes, weights)
+    ]
+    density = np.mean(per_draw, axis=0)
+    return grid, density / (np.sum(density) * (grid[1] - grid[0]))
 
 
-@pytest.mark.parametrize(
-    "factory, message",
-    [
-        ("no_such_module:problem", "cannot import module 'no_such_module'"),
-        ("tests.problems:missing", "has no attribute 'missing'"),
-        ("tests.problems:not_a_problem", "returned dict, expected raylanczos.Problem"),
-        ("tests.problems:raises", "raised FileNotFoundError: weights.ckpt"),
-    ],
-)
-def test_bad_factory_is_named(ray_session, tmp_path, capsys, factory, message):
-    code, err = run_cli(capsys, "run", "--problem", factory, "--out", str(tmp_path / "x"))
-    assert code == 2 and message in err and factory in err
-
-
-def test_non_scalar_loss_names_the_worker(ray_session, tmp_path, capsys):
-    code, err = run_cli(capsys, "run", "--problem", "tests.problems:vector_loss", "--out", str(tmp_path / "x"), *FAST)
-    assert code == 2
-    assert "worker 0" in err and "must return a scalar" in err
-
-
-def test_nan_data_names_worker_and_shard(ray_session, tmp_path, capsys):
-    code, err = run_cli(
-        capsys, "run", "--problem", "tests.problems:nan_data", "--out", str(tmp_path / "x"), "--workers", "2", *FAST
-    )
-    assert code == 2
-    assert "non-finite Hessian-vector product on worker 1, shard 1 (rows 898-1796)" in err
-    first, last = map(int, err.split("dataset rows ")[1].split(" ")[0].split("-"))
-    assert first <= problems.NAN_ROW <= last
-
-
-def test_bad_numbers_are_named(ray_session, tmp_path, capsys):
-    code, err = run_cli(capsys, "run", "--problem", TINY, "--out", str(tmp_path / "x"), "--order", "0")
-    assert code == 2 and "order must be a positive integer, got 0" in err
-    code, err = run_cli(capsys, "run", "--problem", TINY, "--out", str(tmp_path / "x"), "--draws", "-2")
-    assert code == 2 and "draws must be a positive integer, got -2" in err
-
-
-def test_killed_run_resumes_bit_identically(ray_session, tmp_path, capsys):
-    """A real driver process is SIGKILLed mid-draw; ``--resume`` finishes the same numbers."""
+@pytest.mark.parametrize("draws_per_pass, kill_at, finished", [(1, 14, 1), (2, 14, 2)])
+def test_killed_run_resumes_bit_identically(ray_session, tmp_path, capsys, draws_per_pass, kill_at, finished):
+    """A real driver process is SIGKILLed mid-block (3 draws × 10 steps, B draws per pass:
+    pass 14 is in the second block); ``--resume`` finishes with the same numbers."""
     address = ray_session.address
-    args = ["run", "--problem", TINY, "--order", "10", "--draws", "3", "--workers", "2", "--address", address, *FAST]
+    args = [
+        "run", "--problem", TINY, "--order", "10", "--draws", "3", "--workers", "2", "--address", address, *FAST,
+        "--draws-per-pass", str(draws_per_pass), "--progress", "lines",
+    ]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     driver = subprocess.Popen(
         [sys.executable, "-m", "raylanczos", *args, "--out", str(tmp_path / "killed")],
         stderr=subprocess.PIPE, text=True, env=env,
     )
     for line in driver.stderr:
-        if "draw 2/3 step 4/10" in line:
+        if f"pass {kill_at} |" in line:
             os.kill(driver.pid, signal.SIGKILL)
             break
     driver.wait(timeout=60)
     assert driver.returncode == -signal.SIGKILL
-    assert np.load(tmp_path / "killed" / "tridiag.npy").shape[0] == 1, "the first draw was written before the kill"
+    assert np.load(tmp_path / "killed" / "tridiag.npy").shape[0] == finished, "finished draws were written before the kill"
     code, err = run_cli(capsys, *args, "--out", str(tmp_path / "killed"), "--resume")
     assert code == 0, err
-    assert "resuming: 1 draw(s) finished" in err
+    assert f"resuming: {finished} draw(s) finished, 1 in progress" in err
     code, err = run_cli(capsys, *args, "--out", str(tmp_path / "whole"))
     assert code == 0, err
     resumed = np.load(tmp_path / "killed" / "tridiag.npy")
     assert np.array_equal(resumed, np.load(tmp_path / "whole" / "tridiag.npy"))
-
-
-def test_resume_with_another_configuration_is_refused(finished_run, capsys):
-    code, err = run_cli(capsys, "run", "--problem", TINY, "--out", str(finished_run), "--order", "12", "--draws", "2", "--seed", "5", "--resume", *FAST)
-    assert code == 2 and "different configuration" in err and "seed" in err

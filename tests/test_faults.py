@@ -6,6 +6,7 @@ cluster; the test reads its progress lines and injects the fault at a chosen ste
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -19,13 +20,14 @@ import pytest
 from raylanczos import cli
 from tests import problems
 
-ORDER, DRAWS = "10", "3"
+ORDER, DRAWS, DRAWS_PER_PASS = "10", "3", "2"  # passes 1-10 hold draws 1 and 2, passes 11-20 draw 3
 
 
 def run_args(cluster, factory: str, out: Path, *extra: str) -> list[str]:
     return [
-        "run", "--problem", factory, "--order", ORDER, "--draws", DRAWS, "--workers", "2",
-        "--cpus-per-worker", "0.5", "--timeout", "120", "--address", cluster.address, "--out", str(out), *extra,
+        "run", "--problem", factory, "--order", ORDER, "--draws", DRAWS, "--draws-per-pass", DRAWS_PER_PASS,
+        "--workers", "2", "--cpus-per-worker", "0.5", "--timeout", "120", "--address", cluster.address,
+        "--out", str(out), "--progress", "lines", *extra,
     ]
 
 
@@ -72,31 +74,36 @@ def undisturbed(ray_cluster, tmp_path_factory) -> np.ndarray:
 
 
 def test_killed_worker_is_restarted_bit_identically(ray_cluster, undisturbed, tmp_path):
+    """Worker 1 is SIGKILLed mid-block: Ray restarts it (a new process), the block's products
+    are recomputed, and the result is the undisturbed run's, bit for bit."""
     driver = Driver(run_args(ray_cluster, "tests.problems:fails_when_flagged", tmp_path / "run"))
-    driver.read_until("draw 1/3 step 4/10")
-    os.kill(worker_pid(driver.worker_line(1)), signal.SIGKILL)
+    driver.read_until("pass 4 |")
+    killed = worker_pid(driver.worker_line(1))
+    os.kill(killed, signal.SIGKILL)
     assert driver.finish() == 0, driver.log
     assert np.array_equal(np.load(tmp_path / "run" / "tridiag.npy"), undisturbed)
+    worker = json.loads((tmp_path / "run" / "summary.json").read_text())["workers"][1]
+    assert worker["pid"] == killed and worker["pid_at_end"] != killed and worker["restarted"]
 
 
 def test_worker_that_keeps_failing_ends_the_run_and_resume_finishes_it(ray_cluster, undisturbed, tmp_path):
     """Worker 1 is killed and its restart fails (its factory raises): the run stops
     naming worker and shard, keeps the finished draw and the checkpoint, and
     ``--resume`` (factory fixed) ends with the undisturbed numbers."""
-    problems.FLAG_DIR.mkdir(exist_ok=True)
     out = tmp_path / "run"
     driver = Driver(run_args(ray_cluster, "tests.problems:fails_when_flagged", out))
+    flag = problems.fail_flag()
     try:
-        driver.read_until("draw 2/3 step 3/10")
-        problems.FAIL_FLAG.touch()
+        driver.read_until("pass 13 |")
+        flag.touch()
         os.kill(worker_pid(driver.worker_line(1)), signal.SIGKILL)
         assert driver.finish() == 2
     finally:
-        problems.FAIL_FLAG.unlink(missing_ok=True)
+        flag.unlink(missing_ok=True)
     error = driver.log.strip().splitlines()[-1]
-    assert error.startswith("raylanczos: error: worker 1 (shard 1 (rows 898-1796)) failed")
+    assert error.startswith("raylanczos: error: worker 1 (shard 1 (rows [898, 1797))) failed")
     assert "fail-factory" in error and "Traceback" not in driver.log
-    assert np.array_equal(np.load(out / "tridiag.npy"), undisturbed[:1])
+    assert np.array_equal(np.load(out / "tridiag.npy"), undisturbed[:2])
     assert cli.main(run_args(ray_cluster, "tests.problems:fails_when_flagged", out, "--resume")) == 0
     assert np.array_equal(np.load(out / "tridiag.npy"), undisturbed)
 
@@ -106,7 +113,7 @@ def test_lost_node_moves_its_shard(ray_cluster, undisturbed, tmp_path):
     ray_cluster.wait_for_nodes()
     try:
         driver = Driver(run_args(ray_cluster, "tests.problems:fails_when_flagged", tmp_path / "run"))
-        driver.read_until("draw 1/3 step 3/10")
+        driver.read_until("pass 3 |")
         placed = [driver.worker_line(w) for w in (0, 1)]
         assert any(f"node {node.node_id[:12]}" in line for line in placed), placed
         ray_cluster.remove_node(node)

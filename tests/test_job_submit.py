@@ -41,6 +41,8 @@ pytest.importorskip("aiohttp", reason="the Ray job server needs ray[default]")
 pytest.importorskip("sklearn", reason="the digits example needs scikit-learn")
 requests = pytest.importorskip("requests")
 
+from tests.user_project import FACTORY, NUM_PARAMS, write_project  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 HEAD_START_TIMEOUT_S = 120
 JOB_TIMEOUT_S = 300
@@ -201,14 +203,17 @@ def test_job_server_listens_on_loopback_only(ray_head):
 
 
 def test_submitted_run_succeeds_writes_outputs_and_logs_progress(ray_head, tmp_path):
+    """A user's own factory module in a working directory of its own, submitted as a job
+    that runs the installed ``raylanczos`` command."""
     out = tmp_path / "out"
+    project = write_project(tmp_path / "project")
     submission = f"raylanczos-test-{uuid.uuid4().hex[:8]}"
     submit = ray_cli(
         ray_head,
         "job", "submit", "--address", ray_head.url, "--submission-id", submission,
-        "--working-dir", str(REPO), "--runtime-env", str(REPO / "jobs" / "runtime-env.yaml"),
+        "--working-dir", str(project), "--runtime-env", str(REPO / "jobs" / "runtime-env.yaml"),
         "--",
-        "raylanczos", "run", "--problem", "raylanczos.examples.digits:tiny_problem", "--out", str(out),
+        "raylanczos", "run", "--problem", FACTORY, "--out", str(out),
         "--order", "5", "--draws", "1", "--cpus-per-worker", "0.5",
         timeout=JOB_TIMEOUT_S,
     )  # fmt: skip
@@ -224,12 +229,14 @@ def test_submitted_run_succeeds_writes_outputs_and_logs_progress(ray_head, tmp_p
     tridiag = np.load(out / "tridiag.npy", allow_pickle=False)
     assert tridiag.shape == (1, 5, 5) and tridiag.dtype == np.float64
     summary = json.loads((out / "summary.json").read_text())
+    assert summary["config"]["problem"] == FACTORY and summary["config"]["num_params"] == NUM_PARAMS
     assert np.isfinite(summary["lambda_max"]) and summary["lambda_max"] > 0
 
     logs = ray_cli(ray_head, "job", "logs", "--address", ray_head.url, submission)
     assert logs.returncode == 0, logs.stderr[-4000:]
     text = logs.stdout
     for step in range(1, 6):
-        assert re.search(rf"^\d\d:\d\d:\d\d draw 1/1 step {step}/5 \| elapsed ", text, re.MULTILINE), text[-4000:]
-    assert re.search(r"worker 0: shard 0 \(rows 0-1796\), 1797 examples, node \w+", text), text[-4000:]
+        assert re.search(rf"^\d\d:\d\d:\d\d pass {step} \| steps {step}/5, ", text, re.MULTILINE), text[-4000:]
+    assert re.search(r"worker 0: shard 0 \(rows \[0, 300\)\), 300 examples, node \w+", text), text[-4000:]
     assert "λ_max" in text  # the closing summary line
+    assert "Traceback" not in text and "os.fork()" not in text

@@ -213,5 +213,5 @@ def test_nan_data_names_worker_shard_and_rows():
     x[1000, 7] = np.nan
     bad = rl.Problem.from_keras(problem.params, digits_keras.mean_cross_entropy, {"x": x, "y": y}, problem.batch_size)
     hessian = LocalHessian(bad, plan=rl.ShardPlan.balanced(bad.num_examples, 2))
-    with pytest.raises(RuntimeError, match=r"worker 1, shard 1 \(rows 898-1796\).*dataset rows 898-1153"):
+    with pytest.raises(RuntimeError, match=r"worker 1, shard 1 \(rows \[898, 1797\)\).*dataset rows \[898, 1154\)"):
         hessian.matvec(np.ones(hessian.dim))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 
@@ -35,6 +37,17 @@ def test_workers_spread_over_nodes_and_match_one_node(ray_cluster, two_gpu_nodes
     assert np.array_equal(pinned.tridiagonals, one_node.tridiagonals)
 
 
-def test_unplaceable_workers_are_reported(ray_cluster):
-    with pytest.raises(RuntimeError, match=r"could not place 2 workers within 3 s.*'no_such_accelerator': 1.0"):
-        rl.hessian_spectrum(TINY, worker_resources={"resources": {"no_such_accelerator": 1}}, timeout=3, **OPTIONS)
+def test_unplaceable_workers_are_refused_at_once(ray_cluster):
+    """A cluster without what the workers need: refused naming the ask and what the cluster
+    has, before any placement wait (the run's --timeout is an hour)."""
+    started = time.monotonic()
+    with pytest.raises(RuntimeError, match=r"2 workers need 2 CPU, 2 no_such_accelerator in all, and the cluster has 2 CPU, 0 no_such_accelerator on 1 node"):
+        rl.hessian_spectrum(TINY, worker_resources={"resources": {"no_such_accelerator": 1}}, **OPTIONS)
+    assert time.monotonic() - started < 60, "refused without waiting for the placement"
+
+
+def test_a_cluster_short_of_resources_is_given_the_placement_timeout(ray_cluster):
+    """With a placement timeout (a cluster whose autoscaler may add nodes) the run waits that
+    long for the resources, then fails naming what is still missing."""
+    with pytest.raises(RuntimeError, match=r"could not place 2 workers within 2 s: 2 workers need .*2 no_such_accelerator"):
+        rl.hessian_spectrum(TINY, worker_resources={"resources": {"no_such_accelerator": 1}}, placement_timeout=2, **OPTIONS)

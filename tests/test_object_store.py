@@ -22,7 +22,7 @@ def test_run_writes_to_s3_and_reads_back(ray_session, s3_endpoint, tmp_path, mon
     s3 = pafs.S3FileSystem(endpoint_override=s3_endpoint, scheme="http", region="us-east-1")
     names = {info.base_name for info in s3.get_file_info(pafs.FileSelector("runs/digits/tiny"))}
     assert {"tridiag.npy", "spectrum.npz", "summary.json", "density.png"} <= names
-    assert list((tmp_path / "cache" / "raylanczos" / "checkpoints").glob("*/basis.npy")), "checkpoint stays on local disk"
+    assert list((tmp_path / "cache" / "raylanczos" / "checkpoints").glob("*/basis_0.npy")), "checkpoint stays on local disk"
 
     result = rl.load_result(uri)
     assert result.tridiagonals.shape == (2, 6, 6) and result.summary["steps_completed"] == [6, 6]

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 
 import numpy as np
 import pytest
 
 import raylanczos as rl
 from raylanczos import spectrum
-from raylanczos.distributed import DistributedHessian, WorkerGroup
+from raylanczos.distributed import DistributedHessian, WorkerGroup, WorkerOptions
 from raylanczos.examples import digits
 from raylanczos.worker import LocalHessian
 from tests.conftest import WORKER_RESOURCES
@@ -43,6 +42,7 @@ def test_distribution_is_transparent(ray_session, in_process_tridiagonals, worke
         assert f"re-orthogonalisation split over {allowed} threads, one per core" in caplog.text
     else:
         assert f"driver: {allowed - workers} BLAS thread(s)" in caplog.text
+    assert result.summary["config"]["draws_per_pass"] == 2
     for got, want in zip(spectrum.split_tridiagonals(result.tridiagonals), in_process_tridiagonals):
         scale = np.abs(want.alpha).max()
         assert np.max(np.abs(got[0] - want.alpha)) <= 1e-12 * scale
@@ -63,18 +63,17 @@ def test_float32_workers_get_a_float32_vector(ray_session):
     assert np.max(np.abs(got_beta - want.beta)) <= 1e-5 * scale
 
 
-def test_unpinned_workers_spilled_basis_and_fresh_products(ray_session, in_process_tridiagonals, monkeypatch, caplog):
-    """Unpinned workers, a basis memory-mapped past a zero budget, and every look-ahead
+def test_unpinned_workers_spilled_basis_and_fresh_products(ray_session, in_process_tridiagonals, caplog):
+    """Unpinned workers, bases memory-mapped past a zero budget, and every look-ahead
     product discarded for a fresh one: the same tridiagonals as in process."""
-    monkeypatch.setattr(sys.modules["raylanczos.lanczos"], "LOOKAHEAD_MIN_RHO", 2.0)
     caplog.set_level(logging.INFO, logger="raylanczos")
     result = rl.hessian_spectrum(
         TINY, order=20, draws=2, seed=3, num_workers=2, worker_resources=WORKER_RESOURCES, compute_dtype="float64",
-        pin_cpus=False, basis_memory_gb=0,
+        pin_cpus=False, basis_memory_gb=0, lanczos=rl.LanczosOptions(lookahead_min_rho=2.0), draws_per_pass=1,
     )
     allowed = sorted(os.sched_getaffinity(0))
     assert [info["cores"] for info in result.summary["workers"]] == [allowed, allowed]
-    assert "memory-mapped to a temporary file" in caplog.text
+    assert "memory-mapped to temporary files" in caplog.text
     assert "19 fresh products" in caplog.text
     assert result.summary["fresh_products"] == [19, 19]
     for got, want in zip(spectrum.split_tridiagonals(result.tridiagonals), in_process_tridiagonals):
@@ -86,7 +85,8 @@ def test_unpinned_workers_spilled_basis_and_fresh_products(ray_session, in_proce
 def test_distributed_hessian_is_a_plain_matvec(ray_session, in_process_tridiagonals):
     """DESIGN: the distributed Hessian is one more operator for the numerics layer."""
     problem = digits.tiny_problem()
-    group = WorkerGroup(TINY, rl.ShardPlan.balanced(problem.num_examples, 2), resources=WORKER_RESOURCES, compute_dtype="float64")
+    plan = rl.ShardPlan.balanced(problem.num_examples, 2)
+    group = WorkerGroup(TINY, plan, resources=WORKER_RESOURCES, options=WorkerOptions(compute_dtype="float64"))
     try:
         run = rl.lanczos(DistributedHessian(group, problem.num_examples), order=20, seed=3, draw=0)
     finally:
@@ -98,7 +98,7 @@ def test_distributed_hessian_is_a_plain_matvec(ray_session, in_process_tridiagon
 
 
 def test_negative_basis_budget_is_refused_before_workers_start():
-    with pytest.raises(ValueError, match="basis_memory_gb must be >= 0 GB, got -1"):
+    with pytest.raises(ValueError, match="basis_memory_gb must be a number >= 0, got -1"):
         rl.hessian_spectrum(TINY, order=5, draws=1, basis_memory_gb=-1)
 
 

@@ -1,15 +1,20 @@
-"""JAX backend: forward-over-reverse Hessian-vector products over one shard's batches.
+"""JAX backend: Hessian- and Gauss–Newton-vector products over one shard's batches.
 
 The flat parameter vector is ``jax.flatten_util.ravel_pytree(params)``: leaves in pytree
 flattening order, each raveled in C order, named by their pytree paths
-(:func:`pytree_layout`). For a batch b with mean loss L_b,
+(:func:`pytree_layout`). For a batch b with mean loss L_b and a block of B tangents
+V = [v₁ … v_B],
 
-    H_b v = d/dε ∇L_b(θ + ε v) |_{ε=0}         (``jax.jvp`` of ``jax.grad``),
+    H_b v = d/dε ∇L_b(θ + ε v) |_{ε=0}              (``jax.jvp`` of ``jax.grad``),
+    G_b v = J_bᵀ ∇²ℓ_b(f_b) J_b v                    (``jvp``, output-space HVP, ``vjp``),
 
-compiled once per batch shape (a full batch and, at most, one ragged last batch), each
-batch's product added to the shard's sum Σ_b |b| · H_b v in float64 on the device, in the
-same program. The host only dispatches (asynchronously) and copies the sum back once per
-HVP, so it does no per-batch work competing with the device or with XLA's CPU threads.
+with f_b = ``predict(θ, b)`` and ℓ_b = ``output_loss(·, b)``. The B products share one
+pass over the batch: ``jax.vmap`` over the tangents, with θ and the batch unbatched, so
+the forward and backward computation at θ is done once. The program is compiled once per
+batch shape (a full batch and, at most, one ragged last batch) and block size, and adds
+the batch's products to the shard's float64 sums Σ_b |b| · C_b v on the device, in the
+same program. The host only dispatches (asynchronously) and copies the sums back once per
+pass, so it does no per-batch work competing with the device or with XLA's CPU threads.
 (A ``lax.scan`` over the batches would make it one dispatch, but XLA on the CPU ran the
 digits conv net's convolutions 30× slower inside the loop body: 19.8 s per HVP against
 0.66 s.)
@@ -18,21 +23,23 @@ digits conv net's convolutions 30× slower inside the loop body: 19.8 s per HVP 
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
 import jax
+import jax.extend as jex
 import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
+from raylanczos.backends import ShardBackend
 from raylanczos.data import Batch, BatchPlan
 from raylanczos.layout import ParameterLayout, unique_names
 from raylanczos.problem import Problem, ProblemError
 
 
-class JaxBackend:
-    """Partial HVPs of one shard of a JAX :class:`~raylanczos.Problem`.
+class JaxBackend(ShardBackend):
+    """Products of one shard of a JAX :class:`~raylanczos.Problem`.
 
     Args:
       problem: ``problem.params`` is a pytree of floating arrays and ``problem.loss_fn``
@@ -41,105 +48,108 @@ class JaxBackend:
       compute_dtype: None or ``"float32"`` computes in the parameters' dtype (float32 for
         most models); ``"float64"`` casts parameters and floating data to float64 and
         runs with ``jax_enable_x64`` (validation mode).
+      operator: ``"hessian"`` or ``"ggn"`` (needs ``problem.predict`` and ``output_loss``).
 
     Attributes:
       layout: the flat vector's :class:`~raylanczos.layout.ParameterLayout` (pytree paths).
       training: None: a JAX loss has no training mode of its own.
-      accumulates_on_device: True when :meth:`hvp_sum` adds each batch's product to a
-        float64 sum on the device; False for a loss whose dtype would change if traced
-        with 64-bit types enabled, whose products are then summed on the host.
+      accumulates_on_device: True when :meth:`product_sum` adds each batch's products to
+        float64 sums on the device; False for a loss that would build float64 arrays if
+        traced with 64-bit types enabled, whose products are then summed on the host
+        (``accumulation_note`` says so).
     """
 
     training = None
 
-    def __init__(self, problem: Problem, arrays: Batch, *, compute_dtype: str | None = None):
+    def __init__(self, problem: Problem, arrays: Batch, *, compute_dtype: str | None = None, operator: str = "hessian"):
         self._x64 = compute_dtype == "float64"
+        self.operator = operator
         with self._precision():
-            leaves = jax.tree_util.tree_leaves(problem.params)
-            if not leaves:
-                raise ProblemError("params has no arrays: there is nothing to differentiate")
-            for leaf in leaves:
-                if not jnp.issubdtype(jnp.asarray(leaf).dtype, jnp.floating):
-                    raise ProblemError(f"params must be floating-point arrays, found dtype {jnp.asarray(leaf).dtype}")
-            for path, leaf in jax.tree_util.tree_flatten_with_path(problem.params)[0]:
-                bad = int(np.size(leaf) - np.count_nonzero(np.isfinite(np.asarray(leaf))))
-                if bad:
-                    raise ProblemError(f"params{jax.tree_util.keystr(path)} has {bad} non-finite (NaN or inf) values")
-            model_dtype = jnp.result_type(*leaves)
-            dtype = {"float64": jnp.float64, "float32": jnp.float32}.get(compute_dtype, model_dtype)
-            params = jax.tree_util.tree_map(lambda x: jnp.asarray(x, dtype), problem.params)
-            flat, unravel = ravel_pytree(params)
-            self.layout = pytree_layout(params)
-            self.dtype = np.dtype(flat.dtype)
-            self.num_params = int(flat.size)
-            self._params = flat
-            loss_fn = problem.loss_fn
-
-            def flat_loss(p: jax.Array, batch: Batch) -> jax.Array:
-                return loss_fn(unravel(p), batch)
-
-            def hvp(p: jax.Array, v: jax.Array, batch: Batch) -> jax.Array:
-                return jax.jvp(lambda q: jax.grad(flat_loss)(q, batch), (p,), (v,))[1]
-
-            self._hvp = jax.jit(hvp)
+            self._params, unravel = self._flat_params(problem, compute_dtype)
+            self.layout = pytree_layout(unravel(self._params))
+            self.dtype = np.dtype(self._params.dtype)
+            self.num_params = int(self._params.size)
             plan = BatchPlan(self._cast_data(arrays), problem.batch_size)
             self.batch_sizes = plan.sizes
             self.num_examples = sum(plan.sizes)
             self._batches = [jax.device_put(batch) for batch in plan]
-            shape = jax.eval_shape(flat_loss, self._params, self._batches[0]).shape
-            if shape != ():
-                raise ProblemError(
-                    f"loss_fn must return a scalar (the mean loss over the batch), got an array of shape {shape}"
-                )
-            self._add_product = self._compile_add_product(hvp)
-            self.accumulates_on_device = self._add_product is not None
+            self._check_loss(problem, unravel)
+            product = _product_function(problem, unravel, operator)
+            self._block_product = jax.jit(_blocked(product))
+            self.accumulation_note = self._host_sum_reason(product)
+            self.accumulates_on_device = not self.accumulation_note
+            self._add_products = jax.jit(_adding(product), donate_argnums=0) if self.accumulates_on_device else None
 
-    def hvp_sum(self, vector: np.ndarray) -> tuple[np.ndarray, int]:
-        """Σ_b |b| · H_b v over the shard: (float64[n], number of examples)."""
-        if self._add_product is None:
-            total = np.zeros(self.num_params, dtype=np.float64)
-            for size, product in self._products(vector):
-                total += size * np.asarray(product, dtype=np.float64)
-            return total, self.num_examples
+    def _flat_params(self, problem: Problem, compute_dtype: str | None) -> tuple[jax.Array, Callable]:
+        leaves = jax.tree_util.tree_leaves(problem.params)
+        if not leaves:
+            raise ProblemError("params has no arrays: there is nothing to differentiate")
+        for path, leaf in jax.tree_util.tree_flatten_with_path(problem.params)[0]:
+            dtype = jnp.asarray(leaf).dtype
+            if not jnp.issubdtype(dtype, jnp.floating):
+                raise ProblemError(f"params must be floating-point arrays, found dtype {dtype} at params{jax.tree_util.keystr(path)}")
+            bad = int(np.size(leaf) - np.count_nonzero(np.isfinite(np.asarray(leaf))))
+            if bad:
+                raise ProblemError(f"params{jax.tree_util.keystr(path)} has {bad} non-finite (NaN or inf) values")
+        model_dtype = jnp.result_type(*leaves)
+        dtype = {"float64": jnp.float64, "float32": jnp.float32}.get(compute_dtype, model_dtype)
+        params = jax.tree_util.tree_map(lambda x: jnp.asarray(x, dtype), problem.params)
+        return ravel_pytree(params)
+
+    def _check_loss(self, problem: Problem, unravel: Callable) -> None:
+        """Trace the loss on the first batch (no computation): it must run and return a scalar."""
+        batch = self._batches[0]
+        try:
+            shape = jax.eval_shape(lambda p: problem.loss_fn(unravel(p), batch), self._params).shape
+        except Exception as err:  # noqa: BLE001 - any failure is the loss's, reported in one line
+            raise ProblemError(
+                f"loss_fn failed on the first batch ({_describe_batch(batch)}): {_exception_line(err)}"
+            ) from err
+        if shape != ():
+            raise ProblemError(
+                f"loss_fn must return a scalar (the mean loss over the batch), got an array of shape {shape}"
+            )
+
+    def _block_sum(self, vectors: np.ndarray) -> np.ndarray:
+        if self._add_products is None:
+            total = np.zeros(vectors.shape, dtype=np.float64)
+            for size, products in zip(self.batch_sizes, self._batch_block_products(vectors)):
+                total += size * products
+            return total
         with jax.enable_x64(True):
-            v = jnp.asarray(vector, dtype=self.dtype)
-            total = jnp.zeros(self.num_params, dtype=jnp.float64)
+            tangents = jnp.asarray(vectors, dtype=self.dtype)
+            total = jnp.zeros(vectors.shape, dtype=jnp.float64)
             for size, batch in zip(self.batch_sizes, self._batches):
-                total = self._add_product(total, np.float64(size), self._params, v, batch)
-            return np.asarray(total), self.num_examples
+                total = self._add_products(total, np.float64(size), self._params, tangents, batch)
+            return np.asarray(total)
 
-    def batch_hvps(self, vector: np.ndarray) -> Iterator[tuple[int, int, np.ndarray]]:
-        """(first row, stop row, H_b v as float64[n]) per batch, rows relative to the shard."""
-        start = 0
-        for size, product in self._products(vector):
-            yield start, start + size, np.asarray(product, dtype=np.float64)
-            start += size
-
-    def _compile_add_product(self, hvp):
-        """The jitted ``total + |b| · H_b v`` in float64 on the device (``total`` donated),
-        or None when tracing the batch HVP with 64-bit types enabled gives another program
-        (a loss that builds arrays of the default dtype would compute in float64);
-        :meth:`hvp_sum` then sums the batches' products on the host, as the same numbers."""
-
-        def add_product(total: jax.Array, size: jax.Array, p: jax.Array, v: jax.Array, batch: Batch) -> jax.Array:
-            return total + size * hvp(p, v, batch).astype(jnp.float64)
-
-        program = str(jax.make_jaxpr(hvp)(self._params, self._params, self._batches[0]))
-        with jax.enable_x64(True):
-            unchanged = str(jax.make_jaxpr(hvp)(self._params, self._params, self._batches[0])) == program
-        return jax.jit(add_product, donate_argnums=0) if unchanged else None
-
-    def _products(self, vector: np.ndarray) -> Iterator[tuple[int, jax.Array]]:
-        """Dispatch every batch's HVP, one ahead of the host's conversion of the last."""
+    def _batch_block_products(self, vectors: np.ndarray) -> Iterator[np.ndarray]:
+        """Dispatch every batch's products, one ahead of the host's conversion of the last."""
         with self._precision():
-            v = jnp.asarray(vector, dtype=self.dtype)
+            tangents = jnp.asarray(vectors, dtype=self.dtype)
             pending = None
-            for size, batch in zip(self.batch_sizes, self._batches):
-                product = self._hvp(self._params, v, batch)
+            for batch in self._batches:
+                products = self._block_product(self._params, tangents, batch)
                 if pending is not None:
-                    yield pending
-                pending = (size, product)
-            yield pending
+                    yield np.asarray(pending, dtype=np.float64)
+                pending = products
+            yield np.asarray(pending, dtype=np.float64)
+
+    def _host_sum_reason(self, product: Callable) -> str:
+        """Why the batch sums cannot be kept on the device ("" when they can).
+
+        The device sums are float64, so their program is traced with 64-bit types
+        enabled; a loss that builds arrays of the default dtype (``jnp.ones(())``, say)
+        would then compute in float64. Such a program has float64 values where the
+        model's dtype has none: its products are summed on the host instead.
+        """
+        if self.dtype == np.float64:
+            return ""
+        with jax.enable_x64(True):
+            traced = jax.make_jaxpr(product)(self._params, self._params, self._batches[0])
+        if np.dtype(np.float64) in jaxpr_dtypes(traced.jaxpr):
+            return "sums on the host: the loss builds float64 arrays when traced with 64-bit types"
+        return ""
 
     def _cast_data(self, arrays: Batch) -> Batch:
         if not self._x64:
@@ -148,6 +158,81 @@ class JaxBackend:
 
     def _precision(self) -> contextlib.AbstractContextManager:
         return jax.enable_x64(True) if self._x64 else contextlib.nullcontext()
+
+
+def _product_function(problem: Problem, unravel: Callable, operator: str) -> Callable:
+    """``(flat params, tangent, batch) -> C_b v`` for the Hessian or the Gauss–Newton matrix."""
+    if operator == "hessian":
+
+        def flat_loss(p: jax.Array, batch: Batch) -> jax.Array:
+            return problem.loss_fn(unravel(p), batch)
+
+        def hessian_product(p: jax.Array, v: jax.Array, batch: Batch) -> jax.Array:
+            return jax.jvp(lambda q: jax.grad(flat_loss)(q, batch), (p,), (v,))[1]
+
+        return hessian_product
+
+    predict, output_loss = problem.predict, problem.output_loss
+
+    def ggn_product(p: jax.Array, v: jax.Array, batch: Batch) -> jax.Array:
+        outputs, pullback = jax.vjp(lambda q: predict(unravel(q), batch), p)
+        tangent_outputs = jax.jvp(lambda q: predict(unravel(q), batch), (p,), (v,))[1]
+        curvature = jax.jvp(jax.grad(lambda f: output_loss(f, batch)), (outputs,), (tangent_outputs,))[1]
+        return pullback(curvature)[0]
+
+    return ggn_product
+
+
+def _blocked(product: Callable) -> Callable:
+    """``(p, V, batch) -> C_b V`` for a block V (B, n) of tangents: ``jax.vmap`` over them,
+    or the plain product for B = 1 (the same program, and so the same bits, as one vector)."""
+    vectorized = jax.vmap(product, in_axes=(None, 0, None))
+
+    def block_product(p: jax.Array, tangents: jax.Array, batch: Batch) -> jax.Array:
+        if tangents.shape[0] == 1:
+            return product(p, tangents[0], batch)[None]
+        return vectorized(p, tangents, batch)
+
+    return block_product
+
+
+def _adding(product: Callable) -> Callable:
+    """``(total, size, p, V, batch) -> total + size · C_b V`` in float64, V a block of tangents."""
+    block = _blocked(product)
+
+    def add_products(total: jax.Array, size: jax.Array, p: jax.Array, tangents: jax.Array, batch: Batch) -> jax.Array:
+        return total + size * block(p, tangents, batch).astype(jnp.float64)
+
+    return add_products
+
+
+def host_placement() -> contextlib.AbstractContextManager:
+    """Arrays made in this context live on the host CPU."""
+    return jax.default_device(jax.devices("cpu")[0])
+
+
+def jaxpr_dtypes(jaxpr: Any) -> set[np.dtype]:
+    """Every dtype a traced program computes, its sub-programs (jit, custom rules, loops) included."""
+    found = {np.dtype(var.aval.dtype) for var in jaxpr.invars if hasattr(var.aval, "dtype")}
+    for equation in jaxpr.eqns:
+        found |= {np.dtype(var.aval.dtype) for var in equation.outvars if hasattr(var.aval, "dtype")}
+        for param in equation.params.values():
+            for sub in param if isinstance(param, (list, tuple)) else (param,):
+                if isinstance(sub, jex.core.ClosedJaxpr):
+                    found |= jaxpr_dtypes(sub.jaxpr)
+                elif isinstance(sub, jex.core.Jaxpr):
+                    found |= jaxpr_dtypes(sub)
+    return found
+
+
+def _describe_batch(batch: Batch) -> str:
+    return ", ".join(f"{k!r} {tuple(v.shape)} {v.dtype}" for k, v in batch.items())
+
+
+def _exception_line(err: BaseException) -> str:
+    """``Type: message``, the message's first line (a KeyError's message is the key)."""
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
 
 
 def pytree_layout(params) -> ParameterLayout:

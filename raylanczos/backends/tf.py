@@ -1,19 +1,22 @@
-"""Keras backend: forward-over-back Hessian-vector products of a Keras 3 model on TensorFlow.
+"""Keras backend: Hessian- and Gauss–Newton-vector products of a Keras 3 model on TensorFlow.
 
 The flat parameter vector is ``model.trainable_variables``, in that order, each raveled in
 C order, named by the variables' paths (:func:`keras_layout`). For a batch b with mean
-loss L_b,
+loss L_b and a tangent v,
 
     H_b v = d/dε ∇L_b(θ + ε v) |_{ε=0}    (``tf.autodiff.ForwardAccumulator`` over ``tf.GradientTape``),
+    G_b v = J_bᵀ ∇²ℓ_b(f_b) J_b v          (forward J v, output-space HVP, ``GradientTape`` Jᵀ),
 
-in one ``tf.function`` built with the backend and traced once per batch shape (a full
-batch and, at most, one ragged last batch). The shard's sum Σ_b |b| · H_b v is accumulated
-on the host in float64.
+for the B tangents of a block in one ``tf.function`` (``tf.vectorized_map`` over the
+tangents, which keeps the computation that does not depend on them, the forward and
+backward pass at θ, outside the vectorised loop), traced once per batch shape (a full
+batch and, at most, one ragged last batch). The shard's sums Σ_b |b| · C_b v are added in
+float64 where the products are computed, and copied to the host once per pass.
 
 The loss runs inside a ``keras.StatelessScope``: the model's state (batch-norm moving
-statistics, dropout seed generators) is read but never written, so an HVP does not change
-the model and two HVPs of the same vector are identical. This module imports TensorFlow
-and Keras, never JAX.
+statistics, dropout seed generators) is read but never written, so a product does not
+change the model and two products of the same vector are identical. This module imports
+TensorFlow and Keras, never JAX.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import numpy as np
 import keras
 import tensorflow as tf
 
+from raylanczos.backends import ShardBackend
 from raylanczos.data import Batch, BatchPlan
 from raylanczos.layout import ParameterLayout, unique_names
 from raylanczos.problem import Problem, ProblemError, accepts_training
@@ -33,8 +37,8 @@ from raylanczos.problem import Problem, ProblemError, accepts_training
 FLOAT_DTYPE_NAMES = frozenset({"float16", "bfloat16", "float32", "float64", "mixed_float16", "mixed_bfloat16"})
 
 
-class KerasBackend:
-    """Partial HVPs of one shard of a Keras :class:`~raylanczos.Problem`.
+class KerasBackend(ShardBackend):
+    """Products of one shard of a Keras :class:`~raylanczos.Problem`.
 
     Args:
       problem: ``problem.params`` is a built Keras 3 model (TensorFlow backend) and
@@ -45,6 +49,7 @@ class KerasBackend:
         ``"float32"`` or ``"float64"`` rebuilds the model from its config in that dtype,
         with the same weights, and casts floating data to it (``"float64"`` is the
         validation mode).
+      operator: ``"hessian"`` or ``"ggn"`` (needs ``problem.output_loss``).
 
     Attributes:
       layout: the flat vector's :class:`~raylanczos.layout.ParameterLayout`, named by the
@@ -52,12 +57,12 @@ class KerasBackend:
       training: whether the model runs in training mode (``problem.training``).
       dtype: the compute dtype of the parameters (numpy dtype).
       accumulates_on_device: True: the batches' float64 products are summed where they
-        are computed, and the sum copied to the host once.
+        are computed, and the sums copied to the host once.
     """
 
     accumulates_on_device = True
 
-    def __init__(self, problem: Problem, arrays: Batch, *, compute_dtype: str | None = None):
+    def __init__(self, problem: Problem, arrays: Batch, *, compute_dtype: str | None = None, operator: str = "hessian"):
         check_keras()
         model = problem.params
         if not isinstance(model, keras.layers.Layer):
@@ -66,6 +71,7 @@ class KerasBackend:
             raise ProblemError(f"the Keras model {model.name!r} has no trainable weights: there is nothing to differentiate")
         self.layout = keras_layout(model)
         self.training = problem.training
+        self.operator = operator
         self._cast_to = None
         policy = getattr(model, "dtype_policy", None)
         model_dtypes = {_widest_dtype(model.trainable_variables).name, getattr(policy, "compute_dtype", None)}
@@ -83,39 +89,31 @@ class KerasBackend:
         self._batches = [{k: tf.identity(tf.convert_to_tensor(v)) for k, v in batch.items()} for batch in plan]
         self._loss = _bind_loss(problem.loss_fn, model, problem.training)
         self._check_first_batch(plan.sizes[0])
-        self._hvp = _hvp_function(self._variables, [block.size for block in self.layout.blocks], self._loss)
+        sizes = [block.size for block in self.layout.blocks]
+        if operator == "ggn":
+            predict = _bind_loss(problem.predict, model, problem.training)
+            product = _ggn_product(self._variables, sizes, predict, problem.output_loss)
+        else:
+            product = _hessian_product(self._variables, sizes, self._loss)
+        self._block_product = tf.function(_vectorized(product))
+        self._add_products = tf.function(_adding(product))
 
     @property
     def num_traces(self) -> int:
-        """How often the HVP ``tf.function`` has been traced (once per batch shape)."""
-        return int(self._hvp.experimental_get_tracing_count())
+        """How often the summing ``tf.function`` has been traced (once per batch shape)."""
+        return int(self._add_products.experimental_get_tracing_count())
 
-    def hvp_sum(self, vector: np.ndarray) -> tuple[np.ndarray, int]:
-        """Σ_b |b| · H_b v over the shard: (float64[n], number of examples).
-
-        The sum is kept in float64 where the products are computed (the accelerator, if
-        any) and copied to the host once.
-        """
-        total = None
-        for size, product in self._products(vector):
-            term = tf.constant(float(size), tf.float64) * product
-            total = term if total is None else total + term
-        return total.numpy(), self.num_examples
-
-    def batch_hvps(self, vector: np.ndarray) -> Iterator[tuple[int, int, np.ndarray]]:
-        """(first row, stop row, H_b v as float64[n]) per batch, rows relative to the shard."""
-        start = 0
-        for size, product in self._products(vector):
-            yield start, start + size, product.numpy()
-            start += size
-
-    def _products(self, vector: np.ndarray) -> Iterator[tuple[int, tf.Tensor]]:
-        vector = np.asarray(vector, dtype=np.float64)
-        if vector.shape != (self.num_params,):
-            raise ValueError(f"expected a vector of {self.num_params} parameters, got shape {vector.shape}")
-        v = tf.constant(vector)
+    def _block_sum(self, vectors: np.ndarray) -> np.ndarray:
+        tangents = tf.constant(vectors)
+        total = tf.zeros(vectors.shape, tf.float64)
         for size, batch in zip(self.batch_sizes, self._batches):
-            yield size, self._hvp(v, batch)
+            total = self._add_products(total, tf.constant(float(size), tf.float64), tangents, batch)
+        return total.numpy()
+
+    def _batch_block_products(self, vectors: np.ndarray) -> Iterator[np.ndarray]:
+        tangents = tf.constant(vectors)
+        for batch in self._batches:
+            yield self._block_product(tangents, batch).numpy()
 
     def _check_first_batch(self, size: int) -> None:
         """Run the loss and its gradient once, eagerly: no framework error (e.g. an output shape
@@ -147,6 +145,11 @@ class KerasBackend:
         if self._cast_to is None:
             return dict(arrays)
         return {k: (v.astype(self._cast_to) if np.issubdtype(v.dtype, np.floating) else v) for k, v in arrays.items()}
+
+
+def host_placement() -> Any:
+    """Tensors made in this context live on the host CPU."""
+    return tf.device("/CPU:0")
 
 
 def check_keras() -> None:
@@ -204,26 +207,77 @@ def clone_in_dtype(model: Any, dtype: str) -> Any:
     return clone
 
 
-def _hvp_function(variables: list, sizes: list[int], loss: Callable[[dict], Any]) -> Any:
-    """``(float64[n], batch) -> H_b v`` as float64[n], one ``tf.function`` per backend.
+def _tangents(vector: tf.Tensor, variables: list, sizes: list[int]) -> list[tf.Tensor]:
+    """The float64 flat ``vector`` split per variable, reshaped and cast to its dtype."""
+    return [tf.cast(tf.reshape(p, v.shape), v.dtype) for p, v in zip(tf.split(vector, sizes), variables)]
 
-    The tangent is split per variable and cast to its dtype; the loss runs in a
-    ``keras.StatelessScope`` so the model's state is read, never written.
-    """
+
+def _flat(products: list[tf.Tensor]) -> tf.Tensor:
+    return tf.concat([tf.reshape(tf.cast(p, tf.float64), [-1]) for p in products], axis=0)
+
+
+def _hessian_product(variables: list, sizes: list[int], loss: Callable[[dict], Any]) -> Callable:
+    """``(float64[n], batch) -> H_b v`` as float64[n]: forward over back, state read only."""
     zero = tf.UnconnectedGradients.ZERO
 
-    def batch_hvp(vector: tf.Tensor, batch: dict[str, tf.Tensor]) -> tf.Tensor:
-        tangents = [tf.cast(tf.reshape(p, v.shape), v.dtype) for p, v in zip(tf.split(vector, sizes), variables)]
+    def hessian_product(vector: tf.Tensor, batch: dict[str, tf.Tensor]) -> tf.Tensor:
         with keras.StatelessScope():
-            with tf.autodiff.ForwardAccumulator(variables, tangents) as accumulator:
+            with tf.autodiff.ForwardAccumulator(variables, _tangents(vector, variables, sizes)) as accumulator:
                 with tf.GradientTape(watch_accessed_variables=False) as tape:
                     tape.watch(variables)
                     value = loss(batch)
                 gradients = tape.gradient(value, variables, unconnected_gradients=zero)
-            products = accumulator.jvp(gradients, unconnected_gradients=zero)
-        return tf.concat([tf.reshape(tf.cast(p, tf.float64), [-1]) for p in products], axis=0)
+            return _flat(accumulator.jvp(gradients, unconnected_gradients=zero))
 
-    return tf.function(batch_hvp)
+    return hessian_product
+
+
+def _ggn_product(
+    variables: list, sizes: list[int], predict: Callable[[dict], Any], output_loss: Callable[[Any, dict], Any]
+) -> Callable:
+    """``(float64[n], batch) -> Jᵀ ∇²ℓ(f) J v`` as float64[n]: J v forward, the output-space
+    Hessian-vector product forward over back, then Jᵀ by the tape."""
+    zero = tf.UnconnectedGradients.ZERO
+
+    def ggn_product(vector: tf.Tensor, batch: dict[str, tf.Tensor]) -> tf.Tensor:
+        with keras.StatelessScope():
+            with tf.GradientTape(watch_accessed_variables=False) as tape:
+                tape.watch(variables)
+                with tf.autodiff.ForwardAccumulator(variables, _tangents(vector, variables, sizes)) as accumulator:
+                    outputs = predict(batch)
+            jv = accumulator.jvp(outputs, unconnected_gradients=zero)
+            fixed = tf.stop_gradient(outputs)
+            with tf.autodiff.ForwardAccumulator(fixed, jv) as output_accumulator:
+                with tf.GradientTape() as output_tape:
+                    output_tape.watch(fixed)
+                    value = output_loss(fixed, batch)
+                gradient = output_tape.gradient(value, fixed, unconnected_gradients=zero)
+            curvature = output_accumulator.jvp(gradient, unconnected_gradients=zero)
+            return _flat(tape.gradient(outputs, variables, output_gradients=curvature, unconnected_gradients=zero))
+
+    return ggn_product
+
+
+def _vectorized(product: Callable) -> Callable:
+    """``(float64 (B, n), batch) -> float64 (B, n)``: the products of a block of tangents
+    (vectorised over them; for B = 1 the plain product)."""
+
+    def block_product(vectors: tf.Tensor, batch: dict[str, tf.Tensor]) -> tf.Tensor:
+        if vectors.shape[0] == 1:  # the plain product, as for one vector
+            return product(vectors[0], batch)[None]
+        return tf.vectorized_map(lambda vector: product(vector, batch), vectors)
+
+    return block_product
+
+
+def _adding(product: Callable) -> Callable:
+    """``(total, size, V, batch) -> total + size · C_b V``, all float64 (B, n)."""
+    block_product = _vectorized(product)
+
+    def add_products(total: tf.Tensor, size: tf.Tensor, vectors: tf.Tensor, batch: dict[str, tf.Tensor]) -> tf.Tensor:
+        return total + size * block_product(vectors, batch)
+
+    return add_products
 
 
 def _bind_loss(loss_fn: Callable[..., Any], model: Any, training: bool) -> Callable[[dict], Any]:

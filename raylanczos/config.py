@@ -1,0 +1,277 @@
+"""A run's configuration, as four frozen dataclasses with one job each.
+
+- :class:`SpectrumConfig`: what determines the numbers (order, draws, seed, operator,
+  blocks, ...); part of the identity a checkpoint is resumed against.
+- :class:`ScalingConfig`: where and how the products run (workers, resources, shard
+  plan, reduction, Ray address, timeouts).
+- :class:`OutputConfig`: where results go (output location, checkpoint, resume).
+- :class:`DensityConfig`: how the density and statistics are drawn from the tridiagonals
+  (σ², grid); a finished run can be re-rendered with another one.
+
+Each validates its fields when built and raises :class:`OptionError`, which names the
+option as the caller spelled it (``num_workers`` from Python, ``--workers`` from the
+command line) and quotes the value received.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+from raylanczos import spectrum
+from raylanczos.data import ShardPlan
+from raylanczos.lanczos import START_DISTRIBUTIONS, LanczosOptions
+from raylanczos.policy import DriverThreads, driver_threads
+from raylanczos.problem import OPERATORS
+
+#: Draws per pass when the caller names none (see docs/benchmarks.md for the figures).
+DEFAULT_DRAWS_PER_PASS = 4
+REDUCTIONS = ("node", "flat")
+COMPUTE_DTYPES = (None, "float64")
+
+
+class OptionError(ValueError):
+    """A bad value for one option. ``str()`` names it as a keyword (``num_workers``);
+    :meth:`for_option` renders the message for another spelling (``--workers``)."""
+
+    def __init__(self, option: str, value: Any, template: str):
+        self.option, self.value, self.template = option, value, template
+        super().__init__(self.for_option(option))
+
+    def for_option(self, name: str) -> str:
+        return self.template.format(name=name, value=self.value)
+
+
+def _positive_int(option: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise OptionError(option, value, "{name} must be a positive integer, got {value!r}")
+
+
+def _choice(option: str, value: Any, choices: tuple) -> None:
+    if value not in choices:
+        raise OptionError(option, value, "{name} must be one of " + ", ".join(map(repr, choices)) + ", got {value!r}")
+
+
+def _positive_number(option: str, value: Any, *, allow_zero: bool = False) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or value < 0 or (value == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise OptionError(option, value, "{name} must be a number " + bound + ", got {value!r}")
+
+
+@dataclass(frozen=True)
+class SpectrumConfig:
+    """What determines a run's numbers.
+
+    Attributes:
+      order: m, Lanczos steps per draw (clamped to the operator's dimension).
+      draws: D, independent start vectors (per block, with blocks).
+      draws_per_pass: B, draws advanced together, their products computed in one pass
+        over the data (clamped to the number of draws); None: :data:`DEFAULT_DRAWS_PER_PASS`.
+      seed: seeds the start vectors (draw d uses ``default_rng([seed, d])``).
+      distribution: ``"gaussian"`` or ``"rademacher"`` start vectors.
+      compute_dtype: None (the model's dtype) or ``"float64"`` (validation mode).
+      operator: ``"hessian"`` or ``"ggn"`` (the generalised Gauss–Newton matrix).
+      blocks: glob patterns over the parameter layout's names; each gives one block
+        (the operator restricted to those parameters) with its own spectrum.
+      per_layer: one block per top-level layer or module (the layout names' first part).
+      lanczos: the Lanczos step's thresholds.
+    """
+
+    order: int = 90
+    draws: int = 10
+    draws_per_pass: int | None = None
+    seed: int = 0
+    distribution: str = "gaussian"
+    compute_dtype: str | None = None
+    operator: str = "hessian"
+    blocks: tuple[str, ...] = ()
+    per_layer: bool = False
+    lanczos: LanczosOptions = field(default_factory=LanczosOptions)
+
+    def __post_init__(self) -> None:
+        _positive_int("order", self.order)
+        _positive_int("draws", self.draws)
+        if self.draws_per_pass is not None:
+            _positive_int("draws_per_pass", self.draws_per_pass)
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise OptionError("seed", self.seed, "{name} must be a non-negative integer, got {value!r}")
+        _choice("distribution", self.distribution, START_DISTRIBUTIONS)
+        _choice("compute_dtype", self.compute_dtype, COMPUTE_DTYPES)
+        _choice("operator", self.operator, OPERATORS)
+        if isinstance(self.blocks, str) or not all(isinstance(p, str) and p for p in self.blocks):
+            raise OptionError("blocks", self.blocks, "{name} must be a list of non-empty glob patterns, got {value!r}")
+        object.__setattr__(self, "blocks", tuple(self.blocks))
+        if self.per_layer and self.blocks:
+            raise OptionError("per_layer", self.per_layer, "{name} and blocks choose the blocks two ways: give one of them")
+
+    @property
+    def block_size(self) -> int:
+        """B: draws per pass, clamped to the draws of the run (with blocks, all of them)."""
+        return self.draws_per_pass if self.draws_per_pass is not None else DEFAULT_DRAWS_PER_PASS
+
+
+@dataclass(frozen=True)
+class ScalingConfig:
+    """Where and how the products run.
+
+    Attributes:
+      num_workers: workers, one data shard each; None: the shard plan's count, or the
+        default layout (one per GPU, or one per core, on a local machine).
+      worker_resources: Ray options per worker, e.g. ``{"num_cpus": 1, "num_gpus": 1}``;
+        None: the default layout's.
+      shards: a :class:`~raylanczos.ShardPlan` or the path of a JSON shard plan; None:
+        contiguous balanced rows.
+      pin_cpus: pin each worker to its own cores (as many as its ``num_cpus``); None pins
+        CPU-only workers and not GPU workers.
+      reduce: ``"node"`` (sum each node's partials on the node) or ``"flat"`` (every
+        partial to the driver).
+      address: Ray address; None connects to a running Ray or starts a local one.
+      timeout: seconds to wait for a worker to start or to answer one pass.
+      placement_timeout: seconds to wait for a cluster that has too few resources now to
+        add nodes (an autoscaler); None: 0 for a local Ray, 600 for a cluster address.
+      max_restarts: how often a dead worker (killed process, lost node) is restarted;
+        its pass is then recomputed, so the result is unchanged.
+      basis_memory_gb: without a checkpoint, bases of B·n·(m+1)·8 bytes above this many GB
+        are memory-mapped to temporary files instead of held in RAM.
+      thread_policy: ``(pinned, driver_cores, worker_cores) -> DriverThreads``, the threads
+        of the driver's re-orthogonalisation (default
+        :func:`raylanczos.policy.driver_threads`; benchmarks pass others).
+    """
+
+    num_workers: int | None = None
+    worker_resources: Mapping[str, Any] | None = None
+    shards: str | os.PathLike | ShardPlan | None = None
+    pin_cpus: bool | None = None
+    reduce: str = "node"
+    address: str | None = None
+    timeout: float = 3600.0
+    placement_timeout: float | None = None
+    max_restarts: int = 3
+    basis_memory_gb: float = 8.0
+    thread_policy: Callable[..., DriverThreads] = driver_threads
+
+    def __post_init__(self) -> None:
+        if self.num_workers is not None:
+            _positive_int("num_workers", self.num_workers)
+        if self.worker_resources is not None and not isinstance(self.worker_resources, Mapping):
+            raise OptionError("worker_resources", self.worker_resources, "{name} must be a mapping of Ray actor options, got {value!r}")
+        _choice("reduce", self.reduce, REDUCTIONS)
+        _positive_number("timeout", self.timeout)
+        if self.placement_timeout is not None:
+            _positive_number("placement_timeout", self.placement_timeout, allow_zero=True)
+        if isinstance(self.max_restarts, bool) or not isinstance(self.max_restarts, int) or self.max_restarts < 0:
+            raise OptionError("max_restarts", self.max_restarts, "{name} must be a non-negative integer, got {value!r}")
+        _positive_number("basis_memory_gb", self.basis_memory_gb, allow_zero=True)
+        for key in ("num_cpus", "num_gpus"):
+            value = (self.worker_resources or {}).get(key)
+            if value is not None:
+                _positive_number(key, value, allow_zero=key == "num_gpus")
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    """Where a run's results go.
+
+    Attributes:
+      out: output directory or object-store URI such as ``s3://bucket/runs/x``; None
+        keeps results in memory.
+      checkpoint_dir: local directory for the per-pass checkpoint and the memory-mapped
+        bases; default ``<out>/checkpoint``, or a cache directory for a URI ``out``.
+      resume: continue the run checkpointed in ``out``.
+      overwrite: replace a finished or interrupted run in ``out``.
+      save_vectors: also write each draw's Lanczos basis, ``lanczos_vec_<d>.npy``.
+      top_eigenvectors: K > 0 writes the top-K Ritz vectors (``eigenvectors.npy``,
+        float64 (K, n)) and their residual norms.
+    """
+
+    out: str | os.PathLike | None = None
+    checkpoint_dir: str | os.PathLike | None = None
+    resume: bool = False
+    overwrite: bool = False
+    save_vectors: bool = False
+    top_eigenvectors: int = 0
+
+    def __post_init__(self) -> None:
+        if self.resume and self.overwrite:
+            raise OptionError("resume", True, "resume and overwrite contradict each other: continue the run or replace it, not both")
+        if self.resume and self.out is None:
+            raise OptionError("resume", True, "{name} needs the output location of the run to continue (out)")
+        if self.checkpoint_dir is not None and self.out is None:
+            raise OptionError("checkpoint_dir", self.checkpoint_dir, "{name} needs an output location (out)")
+        if isinstance(self.top_eigenvectors, bool) or not isinstance(self.top_eigenvectors, int) or self.top_eigenvectors < 0:
+            raise OptionError("top_eigenvectors", self.top_eigenvectors, "{name} must be a non-negative integer, got {value!r}")
+
+
+@dataclass(frozen=True)
+class DensityConfig:
+    """How the density and the statistics are drawn from the tridiagonals.
+
+    Attributes:
+      sigma2_relative: the smoothing variance as a fraction of (λ_max − λ_min)².
+      sigma2: an absolute variance (eigenvalue units squared); overrides the relative one.
+      sigma2_original: the original spectral-density code's ``sigma_squared``: its variance
+        convention, grid and normalisation, reproduced exactly (overrides both above).
+      grid_points: density grid size.
+      grid_range: (lower, upper) ends of the grid; None: the nodes with 5σ margins.
+      top_k: how many extreme Ritz values the summary lists.
+      negative_threshold: ε of the negative-eigenvalue estimate: the fraction of
+        eigenvalues below −ε·‖H‖ (‖H‖ = max |Ritz value|).
+    """
+
+    sigma2_relative: float = spectrum.DEFAULT_SIGMA2_RELATIVE
+    sigma2: float | None = None
+    sigma2_original: float | None = None
+    grid_points: int = spectrum.DEFAULT_GRID_POINTS
+    grid_range: tuple[float, float] | None = None
+    top_k: int = 10
+    negative_threshold: float = spectrum.DEFAULT_NEGATIVE_THRESHOLD
+
+    def __post_init__(self) -> None:
+        _positive_number("sigma2_relative", self.sigma2_relative)
+        for name in ("sigma2", "sigma2_original"):
+            if getattr(self, name) is not None:
+                _positive_number(name, getattr(self, name))
+        _positive_int("top_k", self.top_k)
+        if isinstance(self.grid_points, bool) or not isinstance(self.grid_points, int) or self.grid_points < 2:
+            raise OptionError("grid_points", self.grid_points, "{name} must be an integer >= 2, got {value!r}")
+        if self.grid_range is not None:
+            low, high = self.grid_range
+            if not low < high:
+                raise OptionError("grid_range", self.grid_range, "{name} must be increasing, got {value!r}")
+        _positive_number("negative_threshold", self.negative_threshold)
+
+
+CONFIG_TYPES = (SpectrumConfig, ScalingConfig, OutputConfig, DensityConfig)
+
+
+def split_options(options: Mapping[str, Any]) -> dict[type, dict[str, Any]]:
+    """Route keyword options to the config type that has a field of that name."""
+    routed: dict[type, dict[str, Any]] = {kind: {} for kind in CONFIG_TYPES}
+    owners = {f.name: kind for kind in CONFIG_TYPES for f in dataclasses.fields(kind)}
+    for name, value in options.items():
+        if name not in owners:
+            known = ", ".join(sorted(owners))
+            raise TypeError(f"unknown option {name!r}; the options are {known}")
+        routed[owners[name]][name] = value
+    return routed
+
+
+def build_configs(
+    spectrum_config: SpectrumConfig | None,
+    scaling: ScalingConfig | None,
+    output: OutputConfig | None,
+    density: DensityConfig | None,
+    options: Mapping[str, Any],
+) -> tuple[SpectrumConfig, ScalingConfig, OutputConfig, DensityConfig]:
+    """The four configs: the ones given, with ``options`` (keyword fields) applied on top."""
+    routed = split_options(options)
+    given = dict(zip(CONFIG_TYPES, (spectrum_config, scaling, output, density)))
+    built = []
+    for kind in CONFIG_TYPES:
+        base = given[kind]
+        built.append(dataclasses.replace(base, **routed[kind]) if base is not None else kind(**routed[kind]))
+    return tuple(built)  # type: ignore[return-value]

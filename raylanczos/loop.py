@@ -1,0 +1,329 @@
+"""The run's loop: D draws × m Lanczos steps, B draws per pass over the data.
+
+The loop knows no Ray: it drives any *block operator* (``dim``, ``block_size``,
+``submit(vectors) -> pending`` and ``collect(pending) -> (products, StepTiming)``, for
+float64 (B, n) blocks) — the distributed Hessian, or :class:`InProcessOperator` in one
+process. It keeps B Lanczos states in lockstep, one per *slot*: each pass multiplies all
+B vectors at once, and each state is advanced and re-orthogonalised against its own basis.
+A draw that ends (its m steps, or a breakdown) frees its slot, and the next waiting draw
+starts there, so the block stays full until the last draws. Empty slots multiply a zero
+vector, so every pass has the same shape.
+
+Each step submits the next block as soon as its vectors are known (after every state's
+``accept``), then re-orthogonalises and checkpoints while the product is computed. The
+checkpoint after a step records every slot's state, the finished draws and the next
+waiting draw; a draw that has just ended is recorded as finished before its slot's basis
+is reused, so resuming from any checkpoint repeats exactly the blocks of the undisturbed
+run and gives the same bits.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol, Sequence
+
+import numpy as np
+
+from raylanczos.basis import BasisSweeps
+from raylanczos.lanczos import (
+    LanczosOptions,
+    LanczosState,
+    Phase,
+    accept,
+    first_vector,
+    reorthogonalize,
+    start_state,
+    start_vector,
+)
+from raylanczos.spectrum import orthogonality_loss
+
+#: Per-pass timing columns: seconds, but for the pass index, the active draws and bytes.
+TIMING_COLUMNS = (
+    "step", "active", "broadcast", "hvp_max", "gather", "node_reduce", "reduce", "reorth", "checkpoint", "total",
+    "bytes_sent", "bytes_received",
+)
+
+
+@dataclass(frozen=True)
+class StepTiming:
+    """What one block product cost.
+
+    ``broadcast``: putting the block where the workers read it; ``hvp_max``: the slowest
+    worker's own product time; ``gather``: from the broadcast to having all partials,
+    beyond the slowest product (scheduling, transfer, node sums, and any driver work that
+    outlasted the product when it was started before the re-orthogonalisation);
+    ``node_reduce``: the slowest node's sum of its workers' partials (0 for the flat
+    reduction); ``reduce``: the float64 sum and division on the driver; bytes the driver
+    sent (the block, once per node that reads it) and received (the partials it summed).
+    """
+
+    broadcast: float = 0.0
+    hvp_max: float = 0.0
+    gather: float = 0.0
+    node_reduce: float = 0.0
+    reduce: float = 0.0
+    bytes_sent: int = 0
+    bytes_received: int = 0
+
+
+class BlockOperator(Protocol):
+    dim: int
+    block_size: int
+
+    def submit(self, vectors: np.ndarray) -> Any: ...
+
+    def collect(self, pending: Any) -> tuple[np.ndarray, StepTiming]: ...
+
+
+class InProcessOperator:
+    """A :class:`~raylanczos.worker.LocalHessian` (or anything with ``matmat`` and ``dim``)
+    as a block operator: the product is computed in :meth:`collect`."""
+
+    def __init__(self, operator: Any, block_size: int):
+        self.operator = operator
+        self.dim = int(operator.dim)
+        self.block_size = block_size
+
+    def submit(self, vectors: np.ndarray) -> np.ndarray:
+        return np.array(vectors, dtype=np.float64)
+
+    def collect(self, pending: np.ndarray) -> tuple[np.ndarray, StepTiming]:
+        start = time.perf_counter()
+        products = self.operator.matmat(pending)
+        return products, StepTiming(hvp_max=time.perf_counter() - start)
+
+
+@dataclass(frozen=True)
+class DrawTask:
+    """One draw of one operator: the whole model's, or a parameter block's restriction.
+
+    ``index``: the task's place in the run (records and outputs follow it); ``block``: the
+    block's name ("" for the whole model); ``draw``: d, which seeds the start vector;
+    ``indices``: int64[|b|], the block's positions in the flat parameter vector, or None
+    for all n. Vectors of a block are zero outside it and products are restricted to it
+    (the operator H_bb).
+    """
+
+    index: int
+    block: str
+    draw: int
+    dim: int
+    indices: np.ndarray | None = None
+
+    def embed(self, vector: np.ndarray, out: np.ndarray) -> None:
+        """Write ``vector`` (float64[dim]) into the full-length row ``out`` (zeros elsewhere)."""
+        if self.indices is None:
+            out[:] = vector
+        else:
+            out[:] = 0.0
+            out[self.indices] = vector
+
+    def restrict(self, product: np.ndarray) -> np.ndarray:
+        return product if self.indices is None else product[self.indices]
+
+
+@dataclass
+class FinishedDraw:
+    """A finished task's tridiagonal and diagnostics (α, β float64[m_task])."""
+
+    task: int
+    alpha: np.ndarray
+    beta: np.ndarray
+    steps: int
+    breakdown: bool
+    orthogonality: float
+    second_passes: int
+    fresh_products: int
+
+    def tridiagonal(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.alpha[: self.steps].copy(), self.beta[: max(self.steps - 1, 0)].copy()
+
+
+@dataclass
+class LoopState:
+    """Where the loop stands, as plain data (what a checkpoint holds besides the bases).
+
+    ``slots``: one entry per slot, ``(task index, LanczosState)`` or None when free;
+    ``next_task``: the first task not yet started; ``finished``: finished draws by task
+    index; ``timings``: one row of :data:`TIMING_COLUMNS` per pass.
+    """
+
+    slots: list[tuple[int, LanczosState] | None]
+    next_task: int = 0
+    finished: dict[int, FinishedDraw] = field(default_factory=dict)
+    timings: list[list[float]] = field(default_factory=list)
+    passes: int = 0
+
+    @classmethod
+    def empty(cls, block_size: int) -> "LoopState":
+        return cls(slots=[None] * block_size)
+
+
+@dataclass(frozen=True)
+class LoopHooks:
+    """What the loop calls out to (all optional).
+
+    ``checkpoint(state)``: after every pass; ``finished(task, lanczos_state, record)``:
+    when a draw ends, before its slot is reused (to write its vectors, say);
+    ``progress(state, row)``: after every pass, with the pass's timing row.
+    """
+
+    checkpoint: Callable[[LoopState], None] | None = None
+    finished: Callable[[DrawTask, LanczosState, FinishedDraw], None] | None = None
+    progress: Callable[[LoopState, list[float]], None] | None = None
+
+
+class SpectrumLoop:
+    """Runs ``tasks`` × ``order`` Lanczos steps over ``operator``, ``operator.block_size``
+    draws per pass.
+
+    Args:
+      operator: a block operator of dimension n (see the module docstring).
+      tasks: the draws, in order; task i's start vector is
+        ``start_vector(task.dim, seed=seed, draw=task.draw, distribution=distribution)``.
+      order: m, Lanczos steps per draw (each task's clamped to its dimension).
+      bases: one float64 (≥ m + 1, ≥ max task dim) array per slot (memory or memmap).
+      seed, distribution: the start vectors' seed and distribution.
+      sweeps: the basis-sweep kernel for re-orthogonalisation.
+      options: the Lanczos step's thresholds.
+      hooks: checkpoint, finished-draw and progress callbacks.
+    """
+
+    def __init__(
+        self,
+        operator: BlockOperator,
+        tasks: Sequence[DrawTask],
+        order: int,
+        bases: Sequence[np.ndarray],
+        *,
+        seed: int,
+        distribution: str,
+        sweeps: BasisSweeps,
+        options: LanczosOptions = LanczosOptions(),
+        hooks: LoopHooks = LoopHooks(),
+    ):
+        if len(bases) != operator.block_size:
+            raise ValueError(f"need one basis per slot: {operator.block_size} slots, {len(bases)} bases")
+        self.operator = operator
+        self.tasks = list(tasks)
+        self.order = order
+        self.bases = list(bases)
+        self.seed = seed
+        self.distribution = distribution
+        self.sweeps = sweeps
+        self.options = options
+        self.hooks = hooks
+
+    @property
+    def total_steps(self) -> int:
+        """Σ over tasks of their (clamped) orders: the steps of an undisturbed run at most."""
+        return sum(min(self.order, task.dim) for task in self.tasks)
+
+    def run(self, state: LoopState | None = None) -> LoopState:
+        """Run to the end, from ``state`` (a resumed checkpoint) or from the start."""
+        state = state or LoopState.empty(self.operator.block_size)
+        self._fill(state, self._assign(state))
+        in_flight = self._submit(state, {})
+        while self._occupied(state):
+            started = time.perf_counter()
+            products, timing = self.operator.collect(in_flight)
+            active = len(self._occupied(state))
+            for slot, (task, lanczos) in self._occupied(state):
+                accept(lanczos, self.tasks[task].restrict(products[slot]), self.options)
+            ending = [slot for slot, (_, lanczos) in self._occupied(state) if _ends_this_step(lanczos)]
+            incoming = self._assign(state, ending)
+            in_flight = self._submit(state, incoming)
+            reorth_started = time.perf_counter()
+            restarted = False
+            for _, (_, lanczos) in self._occupied(state):
+                if lanczos.phase is Phase.REORTHOGONALIZE:
+                    restarted |= reorthogonalize(lanczos, self.sweeps, self.options)
+            reorth = time.perf_counter() - reorth_started
+            # A draw that broke down in re-orthogonalisation ends now too; its look-ahead
+            # row, like a row whose vector was replaced for a fresh product, is stale: the
+            # block is taken again.
+            late = [slot for slot, (_, lanczos) in self._occupied(state) if lanczos.done and slot not in ending]
+            if restarted or late:
+                ending += late
+                incoming = self._assign(state, ending)
+                if in_flight is not None:
+                    self.operator.collect(in_flight)
+                in_flight = self._submit(state, incoming)
+            for slot in ending:
+                self._finish(state, slot)
+            state.passes += 1
+            row = [
+                state.passes, active, timing.broadcast, timing.hvp_max, timing.gather, timing.node_reduce,
+                timing.reduce, reorth, 0.0, 0.0, timing.bytes_sent, timing.bytes_received,
+            ]
+            state.timings.append(row)
+            checkpoint_started = time.perf_counter()
+            if self.hooks.checkpoint is not None:
+                self.hooks.checkpoint(state)
+            row[TIMING_COLUMNS.index("checkpoint")] = time.perf_counter() - checkpoint_started
+            self._fill(state, incoming)
+            row[TIMING_COLUMNS.index("total")] = time.perf_counter() - started
+            if self.hooks.progress is not None:
+                self.hooks.progress(state, row)
+        return state
+
+    def _assign(self, state: LoopState, ending: Sequence[int] = ()) -> dict[int, int]:
+        """Slot → task for the slots free after this pass (free now, or ``ending``), in
+        slot order from ``state.next_task`` (the same rule whether resumed or not)."""
+        free = sorted({slot for slot, entry in enumerate(state.slots) if entry is None} | set(ending))
+        tasks = range(state.next_task, min(state.next_task + len(free), len(self.tasks)))
+        return dict(zip(free, tasks))
+
+    def _fill(self, state: LoopState, incoming: dict[int, int]) -> None:
+        """Start the assigned tasks' states in their slots (after their predecessors were recorded)."""
+        for slot, task in incoming.items():
+            description = self.tasks[task]
+            basis = self.bases[slot][:, : description.dim]
+            state.slots[slot] = (task, start_state(self._start_vector(description), min(self.order, description.dim), basis=basis))
+        if incoming:
+            state.next_task = max(incoming.values()) + 1
+
+    def _start_vector(self, task: DrawTask) -> np.ndarray:
+        return start_vector(task.dim, seed=self.seed, draw=task.draw, distribution=self.distribution)
+
+    def _submit(self, state: LoopState, incoming: dict[int, int]) -> Any:
+        """Submit the block: each live slot's next vector, the start vector of a task about
+        to take a slot, zeros elsewhere; None (nothing submitted) when no row is live."""
+        block = np.zeros((self.operator.block_size, self.operator.dim))
+        live = False
+        for slot, (task, lanczos) in self._occupied(state):
+            if slot not in incoming and not lanczos.done and lanczos.steps < lanczos.order:
+                self.tasks[task].embed(lanczos.vector, block[slot])
+                live = True
+        for slot, task in incoming.items():
+            description = self.tasks[task]
+            description.embed(first_vector(self._start_vector(description)), block[slot])
+            live = True
+        return self.operator.submit(block) if live else None
+
+    def _finish(self, state: LoopState, slot: int) -> None:
+        task, lanczos = state.slots[slot]
+        record = FinishedDraw(
+            task=task,
+            alpha=lanczos.alpha.copy(),
+            beta=lanczos.beta.copy(),
+            steps=lanczos.steps,
+            breakdown=lanczos.breakdown,
+            orthogonality=orthogonality_loss(lanczos.basis[: lanczos.steps]),
+            second_passes=lanczos.second_passes,
+            fresh_products=lanczos.fresh_products,
+        )
+        if self.hooks.finished is not None:
+            self.hooks.finished(self.tasks[task], lanczos, record)
+        state.finished[task] = record
+        state.slots[slot] = None
+
+    @staticmethod
+    def _occupied(state: LoopState):
+        return [(slot, entry) for slot, entry in enumerate(state.slots) if entry is not None]
+
+
+def _ends_this_step(lanczos: LanczosState) -> bool:
+    """Whether a state that has just accepted its product ends with this step."""
+    return lanczos.phase is Phase.DONE or lanczos.steps >= lanczos.order

@@ -1,0 +1,120 @@
+"""Resource policy, as pure functions: which cores a worker is pinned to, how many
+threads the driver's re-orthogonalisation uses, and the worker layout of a plain local run.
+
+Nothing here talks to Ray: the Ray layer gathers the facts (cores, bundles, nodes) and
+passes them in, so each rule is unit-tested on described machines and injected where it
+is used.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from typing import Collection, Mapping, Sequence
+
+
+@dataclass(frozen=True)
+class DriverThreads:
+    """``blas``: the driver's BLAS thread limit (None: no limit); ``sweeps``: threads the
+    basis sweeps are split over (:class:`~raylanczos.basis.BasisSweeps`)."""
+
+    blas: int | None
+    sweeps: int
+
+    def describe(self) -> str:
+        if self.sweeps > 1:
+            return f"workers take every core; re-orthogonalisation split over {self.sweeps} threads, one per core"
+        if self.blas is not None:
+            return f"{self.blas} BLAS thread(s), on the cores no worker on this node is pinned to"
+        return "BLAS threads as the library chooses (workers are not pinned)"
+
+
+def driver_threads(pinned: bool, driver_cores: Collection[int], worker_cores: Collection[int]) -> DriverThreads:
+    """Threads for the driver's re-orthogonalisation.
+
+    Args:
+      pinned: whether the workers are pinned to cores.
+      driver_cores: the cores the driver process may use.
+      worker_cores: the cores that workers on the driver's node are pinned to.
+
+    Unpinned workers: BLAS as it is, one sweep thread. Pinned workers leaving cores free:
+    BLAS on that many threads. Pinned workers on every core: single-threaded BLAS, and
+    the basis sweeps split over one thread per core, so that each worker loses an equal
+    share of its core to them instead of one worker losing the whole sweep (a second BLAS
+    thread spinning between calls was measured slower).
+    """
+    if not pinned:
+        return DriverThreads(blas=None, sweeps=1)
+    free = len(set(driver_cores) - set(worker_cores))
+    return DriverThreads(blas=free, sweeps=1) if free else DriverThreads(blas=1, sweeps=len(set(driver_cores)))
+
+
+def cpu_slots(bundle_nodes: Mapping[int, str], bundle_cpus: Sequence[float]) -> list[tuple[int, int]]:
+    """``(first, count)`` core slots per bundle: consecutive and distinct within each node.
+
+    ``bundle_nodes`` maps a bundle's index to its node id; ``bundle_cpus`` are the CPUs
+    each bundle reserves (a fraction still takes one whole core).
+    """
+    used: dict[str, int] = {}
+    slots = []
+    for index, cpus in enumerate(bundle_cpus):
+        node, count = bundle_nodes.get(index, ""), max(math.ceil(cpus), 1)
+        slots.append((used.get(node, 0), count))
+        used[node] = used.get(node, 0) + count
+    return slots
+
+
+def pin_to_cores(first: int, count: int) -> list[int]:
+    """Restrict this process to ``count`` of the cores it may use, from index ``first``.
+
+    Indexes wrap around the sorted allowed set, so slots beyond the machine's cores share
+    cores instead of failing. XLA and TensorFlow size their thread pools from this set,
+    so pin before importing them: a worker then uses the CPUs it reserved, and workers
+    on one node (and the driver's re-orthogonalisation) do not fight over cores.
+    Returns the cores chosen.
+    """
+    allowed = sorted(os.sched_getaffinity(0))
+    cores = sorted({allowed[(first + i) % len(allowed)] for i in range(max(count, 1))})
+    os.sched_setaffinity(0, cores)
+    return cores
+
+
+@dataclass(frozen=True)
+class WorkerLayout:
+    """How many workers a run starts and what each reserves (Ray actor options)."""
+
+    num_workers: int
+    num_cpus: float
+    num_gpus: float
+    reason: str
+
+    @property
+    def resources(self) -> dict[str, float]:
+        resources = {"num_cpus": self.num_cpus}
+        if self.num_gpus:
+            resources["num_gpus"] = self.num_gpus
+        return resources
+
+
+def default_layout(cpus: int, gpus: int, *, local: bool) -> WorkerLayout:
+    """The worker layout of a run that names neither ``--workers`` nor ``--cpus-per-worker``.
+
+    Args:
+      cpus, gpus: what the cluster (the local machine) offers.
+      local: True when the run started its own Ray on this machine; on a cluster address
+        the layout stays the explicit default of one 1-CPU worker, since the driver cannot
+        tell which of the cluster's (possibly autoscaled) nodes the user means to use.
+
+    One worker per GPU when there are GPUs (1 CPU each, the rest left to the driver and
+    the workers' host threads). Without GPUs, one single-core pinned worker per core: on
+    a CPU, independent data shards scale better than one process's threads, and the
+    driver's re-orthogonalisation overlaps the products on the same cores (its sweeps
+    are split evenly over them; see :func:`driver_threads`).
+    """
+    if not local:
+        return WorkerLayout(1, 1.0, 0.0, "one 1-CPU worker (a cluster address: name --workers and --cpus-per-worker)")
+    if gpus >= 1:
+        return WorkerLayout(int(gpus), 1.0, 1.0, f"one worker per GPU ({int(gpus)} GPUs)")
+    workers = max(int(cpus), 1)
+    return WorkerLayout(workers, 1.0, 0.0, f"one single-core worker per core ({workers} cores, no GPU)")

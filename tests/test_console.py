@@ -1,0 +1,48 @@
+"""The installed ``raylanczos`` command, run as a new user runs it: from a directory of
+their own holding their factory module (not ``python -m`` from the repository)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+
+import numpy as np
+
+from tests.user_project import FACTORY, NUM_PARAMS, console_script, write_project
+
+
+def run_command(directory, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # nothing but the cwd finds my_problem
+    return subprocess.run([console_script(), *args], cwd=directory, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def test_the_command_finds_a_factory_in_the_current_directory(ray_session, tmp_path):
+    project = write_project(tmp_path / "project")
+    done = run_command(
+        project, "run", "--problem", FACTORY, "--out", "runs/first", "--order", "8", "--draws", "3",
+        "--cpus-per-worker", "0.5", "--address", ray_session.address, "--progress", "lines",
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    summary = json.loads((project / "runs" / "first" / "summary.json").read_text())
+    assert summary["config"]["num_params"] == NUM_PARAMS and summary["steps_completed"] == [8, 8, 8]
+    assert np.load(project / "runs" / "first" / "tridiag.npy").shape == (3, 8, 8)
+    assert re.search(r"^λ_max \S+  λ_min \S+  trace ≈ \S+ ± \S+  negative eigenvalues \S+% ± \S+%", done.stdout, re.M), done.stdout
+    assert "Traceback" not in done.stderr and "os.fork()" not in done.stderr and "WARNING" not in done.stderr, done.stderr
+
+
+def test_the_command_names_a_factory_it_cannot_find(tmp_path):
+    """A typo in the module name: one line, naming the module and where it was looked for."""
+    project = write_project(tmp_path / "project")
+    done = run_command(project, "run", "--problem", "my_problme:problem", "--out", "runs/x")
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "raylanczos: error: cannot import module 'my_problme' for problem factory 'my_problme:problem': "
+        f"ModuleNotFoundError: No module named 'my_problme' (looked on sys.path and in {project})"
+    ]
+
+
+def test_version(tmp_path):
+    done = run_command(tmp_path, "--version")
+    assert done.returncode == 0 and re.fullmatch(r"raylanczos \d+\.\d+\.\d+\n", done.stdout)
