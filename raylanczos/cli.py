@@ -17,7 +17,7 @@ from raylanczos import __version__, spectrum
 from raylanczos.config import DEFAULT_DRAWS_PER_PASS, REDUCTIONS, OptionError, ScalingConfig
 from raylanczos.lanczos import START_DISTRIBUTIONS
 from raylanczos.problem import OPERATORS
-from raylanczos.progress import PROGRESS_MODES, configure_logging
+from raylanczos.progress import PROGRESS_MODES, configure_logging, quiet_framework_logs
 
 EXIT_ERROR = 2
 SCALING = ScalingConfig()
@@ -137,6 +137,7 @@ def _add_density_options(parser: Any) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    quiet_framework_logs()
     parser = build_parser()
     args = parser.parse_args(argv)
     configure_logging(logging.WARNING if getattr(args, "quiet", False) else logging.INFO)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sys
 import time
 from typing import Iterator, TextIO
@@ -20,6 +21,21 @@ from typing import Iterator, TextIO
 logger = logging.getLogger("raylanczos")
 
 PROGRESS_MODES = ("auto", "bar", "lines", "none")
+
+#: Environment defaults that keep frameworks' start-up chatter off a run's output:
+#: TensorFlow's C++ INFO and WARNING lines (oneDNN notices, CPU-feature notes, grappler's
+#: "Not handling type DT_DOUBLE" in float64 mode). A value the user set is kept.
+QUIET_FRAMEWORKS = {"TF_CPP_MIN_LOG_LEVEL": "2"}
+
+
+def quiet_framework_logs() -> None:
+    """Apply :data:`QUIET_FRAMEWORKS` to this process's environment, where not set already.
+
+    Frameworks read these when first imported, so this runs before a problem factory is
+    imported: at the command line's start, and in each worker before it builds the problem.
+    """
+    for name, value in QUIET_FRAMEWORKS.items():
+        os.environ.setdefault(name, value)
 
 
 class Progress:

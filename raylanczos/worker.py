@@ -24,6 +24,7 @@ from raylanczos.backends import ShardBackend, make_backend
 from raylanczos.data import Shard, ShardPlan
 from raylanczos.policy import pin_to_cores
 from raylanczos.problem import ProblemSource, build_problem, ensure_on_path
+from raylanczos.progress import quiet_framework_logs
 
 
 class WorkerError(RuntimeError):
@@ -89,6 +90,7 @@ class ShardWorker:
         self.backend_name = ""
         if cpu_slot is not None:
             pin_to_cores(*cpu_slot)
+        quiet_framework_logs()
         ensure_on_path(list(sys_path))
         try:
             problem = build_problem(source, arguments)

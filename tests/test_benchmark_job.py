@@ -4,11 +4,15 @@ jax-original baseline and the first run's figures."""
 
 from __future__ import annotations
 
+import pytest
+
 import json
 import re
 import subprocess
 import sys
 from pathlib import Path
+
+pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
 STEP_KEYS = {

@@ -130,6 +130,7 @@ def documented_original_density(stacked: np.ndarray, sigma_squared: float, grid_
     return grid, density / (np.sum(density) * (grid[1] - grid[0]))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("draws_per_pass, kill_at, finished", [(1, 14, 1), (2, 14, 2)])
 def test_killed_run_resumes_bit_identically(ray_session, tmp_path, capsys, draws_per_pass, kill_at, finished):
     """A real driver process is SIGKILLed mid-block (3 draws × 10 steps, B draws per pass:

@@ -9,8 +9,11 @@ import re
 import subprocess
 
 import numpy as np
+import pytest
 
 from tests.user_project import FACTORY, NUM_PARAMS, console_script, write_project
+
+pytestmark = pytest.mark.slow
 
 
 def run_command(directory, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:

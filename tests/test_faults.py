@@ -20,6 +20,8 @@ import pytest
 from raylanczos import cli
 from tests import problems
 
+pytestmark = pytest.mark.slow
+
 ORDER, DRAWS, DRAWS_PER_PASS = "10", "3", "2"  # passes 1-10 hold draws 1 and 2, passes 11-20 draw 3
 
 

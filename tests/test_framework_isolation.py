@@ -50,6 +50,7 @@ def test_a_jax_run_loads_no_tensorflow():
     assert out == "['jax']"
 
 
+@pytest.mark.slow
 def test_a_keras_run_needs_no_jax():
     pytest.importorskip("tensorflow")
     out = run_python("""
@@ -70,3 +71,26 @@ def test_a_keras_run_needs_no_jax():
         print(loaded("jax", "jaxlib", "tensorflow", "keras"))
     """)
     assert out == "['keras', 'tensorflow']"
+
+
+def test_rendering_and_loading_need_no_ray(tmp_path):
+    """``raylanczos density`` and ``rl.load_result`` on a finished run import neither Ray nor a framework."""
+    out = run_python(f"""
+        import numpy as np
+        import raylanczos as rl
+        from raylanczos import cli, spectrum
+        from raylanczos.render import render_spectrum
+        from raylanczos.store import OutputStore, npy_writer
+
+        a = np.diag(np.linspace(-1.0, 3.0, 50))
+        runs = [rl.lanczos(a, order=10, seed=0, draw=d) for d in range(2)]
+        tridiagonals = [(r.alpha, r.beta) for r in runs]
+        store = OutputStore({str(tmp_path / "run")!r})
+        store.write("tridiag.npy", npy_writer(spectrum.stack_tridiagonals(tridiagonals, 10)))
+        summary = {{"config": {{"order": 10, "num_params": 50, "problem": "diag"}}, "steps_completed": [10, 10]}}
+        render_spectrum(tridiagonals, summary, store)
+        assert cli.main(["density", "--out", {str(tmp_path / "run")!r}, "--sigma2", "1e-4"]) == 0
+        assert rl.load_result({str(tmp_path / "run")!r}).sigma2 == 1e-4
+        print(loaded("ray", "jax", "jaxlib", "tensorflow", "keras"))
+    """)
+    assert out == "[]"

@@ -43,6 +43,8 @@ requests = pytest.importorskip("requests")
 
 from tests.user_project import FACTORY, NUM_PARAMS, write_project  # noqa: E402
 
+pytestmark = pytest.mark.slow
+
 REPO = Path(__file__).resolve().parents[1]
 HEAD_START_TIMEOUT_S = 120
 JOB_TIMEOUT_S = 300

@@ -121,6 +121,7 @@ def test_hvp_parity_with_jax():
     assert relative_error(keras_hvp.matvec(v), jax_hvp.matvec(v)) < 1e-10
 
 
+@pytest.mark.slow
 def test_tridiagonals_match_jax_through_ray(ray_session):
     """Keras on two Ray workers, float64, against JAX's tridiagonals for the same seed.
 
@@ -138,6 +139,19 @@ def test_tridiagonals_match_jax_through_ray(ray_session):
         scale = np.abs(want.alpha).max()
         assert np.max(np.abs(alpha - want.alpha)) <= 1e-9 * scale
         assert np.max(np.abs(beta - want.beta)) <= 1e-9 * scale
+
+
+@pytest.mark.slow
+def test_three_draws_per_pass_match_jax_three_draws_per_pass(ray_session):
+    """B = 3 on both backends (tf.vectorized_map and jax.vmap over the block), float64,
+    through Ray: the same tridiagonals to 1e-9."""
+    options = dict(order=15, draws=3, seed=2, draws_per_pass=3, num_workers=2, worker_resources=WORKER_RESOURCES,
+                   compute_dtype="float64", progress="none")
+    keras_run = rl.hessian_spectrum("tests.keras_problems:keras_tiny_with_jax_weights", **options)
+    jax_run = rl.hessian_spectrum("tests.keras_problems:jax_tiny_in_keras_order", **options)
+    assert keras_run.summary["config"]["draws_per_pass"] == jax_run.summary["config"]["draws_per_pass"] == 3
+    scale = np.abs(jax_run.tridiagonals).max()
+    assert np.max(np.abs(keras_run.tridiagonals - jax_run.tridiagonals)) <= 1e-9 * scale
 
 
 # Bad input: each a clear error naming the culprit.

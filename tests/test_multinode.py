@@ -9,6 +9,8 @@ import pytest
 
 import raylanczos as rl
 
+pytestmark = pytest.mark.slow
+
 TINY = "raylanczos.examples.digits:tiny_problem"
 OPTIONS = dict(order=8, draws=1, compute_dtype="float64", num_workers=2)
 

@@ -12,6 +12,8 @@ from tests.conftest import s3_uri
 pytest.importorskip("moto.server")
 pafs = pytest.importorskip("pyarrow.fs")
 
+pytestmark = pytest.mark.slow
+
 
 def test_run_writes_to_s3_and_reads_back(ray_session, s3_endpoint, tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))

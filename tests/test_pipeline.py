@@ -63,6 +63,7 @@ def test_float32_workers_get_a_float32_vector(ray_session):
     assert np.max(np.abs(got_beta - want.beta)) <= 1e-5 * scale
 
 
+@pytest.mark.slow
 def test_unpinned_workers_spilled_basis_and_fresh_products(ray_session, in_process_tridiagonals, caplog):
     """Unpinned workers, bases memory-mapped past a zero budget, and every look-ahead
     product discarded for a fresh one: the same tridiagonals as in process."""
@@ -102,6 +103,7 @@ def test_negative_basis_budget_is_refused_before_workers_start():
         rl.hessian_spectrum(TINY, order=5, draws=1, basis_memory_gb=-1)
 
 
+@pytest.mark.slow
 def test_full_order_nodes_are_the_dense_eigenvalues(ray_session):
     """order = n = 310: the nodes are the Hessian's distinct eigenvalues.
 
@@ -121,6 +123,7 @@ def test_full_order_nodes_are_the_dense_eigenvalues(ray_session):
     assert result.summary["lambda_max"] == pytest.approx(eigenvalues[-1], rel=1e-10)
 
 
+@pytest.mark.slow
 def test_lambda_max_at_order_90_on_a_2410_parameter_mlp(ray_session):
     """Default (float32) HVPs, 90 steps, 2 workers: λ_max to 1e-6 relative."""
     eigenvalues = np.linalg.eigvalsh(digits_hessian())
@@ -132,6 +135,7 @@ def test_lambda_max_at_order_90_on_a_2410_parameter_mlp(ray_session):
     assert result.summary["orthogonality_loss"][0] < 1e-12
 
 
+@pytest.mark.slow
 def test_parquet_files_plan_matches_array_data(ray_session, tmp_path):
     """The digits written as three Parquet files, one per worker by a files plan; the
     problem object itself (not a factory path) travels to the workers."""
@@ -151,3 +155,69 @@ def test_parquet_files_plan_matches_array_data(ray_session, tmp_path):
     from_arrays = rl.hessian_spectrum(TINY, num_workers=1, **options)
     assert [w["num_examples"] for w in from_parquet.summary["workers"]] == [597, 600, 600]
     np.testing.assert_allclose(from_parquet.tridiagonals, from_arrays.tridiagonals, rtol=1e-12, atol=1e-14)
+
+
+def test_one_draw_per_pass_is_bit_identical_to_the_in_process_run(ray_session):
+    """B = 1 through Ray (2 workers, each reduction) and the in-process Lanczos over the same
+    2 shards: the same bits."""
+    plan = rl.ShardPlan.balanced(1797, 2)
+    local = LocalHessian(digits.tiny_problem(), plan=plan, compute_dtype="float64")
+    want = [rl.lanczos(local, order=12, seed=6, draw=d) for d in range(2)]
+    for reduce in ("node", "flat"):
+        got = rl.hessian_spectrum(
+            TINY, order=12, draws=2, seed=6, draws_per_pass=1, shards=plan, worker_resources=WORKER_RESOURCES,
+            compute_dtype="float64", reduce=reduce, progress="none",
+        )
+        for (alpha, beta), reference in zip(spectrum.split_tridiagonals(got.tridiagonals), want):
+            assert np.array_equal(alpha, reference.alpha) and np.array_equal(beta, reference.beta), reduce
+
+
+@pytest.mark.slow
+def test_several_draws_per_pass_agree_with_one_in_float32(ray_session):
+    """Default float32 products, 3 draws: B = 3 (one pass each step, vmapped) gives λ_max of
+    B = 1 to 1e-6 relative (observed 6e-8 on the 2,410-parameter MLP)."""
+    options = dict(order=30, draws=3, num_workers=2, worker_resources=WORKER_RESOURCES, progress="none")
+    one = rl.hessian_spectrum(TINY, draws_per_pass=1, **options)
+    three = rl.hessian_spectrum(TINY, draws_per_pass=3, **options)
+    assert three.summary["config"]["draws_per_pass"] == 3 and len(three.summary["timings"]["rows"]) == 30
+    assert three.summary["lambda_max"] == pytest.approx(one.summary["lambda_max"], rel=1e-6)
+
+
+@pytest.mark.slow
+def test_top_eigenvectors_are_the_dense_eigenvectors(ray_session, tmp_path):
+    """--top-eigenvectors 3 in float64 mode: the written Ritz vectors match the dense
+    Hessian's top eigenvectors (|cos| > 1 − 1e-8), their residual norms are ‖Hv − θv‖,
+    and they split into the parameters' named arrays."""
+    hessian = tiny_hessian()
+    evals, evecs = np.linalg.eigh((hessian + hessian.T) / 2)
+    result = rl.hessian_spectrum(
+        TINY, order=90, draws=2, num_workers=2, worker_resources=WORKER_RESOURCES, compute_dtype="float64",
+        out=tmp_path / "run", top_eigenvectors=3, progress="none",
+    )
+    vectors = np.load(tmp_path / "run" / "eigenvectors.npy", allow_pickle=False)
+    record = result.summary["top_eigenvectors"]
+    assert vectors.shape == (3, 310) and vectors.dtype == np.float64 and record["shape"] == [3, 310]
+    for i in range(3):
+        assert abs(vectors[i] @ evecs[:, -1 - i]) > 1 - 1e-8, i
+        assert record["values"][i] == pytest.approx(evals[-1 - i], rel=1e-10)
+        residual = np.linalg.norm(hessian @ vectors[i] - record["values"][i] * vectors[i])
+        assert record["residual_norms"][i] == pytest.approx(residual, abs=1e-10 * evals[-1])
+    named = rl.split_vector(vectors[0], result.summary["parameter_layout"])
+    assert [name for name in named] == ["0/b", "0/w", "1/b", "1/w"] and named["0/w"].shape == (64, 4)
+
+
+@pytest.mark.slow
+def test_the_negative_fraction_is_the_dense_one_within_its_error(ray_session):
+    """The closing estimate, the fraction of eigenvalues below −ε‖H‖ (ε = 3e-4 for this net,
+    whose negative eigenvalues are small), agrees with the dense Hessian's within 3 standard
+    errors over 10 draws."""
+    eigenvalues = np.linalg.eigvalsh(tiny_hessian())
+    norm = np.abs(eigenvalues).max()
+    exact = np.mean(eigenvalues < -3e-4 * norm)
+    result = rl.hessian_spectrum(
+        TINY, order=90, draws=10, num_workers=2, worker_resources=WORKER_RESOURCES, compute_dtype="float64",
+        negative_threshold=3e-4, progress="none",
+    )
+    summary = result.summary
+    assert summary["negative_threshold_relative"] == 3e-4 and summary["negative_fraction_std_error"] > 0
+    assert abs(summary["negative_fraction"] - exact) <= 3 * summary["negative_fraction_std_error"]

@@ -1,0 +1,125 @@
+"""The checkpoint on its own: what a pass writes, what a resume reads back, what it refuses."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from raylanczos.basis import BasisSweeps
+from raylanczos.checkpoint import Checkpoint, CheckpointError
+from raylanczos.lanczos import Phase
+from raylanczos.loop import DrawTask, InProcessOperator, LoopHooks, SpectrumLoop
+from raylanczos.ritz import RitzPairs
+from tests.matrices import matrix_with_spectrum
+
+IDENTITY = {"order": 8, "draws": 3, "draws_per_pass": 2, "seed": 4, "num_params": 60}
+GROUPS = [[0, 2], [1]]
+
+
+class Dense:
+    def __init__(self, matrix):
+        self.matrix, self.dim = matrix, matrix.shape[0]
+
+    def matmat(self, vectors):
+        return np.stack([self.matrix @ v for v in vectors])
+
+
+@pytest.fixture
+def matrix():
+    rng = np.random.default_rng(3)
+    return matrix_with_spectrum(rng.uniform(-1.0, 2.0, 60), rng)
+
+
+def run(matrix, checkpoint: Checkpoint, *, stop_after: int | None = None, state=None, bases=None):
+    """3 draws × 8 steps, 2 per pass, checkpointed after every pass (stopped after ``stop_after``)."""
+
+    class Stop(Exception):
+        pass
+
+    def save(loop_state):
+        checkpoint.save(loop_state)
+        if loop_state.passes == stop_after:
+            raise Stop
+
+    operator = InProcessOperator(Dense(matrix), 2)
+    tasks = [DrawTask(d, "", d, 60) for d in range(3)]
+    bases = bases if bases is not None else checkpoint.new_bases(2, 9, 60)
+    loop = SpectrumLoop(operator, tasks, 8, bases, seed=4, distribution="gaussian", sweeps=BasisSweeps(), hooks=LoopHooks(checkpoint=save))
+    try:
+        return loop.run(state)
+    except Stop:
+        return None
+
+
+def test_a_resumed_loop_ends_with_the_undisturbed_bits(matrix, tmp_path):
+    undisturbed = Checkpoint(tmp_path / "whole")
+    undisturbed.begin(IDENTITY, GROUPS)
+    whole = run(matrix, undisturbed)
+    checkpoint = Checkpoint(tmp_path / "cut")
+    checkpoint.begin(IDENTITY, GROUPS)
+    assert run(matrix, checkpoint, stop_after=11) is None
+    reopened = Checkpoint(tmp_path / "cut")
+    assert reopened.exists()
+    state, bases, groups = reopened.load(IDENTITY, [60, 60, 60])
+    assert groups == GROUPS
+    assert state.passes == 11 and sorted(state.finished) == [0, 1] and state.next_task == 3
+    task, lanczos = next(entry for entry in state.slots if entry is not None)
+    assert task == 2 and lanczos.steps == 3 and lanczos.phase is Phase.MULTIPLY
+    finished = run(matrix, reopened, state=state, bases=bases)
+    for d in range(3):
+        assert np.array_equal(finished.finished[d].alpha, whole.finished[d].alpha)
+        assert np.array_equal(finished.finished[d].beta, whole.finished[d].beta)
+    assert len(finished.timings) == len(whole.timings) == finished.passes
+
+
+def test_another_configuration_is_refused_naming_what_differs(matrix, tmp_path):
+    checkpoint = Checkpoint(tmp_path)
+    checkpoint.begin(IDENTITY, GROUPS)
+    run(matrix, checkpoint, stop_after=2)
+    with pytest.raises(CheckpointError, match=r"different configuration \(seed: checkpoint 4, now 5\)"):
+        checkpoint.load(dict(IDENTITY, seed=5), [60] * 3)
+
+
+def test_a_run_that_never_finished_a_pass_leaves_no_checkpoint(tmp_path):
+    checkpoint = Checkpoint(tmp_path)
+    checkpoint.begin(IDENTITY, GROUPS)
+    assert not checkpoint.exists(), "config.json alone: a failed start, nothing to resume"
+
+
+def test_a_damaged_state_is_named(matrix, tmp_path):
+    checkpoint = Checkpoint(tmp_path)
+    checkpoint.begin(IDENTITY, GROUPS)
+    run(matrix, checkpoint, stop_after=2)
+    (tmp_path / "state.npz").write_bytes(b"garbage" * 50)
+    with pytest.raises(CheckpointError, match=rf"cannot read checkpoint in {tmp_path}: .*state.npz") as info:
+        Checkpoint(tmp_path).load(IDENTITY, [60] * 3)
+    assert info.value.__cause__ is not None, "the cause is kept for --debug"
+
+
+def test_a_truncated_basis_is_refused_before_it_is_mapped(matrix, tmp_path):
+    checkpoint = Checkpoint(tmp_path)
+    checkpoint.begin(IDENTITY, GROUPS)
+    run(matrix, checkpoint, stop_after=2)
+    basis = tmp_path / "basis_1.npy"
+    basis.write_bytes(basis.read_bytes()[:1000])
+    with pytest.raises(CheckpointError, match=r"basis_1.npy is truncated"):
+        Checkpoint(tmp_path).load(IDENTITY, [60] * 3)
+
+
+def test_a_missing_file_is_an_incomplete_checkpoint(matrix, tmp_path):
+    checkpoint = Checkpoint(tmp_path)
+    checkpoint.begin(IDENTITY, GROUPS)
+    run(matrix, checkpoint, stop_after=2)
+    (tmp_path / "pending.npy").unlink()
+    with pytest.raises(CheckpointError, match=r"is incomplete: .*pending.npy"):
+        Checkpoint(tmp_path).load(IDENTITY, [60] * 3)
+
+
+def test_best_ritz_pairs_round_trip_per_part(tmp_path):
+    checkpoint = Checkpoint(tmp_path)
+    checkpoint.begin(IDENTITY, GROUPS)
+    pairs = RitzPairs(np.array([2.0, 1.5]), np.eye(2, 60), np.array([1e-9, 1e-6]))
+    checkpoint.save_eigenvectors({"": pairs, "blocks/a": None})
+    loaded = checkpoint.load_eigenvectors()
+    assert set(loaded) == {""}
+    assert np.array_equal(loaded[""].vectors, pairs.vectors) and np.array_equal(loaded[""].residuals, pairs.residuals)
