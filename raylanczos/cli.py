@@ -18,6 +18,7 @@ from raylanczos.config import DEFAULT_DRAWS_PER_PASS, REDUCTIONS, OptionError, S
 from raylanczos.lanczos import START_DISTRIBUTIONS
 from raylanczos.problem import OPERATORS
 from raylanczos.progress import PROGRESS_MODES, configure_logging, quiet_framework_logs
+from raylanczos.render import PART_STATISTICS
 
 EXIT_ERROR = 2
 SCALING = ScalingConfig()
@@ -61,6 +62,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="spectra of parameter blocks: glob patterns over the parameter names (e.g. '0/*' '*conv1*'), one block each",
     )
     what.add_argument("--per-layer", action="store_true", help="one block per top-level layer or module")
+    what.add_argument(
+        "--sweep", default=None, metavar="NAME=V1,V2,...",
+        help="one run per value of a factory keyword argument (e.g. step=100,1000 for training checkpoints), "
+        "with the same start vectors, each in <out>/NAME=V",
+    )
     what.add_argument(
         "--float64", dest="compute_dtype", action="store_const", const="float64", default=None,
         help="compute the products in float64 (validation mode; slower)",
@@ -170,9 +176,13 @@ def error_line(err: BaseException) -> str:
 
 
 def closing_line(result: Any) -> str:
-    """The statistics a reader wants first: extreme eigenvalues, trace, negative fraction."""
+    """The statistics a reader wants first: extreme eigenvalues, trace, negative fraction;
+    a table of them for a run of several parts (blocks, sweep points)."""
     if result.parts:
-        return "\n".join(f"{name}: {_statistics(part.summary)}" for name, part in result.parts.items()) + f"\n→ {result.out}"
+        from raylanczos.compare import format_table
+
+        rows = [[row["part"], row["dim"], *(row[key] for key in PART_STATISTICS)] for row in result.summary["part_statistics"]]
+        return format_table(["part", "n", *PART_STATISTICS], rows) + f"\n→ {result.out}"
     return f"{_statistics(result.summary)}  → {result.out}"
 
 
@@ -224,6 +234,11 @@ def _run(args: argparse.Namespace):
         save_vectors=args.save_vectors, top_eigenvectors=args.top_eigenvectors,
     )
     progress = "none" if args.quiet else args.progress
+    if args.sweep is not None:
+        from raylanczos.sweep import parse_sweep, sweep_spectra
+
+        name, values = parse_sweep(args.sweep)
+        return sweep_spectra(args.problem, {name: values}, config, scaling, output, density, progress=progress)
     return hessian_spectrum(args.problem, config, scaling, output, density, progress=progress)
 
 

@@ -202,6 +202,23 @@ class WorkerGroup:
                 raise WorkerError(f"worker {shard.worker} ({shard.describe()}) failed: {_root_cause(err)}") from err
         return results
 
+    def load_point(self, arguments: Mapping[str, Any] | None, block_size: int) -> None:
+        """Move every worker to the factory's ``arguments`` (a sweep point) and compile again."""
+        described = self.execute("load_point", arguments)
+        for info in described:
+            check_answer(info["error"])
+        compiled = self.execute("warm_up", block_size)
+        for info in compiled:
+            check_answer(info.error)
+        for info, new, answer in zip(self.infos, described, compiled):
+            info.update({k: v for k, v in new.items() if k not in ("pid", "cores", "hostname")}, warm_up_s=answer.seconds)
+        logger.info(
+            "workers moved to %s (%s), compiled in %.1f s",
+            ", ".join(f"{k}={v!r}" for k, v in (arguments or {}).items()) or "the factory's defaults",
+            "data kept" if all(new["reused_data"] for new in described) else "data read again",
+            max(answer.seconds for answer in compiled),
+        )
+
     def current_pids(self) -> list[int]:
         """Each worker's process id now (a worker restarted after a fault has a new one)."""
         return self.get([actor.__ray_call__.remote(_pid) for actor in self.actors])
@@ -325,6 +342,8 @@ class DistributedHessian:
       reduce: ``"node"`` or ``"flat"``.
       groups: the node groups (worker indices) to sum in; default the group's own
         placement (:meth:`WorkerGroup.node_groups`); a resumed run passes its checkpoint's.
+      arguments: the factory arguments of the sweep point the products are for (a worker
+        restarted by Ray moves to them before it computes), or None.
 
     ``broadcast_dtype`` is float32 when every worker computes in float32 (the block is
     rounded to float32 once on the driver instead of on each worker: the same numbers,
@@ -339,6 +358,7 @@ class DistributedHessian:
         block_size: int = 1,
         reduce: str = "node",
         groups: Sequence[Sequence[int]] | None = None,
+        arguments: Mapping[str, Any] | None = None,
     ):
         if reduce not in REDUCTIONS:
             raise ValueError(f"reduce must be one of {REDUCTIONS}, got {reduce!r}")
@@ -350,6 +370,7 @@ class DistributedHessian:
         self.block_size = block_size
         self.num_examples = num_examples
         self.reduce = reduce
+        self.arguments = dict(arguments) if arguments else None
         self.groups = [list(g) for g in groups] if groups is not None else group.node_groups()
         if sorted(w for g in self.groups for w in g) != list(range(len(group.actors))):
             raise ValueError(f"node groups {self.groups} do not cover the {len(group.actors)} workers exactly once")
@@ -366,16 +387,16 @@ class DistributedHessian:
         infos, info_workers, products, product_workers = [], [], [], []
         if self.reduce == "flat":
             for worker, actor in enumerate(actors):
-                info, product = actor.partial_products.options(num_returns=2).remote(ref)
+                info, product = actor.partial_products.options(num_returns=2).remote(ref, self.arguments)
                 infos.append(info), info_workers.append(worker), products.append(product), product_workers.append(worker)
         else:
             for members in self.groups:
                 leader, others = members[0], members[1:]
                 member_products = []
                 for worker in others:
-                    info, product = actors[worker].partial_products.options(num_returns=2).remote(ref)
+                    info, product = actors[worker].partial_products.options(num_returns=2).remote(ref, self.arguments)
                     infos.append(info), info_workers.append(worker), member_products.append(product)
-                info, product = actors[leader].node_sum.options(num_returns=2).remote(ref, member_products, 0)
+                info, product = actors[leader].node_sum.options(num_returns=2).remote(ref, member_products, 0, self.arguments)
                 infos.append(info), info_workers.append(leader), products.append(product), product_workers.append(leader)
         submitted = time.perf_counter()
         return PendingProducts(

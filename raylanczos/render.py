@@ -15,7 +15,9 @@ Files of a rendered result (a directory or URI)::
 
 from __future__ import annotations
 
+import csv
 import dataclasses
+import io
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,7 +26,7 @@ import numpy as np
 
 from raylanczos import spectrum
 from raylanczos.config import DensityConfig
-from raylanczos.plot import plot_density
+from raylanczos.plot import plot_density, plot_overlay
 from raylanczos.store import OutputStore, json_writer, npy_writer, npz_writer
 
 SIGMA2_UNITS = "sigma2 is an absolute variance (eigenvalue units squared)"
@@ -138,11 +140,17 @@ def rerender(
 
     The run's files are only read; the rendered files go to ``to`` (default: the run
     itself), which then also gets a copy of the run's ``tridiag.npy``, so that it loads
-    as a result of its own. Blocks and sweep points of the run are re-rendered too.
+    as a result of its own. A run of blocks or a sweep is re-rendered part by part.
     """
     source = OutputStore(run)
     target = OutputStore(to) if to is not None else source
     summary = source.load_json("summary.json")
+    if "parts" in summary and not source.exists("tridiag.npy"):  # blocks or sweep points, each a run
+        parts = {
+            name: rerender(source.child(path), density, to=None if to is None else target.child(path))
+            for name, path in summary["parts"].items()
+        }
+        return render_parts(parts, summary["parts"], summary, target, title=summary["parts_title"], labels=summary["part_labels"])
     stacked = source.load_npy("tridiag.npy")
     if to is not None:
         target.ensure_writable()
@@ -150,9 +158,49 @@ def rerender(
     else:
         _check_writable(source)
     tridiagonals = spectrum.split_tridiagonals(stacked, summary.get("steps_completed"))
-    result = render_spectrum(tridiagonals, summary, target, density)
-    parts = {name: rerender(source.child(path), density, to=None if to is None else target.child(path)) for name, path in summary.get("parts", {}).items()}
-    return dataclasses.replace(result, parts=parts)
+    return render_spectrum(tridiagonals, summary, target, density)
+
+
+#: The per-part statistics of a blocks run's or a sweep's top level (summary keys).
+PART_STATISTICS = ("lambda_max", "lambda_min", "trace_estimate", "negative_fraction", "negative_mass")
+
+
+def render_parts(
+    results: dict[str, SpectrumResult],
+    paths: dict[str, str],
+    summary: dict[str, Any],
+    out: OutputStore | None,
+    *,
+    title: str,
+    labels: dict[str, str] | None = None,
+) -> SpectrumResult:
+    """The top level of a run of several parts (blocks, or a sweep's points): a summary
+    with the parts' paths, legend labels and statistics, ``statistics.csv``, and an overlay
+    of the parts' densities in ``density.png``. Returns a result whose ``parts`` are
+    ``results``. The title and labels are kept in the summary for re-rendering."""
+    labels = labels or {name: name for name in results}
+    table = [
+        {"part": name, "dim": r.summary["config"]["num_params"], **{key: r.summary[key] for key in PART_STATISTICS}}
+        for name, r in results.items()
+    ]
+    top = dict(summary, parts=dict(paths), part_labels=labels, parts_title=title, part_statistics=table)
+    if out is not None:
+        out.write("summary.json", json_writer(top))
+        out.write("statistics.csv", lambda handle: handle.write(_csv(table).encode()))
+        curves = [(labels[name], r.grid, r.density) for name, r in results.items()]
+        out.write("density.png", lambda handle: plot_overlay(curves, handle, title=title))
+    empty = np.zeros((0,))
+    return SpectrumResult(
+        np.zeros((0, 0, 0)), empty.astype(int), empty, empty, empty, empty, float("nan"), top, str(out) if out else None, results,
+    )
+
+
+def _csv(rows: list[dict[str, Any]]) -> str:
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    return text.getvalue()
 
 
 def _check_writable(store: OutputStore) -> None:
@@ -166,6 +214,12 @@ def load_result(out: str | os.PathLike) -> SpectrumResult:
     """A finished run's outputs, read back from ``out`` (numbers and JSON only), with its parts."""
     store = OutputStore(out)
     summary = store.load_json("summary.json")
+    if "parts" in summary and not store.exists("spectrum.npz"):  # a blocks run's or a sweep's top level
+        parts = {name: load_result(store.child(path).location) for name, path in summary["parts"].items()}
+        empty = np.zeros((0,))
+        return SpectrumResult(
+            np.zeros((0, 0, 0)), empty.astype(int), empty, empty, empty, empty, float("nan"), summary, str(store), parts,
+        )
     arrays = store.load_npz("spectrum.npz")
     stacked = store.load_npy("tridiag.npy")
     parts = {name: load_result(store.child(path).location) for name, path in summary.get("parts", {}).items()}

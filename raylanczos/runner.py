@@ -11,6 +11,7 @@ the outputs are rendered (:mod:`raylanczos.render`). Each finished draw is writt
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 import platform
@@ -33,11 +34,10 @@ from raylanczos.data import Shard, ShardPlan
 from raylanczos.distributed import DistributedHessian, WorkerGroup, WorkerOptions, connect, single_machine
 from raylanczos.layout import ParameterLayout
 from raylanczos.loop import TIMING_COLUMNS, DrawTask, FinishedDraw, LoopHooks, LoopState, SpectrumLoop
-from raylanczos.plot import plot_overlay
 from raylanczos.policy import default_layout
 from raylanczos.problem import Problem, ProblemSource, build_problem, source_name
 from raylanczos.progress import Progress, byte_size, make_progress, reporting
-from raylanczos.render import RENDERED_NAMES, SpectrumResult, render_spectrum
+from raylanczos.render import RENDERED_NAMES, SpectrumResult, render_parts, render_spectrum
 from raylanczos.ritz import RitzPairs, best_pairs, ritz_pairs
 from raylanczos.store import OutputStore, json_writer, npy_writer
 
@@ -79,8 +79,8 @@ def hessian_spectrum(
     """
     spectrum_config, scaling, output, density = build_configs(config, scaling, output, density, options)
     reporter = progress if isinstance(progress, Progress) else make_progress(progress)
-    with reporting():
-        return _Run(problem, spectrum_config, scaling, output, density, reporter).execute()
+    with reporting(), Workers(scaling.address) as workers:
+        return _Run(problem, spectrum_config, scaling, output, density, reporter).execute(workers)
 
 
 @dataclass(frozen=True)
@@ -109,17 +109,66 @@ def inspect_problem(problem: Problem, config: SpectrumConfig) -> ProblemFacts:
     )
 
 
-class _Run:
-    """One call of :func:`hessian_spectrum`: the checks, the workers, the loop, the outputs."""
+class Workers:
+    """A run's Ray connection and worker group, kept across the points of a sweep.
 
-    def __init__(self, source, config, scaling, output, density, progress):
+    The group is reused for a point whose workers would be the same (shard plan,
+    resources, operator, block size); the workers then rebuild the problem with the
+    point's factory arguments, keeping the shard's data when the dataset is the same.
+    """
+
+    def __init__(self, address: str | None):
+        self.address = address
+        self.group: WorkerGroup | None = None
+        self._key: Any = None
+        self._connected = False
+        self._started_ray = False
+
+    def connect(self) -> None:
+        if not self._connected:
+            self._started_ray = connect(self.address)
+            self._connected = True
+
+    def group_for(self, key: Any, start, arguments: dict[str, Any] | None, block_size: int) -> WorkerGroup:
+        """The group ``start()`` makes, or the current one moved to ``arguments`` if its ``key`` matches."""
+        self.connect()
+        if self.group is not None and key == self._key:
+            self.group.load_point(arguments, block_size)
+            return self.group
+        if self.group is not None:
+            self.group.shutdown()
+            self.group = None
+        self.group, self._key = start(), key
+        return self.group
+
+    def close(self) -> None:
+        if self.group is not None:
+            self.group.shutdown()
+            self.group = None
+        if self._started_ray:
+            ray.shutdown()
+            self._started_ray = False
+
+    def __enter__(self) -> "Workers":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class _Run:
+    """One spectrum of :func:`hessian_spectrum` (or one point of a sweep): the checks, the
+    workers, the loop, the outputs. ``arguments`` are the factory's keyword arguments."""
+
+    def __init__(self, source, config, scaling, output, density, progress, arguments: dict[str, Any] | None = None):
         self.source, self.config, self.scaling, self.output, self.density = source, config, scaling, output, density
         self.progress = progress
+        self.arguments = dict(arguments) if arguments else None
         self.out = OutputStore(output.out) if output.out is not None else None
         self.checkpoint = _prepare_output(self.out, output)
 
-    def execute(self) -> SpectrumResult:
-        problem = build_problem(self.source)
+    def execute(self, workers: Workers) -> SpectrumResult:
+        problem = build_problem(self.source, self.arguments)
         facts = inspect_problem(problem, self.config)
         blocks = select_blocks(facts.layout, self.config.blocks, self.config.per_layer)
         self.parts = _parts(blocks, facts)
@@ -141,56 +190,55 @@ class _Run:
         identity = self._identity(facts, plan, block_size) if plan is not None else None
         resumed = self._resume(identity) if identity is not None and self.output.resume else None
 
-        started_ray = connect(self.scaling.address)
-        group = None
-        try:
-            resources = self.scaling.worker_resources
-            if plan is None:
-                plan, resources = self._default_layout(problem)
-                identity = self._identity(facts, plan, block_size)
-                resumed = self._resume(identity) if self.output.resume else None
-            group = WorkerGroup(
-                self.source if isinstance(self.source, str) else problem,
-                plan,
-                resources=resources,
-                options=WorkerOptions(
-                    compute_dtype=self.config.compute_dtype, operator=self.config.operator,
-                    max_restarts=self.scaling.max_restarts, timeout=self.scaling.timeout, pin_cpus=self.scaling.pin_cpus,
-                ),
-                block_size=block_size,
+        resources = self.scaling.worker_resources
+        if plan is None:
+            workers.connect()
+            plan, resources = self._default_layout(problem)
+            identity = self._identity(facts, plan, block_size)
+            resumed = self._resume(identity) if self.output.resume else None
+        options = WorkerOptions(
+            compute_dtype=self.config.compute_dtype, operator=self.config.operator, arguments=self.arguments,
+            max_restarts=self.scaling.max_restarts, timeout=self.scaling.timeout, pin_cpus=self.scaling.pin_cpus,
+        )
+        source = self.source if isinstance(self.source, str) else problem
+        key = (source_name(self.source), json.dumps(plan.to_json()), json.dumps(resources, sort_keys=True, default=str),
+               dataclasses.replace(options, arguments=None), block_size)
+        group = workers.group_for(
+            key,
+            lambda: WorkerGroup(
+                source, plan, resources=resources, options=options, block_size=block_size,
                 placement_timeout=self._placement_timeout(),
-            )
-            groups = resumed[2] if resumed is not None else group.node_groups()
-            operator = DistributedHessian(
-                group, facts.num_examples, block_size=block_size, reduce=self.scaling.reduce, groups=groups
-            )
-            if resumed is None and self.checkpoint is not None:
-                _clear_previous_outputs(self.out)
-                self.checkpoint.begin(identity, groups)
-            state, bases = resumed[:2] if resumed is not None else (None, self._new_bases(block_size))
-            threads = group.driver_threads(self.scaling.thread_policy)
-            logger.info("driver: %s", threads.describe())
-            with threadpool_limits(limits=threads.blas, user_api="blas"), BasisSweeps(threads.sweeps) as sweeps:
-                state = self._loop(operator, bases, sweeps, state)
-            for info, pid in zip(group.infos, group.current_pids()):
-                info.update(pid_at_end=pid, restarted=pid != info["pid"])
-            summary = {
-                "raylanczos_version": _version("raylanczos"),
-                "versions": _versions(),
-                "config": self._summary_config(facts, plan, block_size),
-                "dataset": problem.data.describe(),
-                "workers": group.infos,
-                "worker_resources": group.resources,
-                "reduce": {"mode": self.scaling.reduce, "node_groups": operator.groups},
-                "broadcast_dtype": str(operator.broadcast_dtype),
-                "parameter_layout": facts.layout.to_json(),
-                "timings": _timing_summary(state.timings),
-            }
-        finally:
-            if group is not None:
-                group.shutdown()
-            if started_ray:
-                ray.shutdown()
+            ),
+            self.arguments,
+            block_size,
+        )
+        groups = resumed[2] if resumed is not None else group.node_groups()
+        operator = DistributedHessian(
+            group, facts.num_examples, block_size=block_size, reduce=self.scaling.reduce, groups=groups,
+            arguments=self.arguments,
+        )
+        if resumed is None and self.checkpoint is not None:
+            _clear_previous_outputs(self.out)
+            self.checkpoint.begin(identity, groups)
+        state, bases = resumed[:2] if resumed is not None else (None, self._new_bases(block_size))
+        threads = group.driver_threads(self.scaling.thread_policy)
+        logger.info("driver: %s", threads.describe())
+        with threadpool_limits(limits=threads.blas, user_api="blas"), BasisSweeps(threads.sweeps) as sweeps:
+            state = self._loop(operator, bases, sweeps, state)
+        for info, pid in zip(group.infos, group.current_pids()):
+            info.update(pid_at_end=pid, restarted=pid != info["pid"])
+        summary = {
+            "raylanczos_version": _version("raylanczos"),
+            "versions": _versions(),
+            "config": self._summary_config(facts, plan, block_size),
+            "dataset": problem.data.describe(),
+            "workers": [dict(info) for info in group.infos],
+            "worker_resources": group.resources,
+            "reduce": {"mode": self.scaling.reduce, "node_groups": operator.groups},
+            "broadcast_dtype": str(operator.broadcast_dtype),
+            "parameter_layout": facts.layout.to_json(),
+            "timings": _timing_summary(state.timings),
+        }
         return self._render(state, summary)
 
     # ----------------------------------------------------------------- before the workers
@@ -207,6 +255,7 @@ class _Run:
         config = self.config
         return {
             "problem": source_name(self.source),
+            "arguments": self.arguments,
             "order": min(config.order, facts.num_params),
             "draws": config.draws,
             "draws_per_pass": block_size,
@@ -356,7 +405,11 @@ class _Run:
             results[part.name] = render_spectrum([r.tridiagonal() for r in records], part_summary, store, self.density)
         if len(self.parts) == 1 and not self.parts[0].name:
             return results[""]
-        return self._render_parts(results, summary)
+        return render_parts(
+            results, {p.name: p.path for p in self.parts}, summary, self.out,
+            title=f"Block densities of {summary['config']['problem']}",
+            labels={name: f"{name} (n={r.summary['config']['num_params']:,})" for name, r in results.items()},
+        )
 
     def _draw_fields(self, records: list[FinishedDraw]) -> dict[str, Any]:
         return {
@@ -383,30 +436,6 @@ class _Run:
                 "layout": "rows follow parameter_layout" if not part.name else "rows follow the block's parameters, in layout order",
             }
         }
-
-    def _render_parts(self, results: dict[str, SpectrumResult], summary: dict[str, Any]) -> SpectrumResult:
-        """A blocks run's top level: the parts' table and an overlay of their densities."""
-        table = [
-            {
-                "part": name, "dim": r.summary["config"]["num_params"], "lambda_max": r.summary["lambda_max"],
-                "lambda_min": r.summary["lambda_min"], "trace_estimate": r.summary["trace_estimate"],
-                "negative_fraction": r.summary["negative_fraction"],
-            }
-            for name, r in results.items()
-        ]
-        top = dict(summary, parts={p.name: p.path for p in self.parts}, part_statistics=table)
-        if self.out is not None:
-            self.out.write("summary.json", json_writer(top))
-            curves = [(f"{name} (n={r.summary['config']['num_params']:,})", r.grid, r.density) for name, r in results.items()]
-            self.out.write(
-                "density.png",
-                lambda handle: plot_overlay(curves, handle, title=f"Block densities of {summary['config']['problem']}"),
-            )
-        empty = np.zeros((0,))
-        return SpectrumResult(
-            np.zeros((0, 0, 0)), empty.astype(int), empty, empty, empty, empty, float("nan"), top,
-            str(self.out) if self.out else None, results,
-        )
 
 
 @dataclass(frozen=True)

@@ -85,20 +85,36 @@ class ShardWorker:
         cpu_slot: tuple[int, int] | None = None,
     ):
         self.shard = shard
+        self.source, self.compute_dtype, self.operator = source, compute_dtype, operator
         self.backend: ShardBackend | None = None
         self.start_error = ""
         self.backend_name = ""
+        self._arrays: Any = None
+        self._dataset: Any = None
         if cpu_slot is not None:
             pin_to_cores(*cpu_slot)
         quiet_framework_logs()
         ensure_on_path(list(sys_path))
+        self.load_point(arguments)
+
+    def load_point(self, arguments: Mapping[str, Any] | None) -> dict[str, Any]:
+        """Rebuild the problem with the factory's ``arguments`` (a sweep point): new
+        parameters and loss, and the shard's data read again only if the dataset differs
+        (its description); returns :meth:`describe`, with ``reused_data``."""
+        self.start_error, reused = "", False
+        self.arguments = dict(arguments) if arguments else None
         try:
-            problem = build_problem(source, arguments)
+            problem = build_problem(self.source, arguments)
             self.backend_name = problem.backend
-            arrays = problem.data.read(shard)
-            self.backend = make_backend(problem, arrays, compute_dtype=compute_dtype, operator=operator)
+            dataset = problem.data.describe()
+            reused = self._arrays is not None and dataset == self._dataset
+            if not reused:
+                self._arrays, self._dataset = problem.data.read(self.shard), dataset
+            self.backend = make_backend(problem, self._arrays, compute_dtype=self.compute_dtype, operator=self.operator)
         except Exception as err:  # noqa: BLE001 - reported by every later call, as one line
+            self.backend = None
             self.start_error = self._error_line(err)
+        return dict(self.describe(), reused_data=reused)
 
     @property
     def where(self) -> str:
@@ -132,13 +148,19 @@ class ShardWorker:
         batch shape) happens at start-up rather than in the first Lanczos step."""
         if self.backend is None:
             return PartialInfo(0, 0.0, self.start_error)
-        return self.partial_products(np.zeros((block_size, self.backend.num_params)))[0]
+        return self.partial_products(np.zeros((block_size, self.backend.num_params)), self.arguments)[0]
 
-    def partial_products(self, vectors: np.ndarray) -> tuple[PartialInfo, np.ndarray | None]:
+    def partial_products(
+        self, vectors: np.ndarray, arguments: Mapping[str, Any] | None = None
+    ) -> tuple[PartialInfo, np.ndarray | None]:
         """This shard's Σ_b |b|·C_b v for each row of ``vectors`` (B, n): (info, float64 (B, n)).
 
-        The products are None when the pass failed (``info.error`` says why).
+        ``arguments`` are the factory arguments of the point the products are for: a worker
+        that Ray restarted from its first point's constructor moves to them first. The
+        products are None when the pass failed (``info.error`` says why).
         """
+        if (dict(arguments) if arguments else None) != self.arguments:
+            self.load_point(arguments)
         if self.backend is None:
             return PartialInfo(0, 0.0, self.start_error), None
         start = time.perf_counter()
@@ -151,7 +173,9 @@ class ShardWorker:
             return PartialInfo(count, seconds, self._locate_non_finite(vectors)), None
         return PartialInfo(count, seconds), products
 
-    def node_sum(self, vectors: np.ndarray, member_products: Sequence[Any], own_index: int) -> tuple[NodeSumInfo, np.ndarray | None]:
+    def node_sum(
+        self, vectors: np.ndarray, member_products: Sequence[Any], own_index: int, arguments: Mapping[str, Any] | None = None
+    ) -> tuple[NodeSumInfo, np.ndarray | None]:
         """This worker's partial products plus those of the other workers of its node group.
 
         ``member_products`` are the group's other partials in group order (Ray object
@@ -161,7 +185,7 @@ class ShardWorker:
         """
         import ray
 
-        own, products = self.partial_products(vectors)
+        own, products = self.partial_products(vectors, arguments)
         members = ray.get(list(member_products))
         if own.error or products is None:
             return NodeSumInfo(own.count, own.seconds, 0.0, own.error), None

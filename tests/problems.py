@@ -74,3 +74,8 @@ def hangs_in_workers() -> rl.Problem:
     if ray.is_initialized() and ray.get_runtime_context().get_actor_id() is not None:
         threading.Event().wait()
     return digits.tiny_problem()
+
+
+def tiny_at_step(step: int = 300) -> rl.Problem:
+    """The tiny digits MLP after ``step`` steps of full-batch Adam (a training checkpoint)."""
+    return digits.make_problem(hidden=(4,), train_steps=step)

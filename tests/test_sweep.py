@@ -1,0 +1,93 @@
+"""Spectra across training checkpoints: one run per factory argument, the same start vectors."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import raylanczos as rl
+from raylanczos import cli
+from raylanczos.config import OptionError
+from raylanczos.sweep import parse_sweep
+
+FACTORY = "tests.problems:tiny_at_step"
+POINTS = ["step=0", "step=30", "step=100"]
+
+
+def test_sweep_values_are_python_literals():
+    assert parse_sweep("step=100,1000") == ("step", [100, 1000])
+    assert parse_sweep("lr=1e-3,0.1") == ("lr", [1e-3, 0.1])
+    assert parse_sweep("name=base,'large'") == ("name", ["base", "large"])
+    with pytest.raises(OptionError, match="must look like NAME=VALUE"):
+        parse_sweep("100,1000")
+
+
+def sweep_args(address: str, out, *extra: str) -> list[str]:
+    return [
+        "run", "--problem", FACTORY, "--sweep", "step=0,30,100", "--out", str(out), "--order", "8", "--draws", "2",
+        "--workers", "2", "--cpus-per-worker", "0.5", "--address", address, "--progress", "lines", *extra,
+    ]
+
+
+@pytest.fixture(scope="module")
+def swept(ray_session, tmp_path_factory):
+    out = tmp_path_factory.mktemp("sweep") / "run"
+    assert cli.main(sweep_args(ray_session.address, out, "--save-vectors")) == 0
+    return out
+
+
+def test_each_point_is_a_run_with_the_same_start_vectors(swept):
+    summaries = {point: json.loads((swept / point / "summary.json").read_text()) for point in POINTS}
+    assert [s["config"]["arguments"] for s in summaries.values()] == [{"step": 0}, {"step": 30}, {"step": 100}]
+    for point in POINTS:
+        assert np.load(swept / point / "tridiag.npy").shape == (2, 8, 8)
+    for draw in (0, 1):
+        first = [np.load(swept / point / f"lanczos_vec_{draw}.npy")[0] for point in POINTS]
+        assert all(np.array_equal(first[0], v) for v in first[1:]), "common random numbers: one start vector per draw"
+    top = [s["lambda_max"] for s in summaries.values()]
+    assert len(set(top)) == 3, "the points are different networks"
+    pids = [sorted(w["pid"] for w in s["workers"]) for s in summaries.values()]
+    assert pids[0] == pids[1] == pids[2], "the workers were kept from point to point"
+
+
+def test_the_top_level_has_the_table_and_the_overlay(swept):
+    summary = json.loads((swept / "summary.json").read_text())
+    assert summary["sweep"] == {"name": "step", "values": [0, 30, 100]} and list(summary["parts"]) == POINTS
+    table = (swept / "statistics.csv").read_text().splitlines()
+    assert table[0].startswith("part,dim,lambda_max") and [line.split(",")[0] for line in table[1:]] == POINTS
+    assert (swept / "density.png").read_bytes()[:4] == b"\x89PNG"
+    result = rl.load_result(swept)
+    assert list(result.parts) == POINTS and result.parts["step=30"].tridiagonals.shape == (2, 8, 8)
+
+
+@pytest.mark.slow
+def test_a_sweep_killed_mid_way_resumes_bit_identically(ray_session, swept, tmp_path, capsys):
+    """The driver is SIGKILLed in the second point; --resume keeps the first point, resumes
+    the second from its checkpoint, runs the third, and every point has the undisturbed bits."""
+    out = tmp_path / "killed"
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "raylanczos", *sweep_args(ray_session.address, out)],
+        stderr=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONUNBUFFERED="1"),
+    )
+    point = None
+    for line in driver.stderr:
+        if "sweep point" in line:
+            point = line.split("sweep point ")[1].strip()
+        if point == "step=30" and "pass 3 |" in line:
+            os.kill(driver.pid, signal.SIGKILL)
+            break
+    driver.wait(timeout=60)
+    assert driver.returncode == -signal.SIGKILL
+    assert (out / "step=0" / "summary.json").exists() and not (out / "step=30" / "summary.json").exists()
+    code = cli.main([*sweep_args(ray_session.address, out), "--resume"])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert "sweep point step=0: finished already, kept" in err and "resuming: 0 draw(s) finished, 2 in progress" in err
+    for point in POINTS:
+        assert np.array_equal(np.load(out / point / "tridiag.npy"), np.load(swept / point / "tridiag.npy")), point
