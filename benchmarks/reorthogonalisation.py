@@ -5,8 +5,8 @@ against an orthonormal basis V of k float64 rows (C-contiguous, shape (k, n)):
 
 ``blas2_cgs2``
     the project's method: ``raylanczos.basis.project_out(V, w)`` called twice
-    (classical Gram–Schmidt twice, in place; each pass BLAS-2 products over fixed spans of
-    columns, two ``dgemv`` calls on the whole basis before commit 14977c2).
+    (classical Gram–Schmidt twice, in place; each pass BLAS-2 products over 64 fixed
+    spans of columns, :class:`raylanczos.basis.BasisSweeps`).
 ``loop_mgs1``
     the per-vector Python loop of the original TF spectral-density code,
     ``for v in V: w -= (v @ w) * v`` (modified Gram–Schmidt, one pass).

@@ -74,7 +74,7 @@ class ParameterLayout:
         except (KeyError, TypeError, ValueError) as err:
             raise ValueError(
                 f'a parameter layout is a list of {{"name", "shape", "offset", "size"}} entries; cannot read it: {err!r}'
-            ) from None
+            ) from err
         return cls(blocks)
 
     def to_json(self) -> list[dict[str, Any]]:

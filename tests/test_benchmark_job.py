@@ -1,5 +1,5 @@
 """jobs/benchmark.py end to end on a tiny problem, against the session's Ray, split in two
-runs as a long GPU benchmark is: the tf-original baseline alone, then our runs with the
+runs as a long GPU benchmark is: the numpy-loop baseline alone, then our runs with the
 jax-original baseline and the first run's figures."""
 
 from __future__ import annotations

@@ -32,13 +32,16 @@ REFERENCE_LAYERS = (64, 64, "pool", 128, 128, "pool", 256, 256, "pool", 512, 512
 DIGITS_LAYERS = (32, 64)
 
 
-def reference_problem(num_examples: int = 50_000, batch_size: int = 1000, seed: int = 0) -> rl.Problem:
-    """The 7,050,314-parameter conv net over ``num_examples`` random 32×32×3 inputs."""
+def reference_problem(
+    num_examples: int = 50_000, batch_size: int = 1000, seed: int = 0, layers: tuple = REFERENCE_LAYERS
+) -> rl.Problem:
+    """The 7,050,314-parameter conv net over ``num_examples`` random 32×32×3 inputs
+    (``layers`` gives a copy of other widths, e.g. for a dense reference in tests)."""
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((num_examples, 32, 32, 3), dtype=np.float32)
     y = rng.integers(0, 10, num_examples).astype(np.int32)
-    params = init_params(3, REFERENCE_LAYERS, 10, seed)
-    loss = functools.partial(mean_cross_entropy, layers=REFERENCE_LAYERS)
+    params = init_params(3, layers, 10, seed)
+    loss = functools.partial(mean_cross_entropy, layers=layers)
     return rl.Problem.from_jax(params, loss, rl.ArrayDataset({"x": x, "y": y}), batch_size=batch_size)
 
 
