@@ -41,11 +41,17 @@ def wide_problem() -> rl.Problem:
 
 
 def make_problem(hidden: tuple[int, ...] = (32,), *, train_steps: int = 300, seed: int = 0) -> rl.Problem:
-    """The digits MLP problem with the given hidden widths, trained ``train_steps`` steps."""
+    """The digits MLP problem with the given hidden widths, trained ``train_steps`` steps.
+
+    The loss is also given as ``output_loss(predict(params, batch), batch)`` (logits, then
+    softmax cross-entropy), so ``operator="ggn"`` works on it.
+    """
     x, y = load_digits()
     params = trained_params(tuple(hidden), train_steps, seed)
     data = rl.ArrayDataset({"x": x, "y": y})
-    return rl.Problem.from_jax(params, mean_cross_entropy, data, batch_size=BATCH_SIZE)
+    return rl.Problem.from_jax(
+        params, mean_cross_entropy, data, batch_size=BATCH_SIZE, predict=logits, output_loss=softmax_cross_entropy
+    )
 
 
 def forward(params: list[dict], x: jax.Array) -> jax.Array:
@@ -55,12 +61,27 @@ def forward(params: list[dict], x: jax.Array) -> jax.Array:
     return x @ params[-1]["w"] + params[-1]["b"]
 
 
-def mean_cross_entropy(params: list[dict], batch: dict) -> jax.Array:
-    """Mean softmax cross-entropy over the batch (a scalar)."""
-    logits = forward(params, batch["x"])
-    log_probs = jax.nn.log_softmax(logits)
+def logits(params: list[dict], batch: dict) -> jax.Array:
+    """The network's outputs on the batch: logits (batch, 10) (the problem's ``predict``)."""
+    return forward(params, batch["x"])
+
+
+def softmax_cross_entropy(outputs: jax.Array, batch: dict) -> jax.Array:
+    """Mean softmax cross-entropy of logits (batch, 10) against ``batch["y"]`` (a scalar;
+    the problem's ``output_loss``).
+
+    Its Hessian in the logits is diag(p) − p pᵀ per example (p the softmax), positive
+    semidefinite, and for this loss the Gauss–Newton matrix Jᵀ (diag(p) − p pᵀ) J equals
+    the Fisher information of the model's predictive distribution.
+    """
+    log_probs = jax.nn.log_softmax(outputs)
     picked = jnp.take_along_axis(log_probs, batch["y"][:, None].astype(jnp.int32), axis=1)
     return -jnp.mean(picked)
+
+
+def mean_cross_entropy(params: list[dict], batch: dict) -> jax.Array:
+    """Mean softmax cross-entropy over the batch (a scalar): ``softmax_cross_entropy(logits(params, batch), batch)``."""
+    return softmax_cross_entropy(logits(params, batch), batch)
 
 
 @functools.cache
