@@ -11,6 +11,11 @@ Files of a rendered result (a directory or URI)::
                     sigma2 (absolute variance), sigma2_relative (NaN when not relative)
     summary.json    configuration, versions, statistics, timings
     density.png     the density on a log y-axis
+
+A run with parts (blocks) writes these files in each part's sub-directory (``parts`` of
+the top-level ``summary.json`` maps part name → sub-directory); its top level holds only
+``summary.json`` (with ``parts`` and ``part_statistics``) and ``density.png``, the overlay
+of the parts' densities.
 """
 
 from __future__ import annotations
@@ -24,11 +29,13 @@ import numpy as np
 
 from raylanczos import spectrum
 from raylanczos.config import DensityConfig
-from raylanczos.plot import plot_density
+from raylanczos.plot import plot_density, plot_overlay
 from raylanczos.store import OutputStore, json_writer, npy_writer, npz_writer
 
 SIGMA2_UNITS = "sigma2 is an absolute variance (eigenvalue units squared)"
 RENDERED_NAMES = ("spectrum.npz", "summary.json", "density.png")
+#: The statistics of each part in a parts run's top-level ``part_statistics`` table.
+PART_COLUMNS = ("lambda_max", "lambda_min", "trace_estimate", "negative_fraction")
 
 
 @dataclass(frozen=True)
@@ -95,6 +102,40 @@ def render_spectrum(
     return SpectrumResult(stacked, steps, nodes, weights, grid, values, float(sigma2), summary, str(out) if out else None)
 
 
+def render_parts(
+    results: dict[str, SpectrumResult], paths: dict[str, str], summary: dict[str, Any], out: OutputStore | None
+) -> SpectrumResult:
+    """The top level of a run with parts (blocks): their table, and an overlay of their densities.
+
+    ``results`` are the rendered parts by name, ``paths`` their sub-directories, and
+    ``summary`` the run's summary without statistics of its own. Writes ``summary.json``
+    (``parts``, ``part_statistics``) and ``density.png`` when ``out`` is set. The returned
+    result has empty arrays (no density of its own) and the parts in ``parts``.
+    """
+    table = [
+        {"part": name, "dim": r.summary["config"]["num_params"], **{key: r.summary[key] for key in PART_COLUMNS}}
+        for name, r in results.items()
+    ]
+    top = dict(summary, parts=dict(paths), part_statistics=table)
+    if out is not None:
+        out.write("summary.json", json_writer(top))
+        curves = [
+            (f"block {part_label(r.summary)}: n={r.summary['config']['num_params']:,}, σ²={r.sigma2:.2g}", r.grid, r.density)
+            for r in results.values()
+        ]
+        out.write("density.png", lambda handle: plot_overlay(curves, handle, title=parts_title(top)))
+    return parts_result(top, out, results)
+
+
+def parts_result(summary: dict[str, Any], out: Any, parts: dict[str, SpectrumResult]) -> SpectrumResult:
+    """The result of a parts run's top level: no arrays of its own, the parts by name."""
+    empty = np.zeros((0,))
+    return SpectrumResult(
+        np.zeros((0, 0, 0)), empty.astype(int), np.zeros((0, 0)), np.zeros((0, 0)), empty, empty, float("nan"),
+        summary, str(out) if out is not None else None, parts,
+    )
+
+
 def _density(
     stacked: np.ndarray, nodes: np.ndarray, weights: np.ndarray, density: DensityConfig
 ) -> tuple[np.ndarray, np.ndarray, float, dict[str, Any]]:
@@ -143,16 +184,22 @@ def rerender(
     source = OutputStore(run)
     target = OutputStore(to) if to is not None else source
     summary = source.load_json("summary.json")
-    stacked = source.load_npy("tridiag.npy")
     if to is not None:
         target.ensure_writable()
-        target.write("tridiag.npy", npy_writer(stacked))
     else:
         _check_writable(source)
+    paths = summary.get("parts")
+    if paths:
+        parts = {
+            name: rerender(source.child(path).location, density, to=None if to is None else target.child(path).location)
+            for name, path in paths.items()
+        }
+        return render_parts(parts, paths, summary, target)
+    stacked = source.load_npy("tridiag.npy")
+    if to is not None:
+        target.write("tridiag.npy", npy_writer(stacked))
     tridiagonals = spectrum.split_tridiagonals(stacked, summary.get("steps_completed"))
-    result = render_spectrum(tridiagonals, summary, target, density)
-    parts = {name: rerender(source.child(path), density, to=None if to is None else target.child(path)) for name, path in summary.get("parts", {}).items()}
-    return dataclasses.replace(result, parts=parts)
+    return render_spectrum(tridiagonals, summary, target, density)
 
 
 def _check_writable(store: OutputStore) -> None:
@@ -163,19 +210,46 @@ def _check_writable(store: OutputStore) -> None:
 
 
 def load_result(out: str | os.PathLike) -> SpectrumResult:
-    """A finished run's outputs, read back from ``out`` (numbers and JSON only), with its parts."""
+    """A finished run's outputs, read back from ``out`` (numbers and JSON only).
+
+    A run with parts (blocks) gives its top level, with no arrays of its own, and the
+    parts' results in ``parts``.
+    """
     store = OutputStore(out)
     summary = store.load_json("summary.json")
+    if summary.get("parts"):
+        parts = {name: load_result(store.child(path).location) for name, path in summary["parts"].items()}
+        return parts_result(summary, store, parts)
     arrays = store.load_npz("spectrum.npz")
     stacked = store.load_npy("tridiag.npy")
-    parts = {name: load_result(store.child(path).location) for name, path in summary.get("parts", {}).items()}
     return SpectrumResult(
         stacked, arrays["steps"], arrays["nodes"], arrays["weights"], arrays["grid"], arrays["density"],
-        float(arrays["sigma2"]), summary, str(store), parts,
+        float(arrays["sigma2"]), summary, str(store),
     )
 
 
 OPERATOR_TITLES = {"hessian": "Hessian", "ggn": "Gauss–Newton"}
+
+
+def parts_title(summary: dict[str, Any]) -> str:
+    """``Hessian densities of the blocks of <problem>`` and the draws and steps (the overlay's title)."""
+    config = summary["config"]
+    operator = OPERATOR_TITLES.get(config.get("operator", "hessian"), config.get("operator", "hessian"))
+    return (
+        f"{operator} densities of the blocks of {config.get('problem', '')}\n"
+        f"{_count(config['draws'], 'draw')} × up to {config['order']} steps per block, each its own σ²"
+    )
+
+
+def part_label(summary: dict[str, Any]) -> str:
+    """A part's name, with its pattern when that differs: ``all_w (*/w)``; "" for a whole-model run."""
+    name = summary.get("part", "")
+    pattern = summary.get("block", {}).get("pattern", name)
+    return name if pattern == name else f"{name} ({pattern})"
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}" + ("" if number == 1 else "s")
 
 
 def plot_title(summary: dict[str, Any]) -> str:
@@ -183,11 +257,11 @@ def plot_title(summary: dict[str, Any]) -> str:
     config = summary["config"]
     operator = OPERATOR_TITLES.get(config.get("operator", "hessian"), config.get("operator", "hessian"))
     name = config.get("problem", "")
-    part = f" [{summary['part']}]" if summary.get("part") else ""
+    part = f", block {part_label(summary)}" if summary.get("part") else ""
     settings = summary.get("density", {})
     relative = settings.get("sigma2_relative")
     sigma = f"σ²={settings.get('sigma2', float('nan')):.3g}" + (f" ({relative:g}·width²)" if relative else "")
     return (
         f"{operator} density of {name}{part}\n"
-        f"n={config['num_params']:,}, {len(summary['steps_completed'])} draws × {config['order']} steps, {sigma}"
+        f"n={config['num_params']:,}, {_count(len(summary['steps_completed']), 'draw')} × {config['order']} steps, {sigma}"
     )

@@ -33,11 +33,10 @@ from raylanczos.data import Shard, ShardPlan
 from raylanczos.distributed import DistributedHessian, WorkerGroup, WorkerOptions, connect, single_machine
 from raylanczos.layout import ParameterLayout
 from raylanczos.loop import TIMING_COLUMNS, DrawTask, FinishedDraw, LoopHooks, LoopState, SpectrumLoop
-from raylanczos.plot import plot_overlay
 from raylanczos.policy import default_layout
 from raylanczos.problem import Problem, ProblemSource, build_problem, source_name
 from raylanczos.progress import Progress, byte_size, make_progress, reporting
-from raylanczos.render import RENDERED_NAMES, SpectrumResult, render_spectrum
+from raylanczos.render import RENDERED_NAMES, SpectrumResult, render_parts, render_spectrum
 from raylanczos.ritz import RitzPairs, best_pairs, ritz_pairs
 from raylanczos.store import OutputStore, json_writer, npy_writer
 
@@ -356,7 +355,7 @@ class _Run:
             results[part.name] = render_spectrum([r.tridiagonal() for r in records], part_summary, store, self.density)
         if len(self.parts) == 1 and not self.parts[0].name:
             return results[""]
-        return self._render_parts(results, summary)
+        return render_parts(results, {p.name: p.path for p in self.parts}, summary, self.out)
 
     def _draw_fields(self, records: list[FinishedDraw]) -> dict[str, Any]:
         return {
@@ -383,30 +382,6 @@ class _Run:
                 "layout": "rows follow parameter_layout" if not part.name else "rows follow the block's parameters, in layout order",
             }
         }
-
-    def _render_parts(self, results: dict[str, SpectrumResult], summary: dict[str, Any]) -> SpectrumResult:
-        """A blocks run's top level: the parts' table and an overlay of their densities."""
-        table = [
-            {
-                "part": name, "dim": r.summary["config"]["num_params"], "lambda_max": r.summary["lambda_max"],
-                "lambda_min": r.summary["lambda_min"], "trace_estimate": r.summary["trace_estimate"],
-                "negative_fraction": r.summary["negative_fraction"],
-            }
-            for name, r in results.items()
-        ]
-        top = dict(summary, parts={p.name: p.path for p in self.parts}, part_statistics=table)
-        if self.out is not None:
-            self.out.write("summary.json", json_writer(top))
-            curves = [(f"{name} (n={r.summary['config']['num_params']:,})", r.grid, r.density) for name, r in results.items()]
-            self.out.write(
-                "density.png",
-                lambda handle: plot_overlay(curves, handle, title=f"Block densities of {summary['config']['problem']}"),
-            )
-        empty = np.zeros((0,))
-        return SpectrumResult(
-            np.zeros((0, 0, 0)), empty.astype(int), empty, empty, empty, empty, float("nan"), top,
-            str(self.out) if self.out else None, results,
-        )
 
 
 @dataclass(frozen=True)
