@@ -16,6 +16,7 @@ import pytest
 from jax.flatten_util import ravel_pytree
 
 import raylanczos as rl
+from raylanczos import cli
 from raylanczos.backends import make_backend
 from raylanczos.examples import digits
 from raylanczos.render import plot_title
@@ -128,6 +129,7 @@ def test_full_order_ggn_nodes_are_the_dense_eigenvalues(ray_session, source, ker
     assert result.summary["lambda_min"] >= -1e-10 * scale
     assert result.summary["lambda_max"] == pytest.approx(eigenvalues[-1], rel=1e-10)
     assert [w["operator"] for w in result.summary["workers"]] == ["ggn", "ggn"]
+    assert "·‖G‖)" in cli.closing_line(result)
     written = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert written["config"]["operator"] == "ggn"
     assert "Gauss–Newton density" in plot_title(written)
