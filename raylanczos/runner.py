@@ -38,7 +38,7 @@ from raylanczos.problem import Problem, ProblemSource, build_problem, source_nam
 from raylanczos.progress import Progress, byte_size, make_progress, reporting
 from raylanczos.render import RENDERED_NAMES, SpectrumResult, render_parts, render_spectrum
 from raylanczos.ritz import RitzPairs, best_pairs, ritz_pairs
-from raylanczos.store import OutputStore, json_writer, npy_writer
+from raylanczos.store import OutputStore, npy_writer
 
 logger = logging.getLogger("raylanczos")
 
