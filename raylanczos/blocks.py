@@ -37,22 +37,30 @@ class BlockSelection:
         return int(self.indices.size)
 
 
-def select_blocks(layout: ParameterLayout, patterns: tuple[str, ...] = (), per_layer: bool = False) -> list[BlockSelection]:
-    """The blocks that ``patterns`` (or ``per_layer``) choose from ``layout``.
+#: How many of the layout's names an error message lists.
+LISTED_NAMES = 30
 
-    A pattern that matches no parameter is refused, naming the layout's names.
+
+def select_blocks(layout: ParameterLayout, patterns: tuple[str, ...] = (), per_layer: bool = False) -> list[BlockSelection]:
+    """The blocks that ``patterns`` (or ``per_layer``) choose from ``layout``; none for neither.
+
+    Each pattern is an ``fnmatch`` glob over the whole parameter names (``*`` also matches
+    ``/``), case-sensitive, and gives one block of the tensors it matches, in layout order,
+    named :func:`directory_name` of the pattern. ``per_layer`` gives one block per
+    :func:`top_level_groups` group, named by the group. Names that collide get ``-2``,
+    ``-3``, .... A pattern that matches no parameter is refused, naming the layout's names.
     """
+    if per_layer and patterns:
+        raise ProblemError(f"choose blocks by patterns or per layer, not both; got patterns {list(patterns)} and per_layer")
     if per_layer:
         groups = top_level_groups(layout.names)
-        chosen = [(name, name, members) for name, members in groups.items()]
+        chosen = [(directory_name(name), name, members) for name, members in groups.items()]
     else:
         chosen = []
         for pattern in patterns:
             members = [name for name in layout.names if fnmatch.fnmatchcase(name, pattern)]
             if not members:
-                raise ProblemError(
-                    f"block pattern {pattern!r} matches no parameter; the parameters are {', '.join(layout.names)}"
-                )
+                raise ProblemError(f"block pattern {pattern!r} matches no parameter; the parameters are {_listed(layout.names)}")
             chosen.append((directory_name(pattern), pattern, members))
     blocks, taken = [], set()
     by_name = {block.name: block for block in layout.blocks}
@@ -68,9 +76,19 @@ def select_blocks(layout: ParameterLayout, patterns: tuple[str, ...] = (), per_l
     return blocks
 
 
+def _listed(names: list[str]) -> str:
+    shown = ", ".join(names[:LISTED_NAMES])
+    return shown if len(names) <= LISTED_NAMES else f"{shown}, ... ({len(names)} in all)"
+
+
 def top_level_groups(names: list[str]) -> dict[str, list[str]]:
-    """Parameter names grouped by their top-level layer or module: the first path part that
-    differs between names (a Keras model's own name, shared by all, is skipped)."""
+    """Parameter names grouped by their top-level layer or module: the first ``/``-separated
+    part that differs between names (a Keras model's own name, shared by all, is skipped).
+
+    ``["0/b", "0/w", "1/b"]`` → ``{"0": ["0/b", "0/w"], "1": ["1/b"]}``;
+    ``["mlp/hidden_0/kernel", "mlp/hidden_0/bias", "mlp/logits/kernel"]`` →
+    ``{"hidden_0": [...2 names], "logits": [...]}``. Groups keep the layout's order.
+    """
     parts = [name.split("/") for name in names]
     depth = 0
     while all(len(p) > depth + 1 for p in parts) and len({p[depth] for p in parts}) == 1:

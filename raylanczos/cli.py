@@ -193,7 +193,8 @@ def _statistics(summary: dict[str, Any]) -> str:
     fraction = summary["negative_fraction"]
     error = summary.get("negative_fraction_std_error")
     negative = f"negative eigenvalues {100 * fraction:.3g}%" + (f" ± {100 * error:.2g}%" if error == error else "")
-    negative += f" (below -{summary['negative_threshold_relative']:g}·‖H‖)"
+    symbol = "G" if summary.get("config", {}).get("operator") == "ggn" else "H"
+    negative += f" (below -{summary['negative_threshold_relative']:g}·‖{symbol}‖)"
     return f"λ_max {summary['lambda_max']:.6g}  λ_min {summary['lambda_min']:.6g}  {trace}  {negative}"
 
 

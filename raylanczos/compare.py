@@ -18,10 +18,11 @@ import numpy as np
 from raylanczos import spectrum
 from raylanczos.plot import plot_overlay
 from raylanczos.render import OPERATOR_TITLES, SpectrumResult, load_result
+from raylanczos.store import OutputStore
 
 #: The statistics columns of the comparison table (summary keys).
 COLUMNS = ("lambda_max", "lambda_min", "trace_estimate", "negative_fraction", "negative_mass")
-MAX_RUNS = 10
+MIN_RUNS, MAX_RUNS = 2, 10
 
 
 def compare_runs(
@@ -31,60 +32,87 @@ def compare_runs(
     labels: Sequence[str] | None = None,
     grid_points: int = spectrum.DEFAULT_GRID_POINTS,
 ) -> str:
-    """Overlay the densities of ``runs`` in the PNG ``figure`` and write their statistics
-    to ``figure`` with the suffix ``.csv``; returns the table as printed text.
+    """Overlay the densities of 2 to 10 ``runs`` (directories or URIs) in the PNG ``figure``
+    and write their statistics to ``figure`` with the suffix ``.csv``; returns the table as
+    printed text, one row per run.
 
-    A run with no density (not a finished run, or a blocks run's top level, whose blocks
-    are runs of their own) is refused, naming it.
+    The curves share one grid of ``grid_points`` over the union of the runs' grids, each
+    evaluated from the run's own nodes, weights and σ². A run with no density (not a
+    finished run, or a blocks run's top level, whose blocks are runs of their own) is
+    refused, naming it.
     """
-    if not 1 <= len(runs) <= MAX_RUNS:
-        raise ValueError(f"compare takes 1 to {MAX_RUNS} runs, got {len(runs)}")
+    if not MIN_RUNS <= len(runs) <= MAX_RUNS:
+        raise ValueError(f"compare takes {MIN_RUNS} to {MAX_RUNS} runs, got {len(runs)}")
     if labels is not None and len(labels) != len(runs):
         raise ValueError(f"give one label per run: {len(runs)} runs, {len(labels)} labels")
-    results = []
+    if isinstance(grid_points, bool) or not isinstance(grid_points, int) or grid_points < 2:
+        raise ValueError(f"grid_points must be an integer >= 2, got {grid_points!r}")
+    figure = Path(figure)
+    if figure.suffix.lower() != ".png":
+        raise ValueError(f"the figure is written as PNG and must end in .png, got {os.fspath(figure)!r}")
+    results, refused, cause = [], [], None
     for run in runs:
         try:
             result = load_result(run)
         except (OSError, ValueError) as err:
-            raise ValueError(f"{run} is not a finished run with a density: {err}") from err
+            refused.append(f"{os.fspath(run)} (not a finished run: {err})")
+            cause = cause or err
+            continue
         if result.density.size == 0:
-            parts = ", ".join(f"{os.fspath(run)}/{path}" for path in result.summary.get("parts", {}).values())
-            raise ValueError(f"{run} has no density of its own; compare its parts instead: {parts}")
+            parts = ", ".join(OutputStore(run).child(path).location for path in result.summary.get("parts", {}).values())
+            refused.append(f"{os.fspath(run)} (a blocks run's top level; compare its blocks: {parts})")
         results.append(result)
-    names = list(labels) if labels is not None else [default_label(run, r) for run, r in zip(runs, results)]
+    if refused:
+        raise ValueError(f"{len(refused)} of {len(runs)} runs have no density to compare: {'; '.join(refused)}") from cause
+    names = list(labels) if labels is not None else default_labels(runs, results)
     low = min(float(r.grid[0]) for r in results)
     high = max(float(r.grid[-1]) for r in results)
     grid = np.linspace(low, high, grid_points)
     curves = [(name, grid, spectrum.smoothed_density(r.nodes, r.weights, grid, r.sigma2)) for name, r in zip(names, results)]
     operators = {r.summary["config"].get("operator", "hessian") for r in results}
     what = " and ".join(OPERATOR_TITLES.get(o, o) for o in sorted(operators))
-    figure = Path(figure)
     figure.parent.mkdir(parents=True, exist_ok=True)
-    plot_overlay(curves, figure, title=f"{what} densities of {len(results)} runs")
-    rows = [[name, *(_number(r.summary.get(key)) for key in COLUMNS)] for name, r in zip(names, results)]
+    plot_overlay(curves, figure, title=f"{what} densities of {len(results)} runs\n(one grid; each run's own σ²)")
+    header = ["run", "num_params", *COLUMNS]
+    rows = [
+        [name, int(r.summary["config"]["num_params"]), *(_number(r.summary.get(key)) for key in COLUMNS)]
+        for name, r in zip(names, results)
+    ]
     with open(figure.with_suffix(".csv"), "w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["run", *COLUMNS])
+        writer.writerow(header)
         writer.writerows(rows)
-    return format_table(["run", *COLUMNS], rows) + f"\n→ {figure} and {figure.with_suffix('.csv')}"
+    return format_table(header, rows) + f"\n→ {figure} and {figure.with_suffix('.csv')}"
 
 
-def default_label(run: str | os.PathLike, result: SpectrumResult) -> str:
-    """The run directory's name and the operator, e.g. ``step=1000 (Hessian)``."""
-    name = os.fspath(run).split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1]
-    operator = result.summary["config"].get("operator", "hessian")
-    part = result.summary.get("part")
-    return f"{name} ({OPERATOR_TITLES.get(operator, operator)}{', block ' + part if part else ''})"
+def default_labels(runs: Sequence[str | os.PathLike], results: Sequence[SpectrumResult]) -> list[str]:
+    """Each run's directory name and operator, e.g. ``step=1000 (Hessian)``; the whole path
+    as given for runs whose directory names coincide."""
+    paths = [os.fspath(run).split("?", 1)[0].rstrip("/") for run in runs]
+    names = [path.rsplit("/", 1)[-1] for path in paths]
+    names = [path if names.count(name) > 1 else name for path, name in zip(paths, names)]
+    labels = []
+    for name, result in zip(names, results):
+        operator = result.summary["config"].get("operator", "hessian")
+        part = result.summary.get("part")
+        labels.append(f"{name} ({OPERATOR_TITLES.get(operator, operator)}{', block ' + part if part else ''})")
+    return labels
 
 
 def format_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    """Columns padded to their widest cell; numbers with 6 significant digits."""
-    cells = [list(header)] + [[c if isinstance(c, str) else f"{c:.6g}" for c in row] for row in rows]
+    """Columns padded to their widest cell; integers in full, other numbers with 6 significant digits."""
+    cells = [list(header)] + [[_cell(c) for c in row] for row in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
     out = io.StringIO()
     for row in cells:
         out.write("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() + "\n")
     return out.getvalue().rstrip("\n")
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    return f"{value:d}" if isinstance(value, int) else f"{value:.6g}"
 
 
 def _number(value: Any) -> float:

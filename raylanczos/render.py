@@ -11,6 +11,11 @@ Files of a rendered result (a directory or URI)::
                     sigma2 (absolute variance), sigma2_relative (NaN when not relative)
     summary.json    configuration, versions, statistics, timings
     density.png     the density on a log y-axis
+
+A run with parts (blocks) writes these files in each part's sub-directory (``parts`` of
+the top-level ``summary.json`` maps part name → sub-directory); its top level holds only
+``summary.json`` (with ``parts`` and ``part_statistics``) and ``density.png``, the overlay
+of the parts' densities.
 """
 
 from __future__ import annotations
@@ -31,6 +36,9 @@ from raylanczos.store import OutputStore, json_writer, npy_writer, npz_writer
 
 SIGMA2_UNITS = "sigma2 is an absolute variance (eigenvalue units squared)"
 RENDERED_NAMES = ("spectrum.npz", "summary.json", "density.png")
+#: The statistics of each part in a parts run's top-level ``part_statistics`` table
+#: (summary keys): the blocks of a blocks run, or the points of a sweep.
+PART_STATISTICS = ("lambda_max", "lambda_min", "trace_estimate", "negative_fraction", "negative_mass")
 
 
 @dataclass(frozen=True)
@@ -97,6 +105,52 @@ def render_spectrum(
     return SpectrumResult(stacked, steps, nodes, weights, grid, values, float(sigma2), summary, str(out) if out else None)
 
 
+def render_parts(
+    results: dict[str, SpectrumResult],
+    paths: dict[str, str],
+    summary: dict[str, Any],
+    out: OutputStore | None,
+    *,
+    title: str | None = None,
+    labels: dict[str, str] | None = None,
+) -> SpectrumResult:
+    """The top level of a run with parts (blocks, or a sweep's points): their table, and an
+    overlay of their densities.
+
+    ``results`` are the rendered parts by name, ``paths`` their sub-directories, and
+    ``summary`` the run's summary without statistics of its own. ``title`` and ``labels``
+    (legend label by part name) default to a blocks run's; a sweep's are kept in the
+    summary, so that a re-render draws the same figure. Writes ``summary.json`` (``parts``,
+    ``part_statistics``), ``statistics.csv`` and ``density.png`` when ``out`` is set. The
+    returned result has empty arrays (no density of its own) and the parts in ``parts``.
+    """
+    table = [
+        {"part": name, "dim": r.summary["config"]["num_params"], **{key: r.summary[key] for key in PART_STATISTICS}}
+        for name, r in results.items()
+    ]
+    labels = labels or {
+        name: f"block {part_label(r.summary)}: n={r.summary['config']['num_params']:,}, σ²={r.sigma2:.2g}"
+        for name, r in results.items()
+    }
+    title = title or parts_title(summary)
+    top = dict(summary, parts=dict(paths), part_labels=labels, parts_title=title, part_statistics=table)
+    if out is not None:
+        out.write("summary.json", json_writer(top))
+        out.write("statistics.csv", lambda handle: handle.write(_csv(table).encode()))
+        curves = [(labels[name], r.grid, r.density) for name, r in results.items()]
+        out.write("density.png", lambda handle: plot_overlay(curves, handle, title=title))
+    return parts_result(top, out, results)
+
+
+def parts_result(summary: dict[str, Any], out: Any, parts: dict[str, SpectrumResult]) -> SpectrumResult:
+    """The result of a parts run's top level: no arrays of its own, the parts by name."""
+    empty = np.zeros((0,))
+    return SpectrumResult(
+        np.zeros((0, 0, 0)), empty.astype(int), np.zeros((0, 0)), np.zeros((0, 0)), empty, empty, float("nan"),
+        summary, str(out) if out is not None else None, parts,
+    )
+
+
 def _density(
     stacked: np.ndarray, nodes: np.ndarray, weights: np.ndarray, density: DensityConfig
 ) -> tuple[np.ndarray, np.ndarray, float, dict[str, Any]]:
@@ -145,54 +199,24 @@ def rerender(
     source = OutputStore(run)
     target = OutputStore(to) if to is not None else source
     summary = source.load_json("summary.json")
-    if "parts" in summary and not source.exists("tridiag.npy"):  # blocks or sweep points, each a run
-        parts = {
-            name: rerender(source.child(path), density, to=None if to is None else target.child(path))
-            for name, path in summary["parts"].items()
-        }
-        return render_parts(parts, summary["parts"], summary, target, title=summary["parts_title"], labels=summary["part_labels"])
-    stacked = source.load_npy("tridiag.npy")
     if to is not None:
         target.ensure_writable()
-        target.write("tridiag.npy", npy_writer(stacked))
     else:
         _check_writable(source)
+    paths = summary.get("parts")
+    if paths:
+        parts = {
+            name: rerender(source.child(path).location, density, to=None if to is None else target.child(path).location)
+            for name, path in paths.items()
+        }
+        if "sweep" in summary:
+            return render_parts(parts, paths, summary, target, title=summary["parts_title"], labels=summary["part_labels"])
+        return render_parts(parts, paths, summary, target)
+    stacked = source.load_npy("tridiag.npy")
+    if to is not None:
+        target.write("tridiag.npy", npy_writer(stacked))
     tridiagonals = spectrum.split_tridiagonals(stacked, summary.get("steps_completed"))
     return render_spectrum(tridiagonals, summary, target, density)
-
-
-#: The per-part statistics of a blocks run's or a sweep's top level (summary keys).
-PART_STATISTICS = ("lambda_max", "lambda_min", "trace_estimate", "negative_fraction", "negative_mass")
-
-
-def render_parts(
-    results: dict[str, SpectrumResult],
-    paths: dict[str, str],
-    summary: dict[str, Any],
-    out: OutputStore | None,
-    *,
-    title: str,
-    labels: dict[str, str] | None = None,
-) -> SpectrumResult:
-    """The top level of a run of several parts (blocks, or a sweep's points): a summary
-    with the parts' paths, legend labels and statistics, ``statistics.csv``, and an overlay
-    of the parts' densities in ``density.png``. Returns a result whose ``parts`` are
-    ``results``. The title and labels are kept in the summary for re-rendering."""
-    labels = labels or {name: name for name in results}
-    table = [
-        {"part": name, "dim": r.summary["config"]["num_params"], **{key: r.summary[key] for key in PART_STATISTICS}}
-        for name, r in results.items()
-    ]
-    top = dict(summary, parts=dict(paths), part_labels=labels, parts_title=title, part_statistics=table)
-    if out is not None:
-        out.write("summary.json", json_writer(top))
-        out.write("statistics.csv", lambda handle: handle.write(_csv(table).encode()))
-        curves = [(labels[name], r.grid, r.density) for name, r in results.items()]
-        out.write("density.png", lambda handle: plot_overlay(curves, handle, title=title))
-    empty = np.zeros((0,))
-    return SpectrumResult(
-        np.zeros((0, 0, 0)), empty.astype(int), empty, empty, empty, empty, float("nan"), top, str(out) if out else None, results,
-    )
 
 
 def _csv(rows: list[dict[str, Any]]) -> str:
@@ -211,25 +235,46 @@ def _check_writable(store: OutputStore) -> None:
 
 
 def load_result(out: str | os.PathLike) -> SpectrumResult:
-    """A finished run's outputs, read back from ``out`` (numbers and JSON only), with its parts."""
+    """A finished run's outputs, read back from ``out`` (numbers and JSON only).
+
+    A run with parts (blocks) gives its top level, with no arrays of its own, and the
+    parts' results in ``parts``.
+    """
     store = OutputStore(out)
     summary = store.load_json("summary.json")
-    if "parts" in summary and not store.exists("spectrum.npz"):  # a blocks run's or a sweep's top level
+    if summary.get("parts"):
         parts = {name: load_result(store.child(path).location) for name, path in summary["parts"].items()}
-        empty = np.zeros((0,))
-        return SpectrumResult(
-            np.zeros((0, 0, 0)), empty.astype(int), empty, empty, empty, empty, float("nan"), summary, str(store), parts,
-        )
+        return parts_result(summary, store, parts)
     arrays = store.load_npz("spectrum.npz")
     stacked = store.load_npy("tridiag.npy")
-    parts = {name: load_result(store.child(path).location) for name, path in summary.get("parts", {}).items()}
     return SpectrumResult(
         stacked, arrays["steps"], arrays["nodes"], arrays["weights"], arrays["grid"], arrays["density"],
-        float(arrays["sigma2"]), summary, str(store), parts,
+        float(arrays["sigma2"]), summary, str(store),
     )
 
 
 OPERATOR_TITLES = {"hessian": "Hessian", "ggn": "Gauss–Newton"}
+
+
+def parts_title(summary: dict[str, Any]) -> str:
+    """``Hessian densities of the blocks of <problem>`` and the draws and steps (the overlay's title)."""
+    config = summary["config"]
+    operator = OPERATOR_TITLES.get(config.get("operator", "hessian"), config.get("operator", "hessian"))
+    return (
+        f"{operator} densities of the blocks of {config.get('problem', '')}\n"
+        f"{_count(config['draws'], 'draw')} × up to {config['order']} steps per block, each its own σ²"
+    )
+
+
+def part_label(summary: dict[str, Any]) -> str:
+    """A part's name, with its pattern when that differs: ``all_w (*/w)``; "" for a whole-model run."""
+    name = summary.get("part", "")
+    pattern = summary.get("block", {}).get("pattern", name)
+    return name if pattern == name else f"{name} ({pattern})"
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}" + ("" if number == 1 else "s")
 
 
 def plot_title(summary: dict[str, Any]) -> str:
@@ -237,11 +282,11 @@ def plot_title(summary: dict[str, Any]) -> str:
     config = summary["config"]
     operator = OPERATOR_TITLES.get(config.get("operator", "hessian"), config.get("operator", "hessian"))
     name = config.get("problem", "")
-    part = f" [{summary['part']}]" if summary.get("part") else ""
+    part = f", block {part_label(summary)}" if summary.get("part") else ""
     settings = summary.get("density", {})
     relative = settings.get("sigma2_relative")
     sigma = f"σ²={settings.get('sigma2', float('nan')):.3g}" + (f" ({relative:g}·width²)" if relative else "")
     return (
         f"{operator} density of {name}{part}\n"
-        f"n={config['num_params']:,}, {len(summary['steps_completed'])} draws × {config['order']} steps, {sigma}"
+        f"n={config['num_params']:,}, {_count(len(summary['steps_completed']), 'draw')} × {config['order']} steps, {sigma}"
     )

@@ -39,7 +39,7 @@ from raylanczos.problem import Problem, ProblemSource, build_problem, source_nam
 from raylanczos.progress import Progress, byte_size, make_progress, reporting
 from raylanczos.render import RENDERED_NAMES, SpectrumResult, render_parts, render_spectrum
 from raylanczos.ritz import RitzPairs, best_pairs, ritz_pairs
-from raylanczos.store import OutputStore, json_writer, npy_writer
+from raylanczos.store import OutputStore, npy_writer
 
 logger = logging.getLogger("raylanczos")
 
@@ -405,11 +405,7 @@ class _Run:
             results[part.name] = render_spectrum([r.tridiagonal() for r in records], part_summary, store, self.density)
         if len(self.parts) == 1 and not self.parts[0].name:
             return results[""]
-        return render_parts(
-            results, {p.name: p.path for p in self.parts}, summary, self.out,
-            title=f"Block densities of {summary['config']['problem']}",
-            labels={name: f"{name} (n={r.summary['config']['num_params']:,})" for name, r in results.items()},
-        )
+        return render_parts(results, {p.name: p.path for p in self.parts}, summary, self.out)
 
     def _draw_fields(self, records: list[FinishedDraw]) -> dict[str, Any]:
         return {

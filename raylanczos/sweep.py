@@ -22,7 +22,7 @@ from typing import Any, Mapping, Sequence
 from raylanczos.config import DensityConfig, OptionError, OutputConfig, ScalingConfig, SpectrumConfig, build_configs
 from raylanczos.problem import ProblemSource, source_name
 from raylanczos.progress import Progress, make_progress, reporting
-from raylanczos.render import SpectrumResult, load_result, render_parts
+from raylanczos.render import OPERATOR_TITLES, SpectrumResult, load_result, render_parts
 from raylanczos.store import OutputStore
 
 logger = logging.getLogger("raylanczos")
@@ -103,10 +103,13 @@ def sweep_spectra(
         "config": {"problem": source_name(problem), "operator": spectrum_config.operator},
         "sweep": {"name": name, "values": values},
     }
-    return render_parts(
-        results, {label: label for label in points}, summary, top,
-        title=f"Densities of {source_name(problem)} across {name}",
+    operator = OPERATOR_TITLES.get(spectrum_config.operator, spectrum_config.operator)
+    first = next(iter(results.values())).summary["config"]
+    title = (
+        f"{operator} densities of {source_name(problem)} across {name}\n"
+        f"{first['draws']} draws × {first['order']} steps, the same start vectors, each its own σ²"
     )
+    return render_parts(results, {label: label for label in points}, summary, top, title=title, labels={p: p for p in points})
 
 
 def _check_sweep_output(top: OutputStore, labels: list[str], output: OutputConfig) -> None:

@@ -86,4 +86,5 @@ def missing_batch_entry() -> rl.Problem:
 
 def hessian_only() -> rl.Problem:
     """The tiny digits MLP described by its loss alone: no predict/output_loss for the Gauss-Newton operator."""
-    return digits.tiny_problem()
+    tiny = digits.tiny_problem()
+    return rl.Problem.from_jax(tiny.params, tiny.loss_fn, tiny.data, tiny.batch_size)

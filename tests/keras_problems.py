@@ -24,23 +24,32 @@ def jax_tiny_weights() -> list[dict[str, np.ndarray]]:
 
 
 def keras_tiny_with_jax_weights() -> rl.Problem:
-    """The Keras digits MLP with the JAX tiny example's weights: the same function as JAX's."""
+    """The Keras digits MLP with the JAX tiny example's weights: the same function as JAX's
+    (with ``output_loss``, so its Gauss–Newton matrix is the JAX one's too)."""
     model = digits_keras.model_from_params(jax_tiny_weights())
     x, y = load_digits()
-    return rl.Problem.from_keras(model, digits_keras.mean_cross_entropy, {"x": x, "y": y}, BATCH_SIZE)
+    return rl.Problem.from_keras(
+        model, digits_keras.mean_cross_entropy, {"x": x, "y": y}, BATCH_SIZE, output_loss=digits_keras.softmax_cross_entropy
+    )
 
 
 def jax_tiny_in_keras_order() -> rl.Problem:
-    """The JAX tiny example with parameters ``[(w, b), ...]``: flat layout = Keras's (kernel, bias)."""
+    """The JAX tiny example with parameters ``[(w, b), ...]``: flat layout = Keras's (kernel, bias).
+
+    Given as ``predict`` and ``output_loss`` (its ``loss_fn`` is their composition), so that
+    it has a Gauss–Newton matrix too.
+    """
     from raylanczos.examples import digits
 
     params = [(layer["w"], layer["b"]) for layer in jax_tiny_weights()]
 
-    def loss_fn(params, batch):
-        return digits.mean_cross_entropy([{"w": w, "b": b} for w, b in params], batch)
+    def predict(params, batch):
+        return digits.logits([{"w": w, "b": b} for w, b in params], batch)
 
     x, y = load_digits()
-    return rl.Problem.from_jax(params, loss_fn, {"x": x, "y": y}, BATCH_SIZE)
+    return rl.Problem.from_jax(
+        params, None, {"x": x, "y": y}, BATCH_SIZE, predict=predict, output_loss=digits.softmax_cross_entropy
+    )
 
 
 def batchnorm_dropout(training: bool = False) -> rl.Problem:

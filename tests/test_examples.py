@@ -1,11 +1,16 @@
-"""The bundled examples' cache of trained weights."""
+"""The bundled examples: the cache of trained weights, and the digits MLP at a training step."""
 
 from __future__ import annotations
+
+import re
 
 import numpy as np
 import pytest
 
+import raylanczos as rl
 from raylanczos.examples import digits, digits_data
+from raylanczos.problem import build_problem
+from raylanczos.worker import LocalHessian
 
 HIDDEN, STEPS, SEED = (8,), 20, 3
 
@@ -61,3 +66,22 @@ def test_a_failed_save_leaves_no_partial_file(cache, monkeypatch):
     monkeypatch.setattr(digits_data.np, "savez", disk_full)
     assert_same_layers(digits.trained_params(HIDDEN, STEPS, SEED), digits.train_params(HIDDEN, STEPS, SEED))
     assert list(cache.iterdir()) == []
+
+
+def test_at_step_takes_the_training_step_and_its_outliers_move():
+    """``at_step`` is a factory with a default and a ``step`` keyword (a sweep's argument);
+    λ_max (20 Lanczos steps, in process) falls from step 0 to 30 to 300 by over 1.5× each."""
+    default = build_problem("raylanczos.examples.digits:at_step")
+    assert default.params[0]["w"].shape == (64, 32)
+    assert all(np.array_equal(a["w"], b["w"]) for a, b in zip(default.params, digits.problem().params))
+    top = []
+    for step in (0, 30, 300):
+        run = rl.lanczos(LocalHessian(build_problem("raylanczos.examples.digits:at_step", {"step": step})), order=20, seed=0)
+        top.append(np.linalg.eigvalsh(np.diag(run.alpha) + np.diag(run.beta, 1) + np.diag(run.beta, -1))[-1])
+    assert top[0] > 1.5 * top[1] and top[1] > 1.5 * top[2] > 0
+
+
+@pytest.mark.parametrize("step", [-1, 2.5, "30", True])
+def test_at_step_refuses_a_step_that_is_not_a_count(step):
+    with pytest.raises(rl.ProblemError, match=f"step must be a non-negative integer \\(Adam steps\\), got {re.escape(repr(step))}"):
+        digits.at_step(step=step)

@@ -10,6 +10,8 @@ Factories (``raylanczos.examples.digits:<name>``):
   ``problem``       hidden 32: 2,410 parameters (the README's example)
   ``tiny_problem``  hidden 4:    310 parameters (small enough for a dense Hessian)
   ``wide_problem``  hidden 1024 × 1024: about 1.13M parameters (benchmarks)
+  ``at_step``       hidden 32 after ``step`` Adam steps (default 300, = ``problem``): the
+                    spectrum through training, e.g. ``at_step(step=0)``, ``step=30``, ...
 
 The data and initial weights come from :mod:`raylanczos.examples.digits_data`, shared with
 the Keras twin :mod:`raylanczos.examples.digits_keras`.
@@ -40,12 +42,31 @@ def wide_problem() -> rl.Problem:
     return make_problem(hidden=(1024, 1024), train_steps=50)
 
 
+def at_step(step: int = 300) -> rl.Problem:
+    """The ``problem`` MLP (hidden 32, 2,410 parameters) after ``step`` full-batch Adam steps
+    from its initial weights (0: untrained). Each step's weights are trained once and cached.
+
+    The Hessian's outliers move in training: λ_max ≈ 3.1 at step 0, 1.8 at step 30 and
+    0.48 at step 300, while λ_min goes from ≈ −0.65 to −0.02 and −0.001 (float32, 40
+    Lanczos steps).
+    """
+    if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
+        raise rl.ProblemError(f"step must be a non-negative integer (Adam steps), got {step!r}")
+    return make_problem(hidden=(32,), train_steps=int(step))
+
+
 def make_problem(hidden: tuple[int, ...] = (32,), *, train_steps: int = 300, seed: int = 0) -> rl.Problem:
-    """The digits MLP problem with the given hidden widths, trained ``train_steps`` steps."""
+    """The digits MLP problem with the given hidden widths, trained ``train_steps`` steps.
+
+    The loss is also given as ``output_loss(predict(params, batch), batch)`` (logits, then
+    softmax cross-entropy), so ``operator="ggn"`` works on it.
+    """
     x, y = load_digits()
     params = trained_params(tuple(hidden), train_steps, seed)
     data = rl.ArrayDataset({"x": x, "y": y})
-    return rl.Problem.from_jax(params, mean_cross_entropy, data, batch_size=BATCH_SIZE)
+    return rl.Problem.from_jax(
+        params, mean_cross_entropy, data, batch_size=BATCH_SIZE, predict=logits, output_loss=softmax_cross_entropy
+    )
 
 
 def forward(params: list[dict], x: jax.Array) -> jax.Array:
@@ -55,12 +76,27 @@ def forward(params: list[dict], x: jax.Array) -> jax.Array:
     return x @ params[-1]["w"] + params[-1]["b"]
 
 
-def mean_cross_entropy(params: list[dict], batch: dict) -> jax.Array:
-    """Mean softmax cross-entropy over the batch (a scalar)."""
-    logits = forward(params, batch["x"])
-    log_probs = jax.nn.log_softmax(logits)
+def logits(params: list[dict], batch: dict) -> jax.Array:
+    """The network's outputs on the batch: logits (batch, 10) (the problem's ``predict``)."""
+    return forward(params, batch["x"])
+
+
+def softmax_cross_entropy(outputs: jax.Array, batch: dict) -> jax.Array:
+    """Mean softmax cross-entropy of logits (batch, 10) against ``batch["y"]`` (a scalar;
+    the problem's ``output_loss``).
+
+    Its Hessian in the logits is diag(p) − p pᵀ per example (p the softmax), positive
+    semidefinite, and for this loss the Gauss–Newton matrix Jᵀ (diag(p) − p pᵀ) J equals
+    the Fisher information of the model's predictive distribution.
+    """
+    log_probs = jax.nn.log_softmax(outputs)
     picked = jnp.take_along_axis(log_probs, batch["y"][:, None].astype(jnp.int32), axis=1)
     return -jnp.mean(picked)
+
+
+def mean_cross_entropy(params: list[dict], batch: dict) -> jax.Array:
+    """Mean softmax cross-entropy over the batch (a scalar): ``softmax_cross_entropy(logits(params, batch), batch)``."""
+    return softmax_cross_entropy(logits(params, batch), batch)
 
 
 @functools.cache

@@ -40,12 +40,18 @@ def tiny_problem() -> rl.Problem:
 def make_problem(
     hidden: tuple[int, ...] = (32,), *, train_steps: int = 300, seed: int = 0, training: bool = False
 ) -> rl.Problem:
-    """The digits MLP as a Keras problem, trained ``train_steps`` steps of full-batch Adam."""
+    """The digits MLP as a Keras problem, trained ``train_steps`` steps of full-batch Adam.
+
+    The loss is also given as ``output_loss`` of the model's logits, so ``operator="ggn"``
+    works on it.
+    """
     x, y = load_digits()
     model = make_model(tuple(hidden))
     model.set_weights(trained_weights(tuple(hidden), train_steps, seed))
     data = rl.ArrayDataset({"x": x, "y": y})
-    return rl.Problem.from_keras(model, mean_cross_entropy, data, batch_size=BATCH_SIZE, training=training)
+    return rl.Problem.from_keras(
+        model, mean_cross_entropy, data, batch_size=BATCH_SIZE, training=training, output_loss=softmax_cross_entropy
+    )
 
 
 def make_model(hidden: tuple[int, ...], dtype: str = "float32") -> keras.Sequential:
@@ -64,8 +70,13 @@ def model_from_params(params: Sequence[dict[str, np.ndarray]], dtype: str = "flo
 
 
 def mean_cross_entropy(model: keras.Model, batch: dict, training: bool = False) -> Any:
-    """Mean softmax cross-entropy over the batch (a scalar)."""
-    logits = model(batch["x"], training=training)
+    """Mean softmax cross-entropy over the batch (a scalar): ``softmax_cross_entropy(model(x), batch)``."""
+    return softmax_cross_entropy(model(batch["x"], training=training), batch)
+
+
+def softmax_cross_entropy(logits: Any, batch: dict) -> Any:
+    """Mean softmax cross-entropy of logits (batch, 10) against ``batch["y"]`` (a scalar; the
+    problem's ``output_loss``). For this loss the Gauss–Newton matrix equals the Fisher."""
     return keras.ops.mean(keras.losses.sparse_categorical_crossentropy(batch["y"], logits, from_logits=True))
 
 
