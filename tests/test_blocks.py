@@ -127,7 +127,9 @@ def test_per_layer_run_through_the_cli(ray_session, tmp_path, capsys):
     ]
     assert cli.main(argv) == 0
     closing = capsys.readouterr().out
-    assert closing.startswith("0: λ_max ") and "\n1: λ_max " in closing and closing.rstrip().endswith(f"→ {out}")
+    lines = closing.splitlines()
+    assert lines[0].split()[:4] == ["part", "n", "lambda_max", "lambda_min"], "a table, one row per block"
+    assert [line.split()[:2] for line in lines[1:3]] == [["0", "260"], ["1", "50"]] and lines[-1] == f"→ {out}"
     for name, dim in (("0", 260), ("1", 50)):
         assert all((out / "blocks" / name / file).is_file() for file in BLOCK_FILES)
         summary = json.loads((out / "blocks" / name / "summary.json").read_text())
