@@ -297,3 +297,13 @@ def test_debug_shows_the_traceback(finished_run, tmp_path, capsys):
         cli.main(["--debug", *run(TINY, str(tmp_path / "out"), "--order", "0")])
     assert "raylanczos: error" not in capsys.readouterr().err
     assert snapshot(finished_run) == before
+
+
+def test_a_run_that_failed_at_its_first_pass_does_not_block_the_next(finished_run, tmp_path, capsys):
+    """NaN data fails in the workers at the first pass: the directory holds no run to
+    resume, so the corrected command runs there without --overwrite."""
+    out = str(tmp_path / "out")
+    assert cli.main(run(bad("nan_data"), out, "--workers", "2")) == 2
+    capsys.readouterr()
+    assert cli.main(run(TINY, out, "--order", "4", "--draws", "1", "--workers", "2")) == 0, capsys.readouterr().err
+    assert json.loads((tmp_path / "out" / "summary.json").read_text())["steps_completed"] == [4]
