@@ -17,16 +17,15 @@ and the largest relative difference between the two sums::
 from __future__ import annotations
 
 import argparse
-import datetime
 import multiprocessing
 import os
-import platform
 import statistics
 import time
 
 import numpy as np
 
 import raylanczos as rl
+from raylanczos.benchmarking import describe_machine
 from raylanczos.policy import pin_to_cores
 from raylanczos.worker import LocalHessian
 
@@ -58,22 +57,14 @@ def measure(problem: str, cores: int | None, repeats: int) -> dict[str, object]:
     return report
 
 
-def cpu_model() -> str:
-    """The CPU's model name from /proc/cpuinfo (Linux), else the machine type."""
-    try:
-        with open("/proc/cpuinfo") as info:
-            return next(line.split(":", 1)[1].strip() for line in info if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.machine()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--problem", default="raylanczos.examples.digits:wide_problem")
     parser.add_argument("--cores", type=int, nargs="+", default=[1, os.cpu_count()])
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
-    print(f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, {cpu_model()}, {os.cpu_count()} cores")
+    machine = describe_machine()
+    print(f"{machine['date']} UTC, {machine['cpu']}, {machine['cores']} cores, {machine['memory_gib']} GiB")
     print(f"problem {args.problem}")
     print("cores | sum on | median s | min s | max s")
     for cores in args.cores:

@@ -13,29 +13,15 @@ Each problem runs in a fresh process, pinned to ``--cores`` cores::
 from __future__ import annotations
 
 import argparse
-import datetime
 import multiprocessing
-import os
-import platform
 import resource
-import statistics
-import time
 
 import numpy as np
 
 import raylanczos as rl
+from raylanczos.benchmarking import describe_machine, median_seconds
 from raylanczos.policy import pin_to_cores
 from raylanczos.worker import LocalHessian
-
-
-def median_seconds(function, repeats: int) -> float:
-    function()  # compilation
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def measure(problem: str, blocks: list[int], repeats: int, cores: int | None, loop: bool) -> dict:
@@ -53,14 +39,6 @@ def measure(problem: str, blocks: list[int], repeats: int, cores: int | None, lo
     return {"dim": hessian.dim, "rows": rows, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as info:
-            return next(line.split(":", 1)[1].strip() for line in info if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.machine()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--problem", nargs="+", default=["raylanczos.examples.digits:problem"])
@@ -69,8 +47,9 @@ def main() -> None:
     parser.add_argument("--cores", type=int, default=None, help="pin to this many cores (default: all)")
     parser.add_argument("--loop", action="store_true", help="also time B single-vector passes")
     args = parser.parse_args()
-    print(f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, {cpu_model()}, {os.cpu_count()} cores, "
-          f"pinned to {args.cores or 'all'}")
+    machine = describe_machine()
+    print(f"{machine['date']} UTC, {machine['cpu']}, {machine['cores']} cores, {machine['memory_gib']} GiB, "
+          f"pinned to {args.cores or 'all'} cores")
     print("| problem | n | B | s per pass | s per product | × B=1 per product | B single passes, s |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     for problem in args.problem:

@@ -43,11 +43,7 @@ import datetime
 import json
 import math
 import multiprocessing
-import os
-import platform
 import resource
-import statistics
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -56,21 +52,12 @@ import numpy as np
 import ray
 
 import raylanczos as rl
+from raylanczos.benchmarking import describe_machine, median_seconds
 from raylanczos.config import DEFAULT_DRAWS_PER_PASS
 from raylanczos.policy import pin_to_cores
 from raylanczos.problem import build_problem
 from raylanczos.progress import configure_logging
 from raylanczos.worker import LocalHessian
-
-
-def median_seconds(function, repeats: int) -> float:
-    function()  # warm-up: compilation
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def _floor_in_child(problem: str, cores: int | None, repeats: int, seed: int, blocks: list[int]) -> dict[str, float]:
@@ -162,18 +149,6 @@ def jax_original(problem_path: str, order: int, seed: int) -> dict[str, float]:
     run_start = time.perf_counter()
     compiled(v0, batches)[0].block_until_ready()
     return {"jax_original_draw_total_s": total_s, "jax_original_step_s": (time.perf_counter() - run_start) / order}
-
-
-def machine() -> dict[str, str]:
-    try:
-        model = next(
-            line.split(":", 1)[1].strip()
-            for line in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines()
-            if line.startswith("Model name")
-        )
-    except (OSError, StopIteration):
-        model = platform.processor()
-    return {"cpu": model, "cores": str(os.cpu_count()), "python": platform.python_version()}
 
 
 BASELINES = {"numpy-loop": numpy_loop, "jax-original": jax_original}
@@ -288,7 +263,7 @@ def main() -> None:
         "seed": args.seed,
         "cpus_per_worker": args.cpus_per_worker,
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "machine": machine(),
+        "machine": describe_machine(),
     }
     if args.baseline_results:
         report.update(earlier_baselines(args.baseline_results, args))

@@ -213,6 +213,7 @@ def _density_config(args: argparse.Namespace):
 def _run(args: argparse.Namespace):
     from raylanczos.config import OutputConfig, SpectrumConfig
     from raylanczos.runner import hessian_spectrum
+    from raylanczos.sweep import parse_sweep
 
     resources = None
     if args.cpus_per_worker is not None or args.gpus_per_worker is not None:
@@ -235,12 +236,8 @@ def _run(args: argparse.Namespace):
         save_vectors=args.save_vectors, top_eigenvectors=args.top_eigenvectors,
     )
     progress = "none" if args.quiet else args.progress
-    if args.sweep is not None:
-        from raylanczos.sweep import parse_sweep, sweep_spectra
-
-        name, values = parse_sweep(args.sweep)
-        return sweep_spectra(args.problem, {name: values}, config, scaling, output, density, progress=progress)
-    return hessian_spectrum(args.problem, config, scaling, output, density, progress=progress)
+    sweep = dict([parse_sweep(args.sweep)]) if args.sweep is not None else None
+    return hessian_spectrum(args.problem, config, scaling, output, density, sweep=sweep, progress=progress)
 
 
 def _density(args: argparse.Namespace):

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 from raylanczos import spectrum
+from raylanczos.basis import check_positive_int
 from raylanczos.data import ShardPlan
 from raylanczos.lanczos import START_DISTRIBUTIONS, LanczosOptions
 from raylanczos.policy import DriverThreads, driver_threads
@@ -46,8 +47,11 @@ class OptionError(ValueError):
 
 
 def _positive_int(option: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise OptionError(option, value, "{name} must be a positive integer, got {value!r}")
+    """:func:`~raylanczos.basis.check_positive_int`, its error naming the option as the caller spells it."""
+    try:
+        check_positive_int(option, value)
+    except ValueError as err:
+        raise OptionError(option, value, "{name} must be a positive integer, got {value!r}") from err
 
 
 def _choice(option: str, value: Any, choices: tuple) -> None:

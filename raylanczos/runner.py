@@ -18,7 +18,7 @@ import platform
 import tempfile
 from dataclasses import dataclass
 from importlib import metadata
-from typing import Any
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import ray
@@ -37,9 +37,10 @@ from raylanczos.loop import TIMING_COLUMNS, DrawTask, FinishedDraw, LoopHooks, L
 from raylanczos.policy import default_layout
 from raylanczos.problem import Problem, ProblemSource, build_problem, source_name
 from raylanczos.progress import Progress, byte_size, make_progress, reporting
-from raylanczos.render import RENDERED_NAMES, SpectrumResult, render_parts, render_spectrum
+from raylanczos.render import OPERATOR_TITLES, RENDERED_NAMES, SpectrumResult, load_result, render_parts, render_spectrum
 from raylanczos.ritz import RitzPairs, best_pairs, ritz_pairs
 from raylanczos.store import OutputStore, npy_writer
+from raylanczos.sweep import sweep_points, sweep_title
 
 logger = logging.getLogger("raylanczos")
 
@@ -54,6 +55,7 @@ def hessian_spectrum(
     output: OutputConfig | None = None,
     density: DensityConfig | None = None,
     *,
+    sweep: Mapping[str, Sequence[Any]] | None = None,
     progress: str | Progress = "auto",
     **options: Any,
 ) -> SpectrumResult:
@@ -66,6 +68,9 @@ def hessian_spectrum(
       config, scaling, output, density: the run's configuration
         (:class:`~raylanczos.config.SpectrumConfig`, ``ScalingConfig``, ``OutputConfig``,
         ``DensityConfig``); defaults for any not given.
+      sweep: ``{name: [values]}``: one run of ``factory(name=value)`` per value, with the same
+        start vectors, each in ``<out>/name=value/`` (see :mod:`raylanczos.sweep`); the
+        points' results are in ``parts`` by point name.
       progress: ``"auto"`` (a bar on a terminal, else log lines), ``"bar"``, ``"lines"``,
         ``"none"``, or a :class:`~raylanczos.progress.Progress`. Log lines go to the
         ``raylanczos`` logger; with no logging configured they are shown on standard error.
@@ -79,8 +84,26 @@ def hessian_spectrum(
     """
     spectrum_config, scaling, output, density = build_configs(config, scaling, output, density, options)
     reporter = progress if isinstance(progress, Progress) else make_progress(progress)
+    points = sweep_points(sweep, output) if sweep is not None else None
     with reporting(), Workers(scaling.address) as workers:
-        return _Run(problem, spectrum_config, scaling, output, density, reporter).execute(workers)
+        if points is None:
+            return _Run(problem, spectrum_config, scaling, output, density, reporter).execute(workers)
+        results = {}
+        for point in points:
+            if point.finished:
+                logger.info("sweep point %s: finished already, kept", point.name)
+                results[point.name] = load_result(point.output.out)
+                continue
+            logger.info("sweep point %s", point.name)
+            run = _Run(problem, spectrum_config, scaling, point.output, density, reporter, point.arguments)
+            results[point.name] = run.execute(workers)
+    ((name, values),) = sweep.items()
+    operator = OPERATOR_TITLES.get(spectrum_config.operator, spectrum_config.operator)
+    summary = {"config": {"problem": source_name(problem), "operator": spectrum_config.operator}, "sweep": {"name": name, "values": list(values)}}
+    title = sweep_title(source_name(problem), operator, name, next(iter(results.values())).summary["config"])
+    return render_parts(
+        results, {p.name: p.name for p in points}, summary, OutputStore(output.out), title=title, labels={p.name: p.name for p in points}
+    )
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""Spectra across a factory argument: training checkpoints, widths, anything a factory takes.
+"""Spectra across a factory argument: training checkpoints, widths, anything a factory takes
+(the points of a sweep; :func:`raylanczos.hessian_spectrum` with ``sweep=`` runs them).
 
 ``raylanczos run --problem mod:factory --sweep step=100,1000,10000`` runs
 ``factory(step=100)``, ``factory(step=1000)``, ... one after another with the same
@@ -16,16 +17,12 @@ from __future__ import annotations
 
 import ast
 import dataclasses
-import logging
+from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
-from raylanczos.config import DensityConfig, OptionError, OutputConfig, ScalingConfig, SpectrumConfig, build_configs
-from raylanczos.problem import ProblemSource, source_name
-from raylanczos.progress import Progress, make_progress, reporting
-from raylanczos.render import OPERATOR_TITLES, SpectrumResult, load_result, render_parts
+from raylanczos.checkpoint import Checkpoint
+from raylanczos.config import OptionError, OutputConfig
 from raylanczos.store import OutputStore
-
-logger = logging.getLogger("raylanczos")
 
 
 def parse_sweep(text: str) -> tuple[str, list[Any]]:
@@ -50,66 +47,47 @@ def point_name(name: str, value: Any) -> str:
     return f"{name}={value}"
 
 
-def sweep_spectra(
-    problem: ProblemSource,
-    sweep: Mapping[str, Sequence[Any]],
-    config: SpectrumConfig | None = None,
-    scaling: ScalingConfig | None = None,
-    output: OutputConfig | None = None,
-    density: DensityConfig | None = None,
-    *,
-    progress: str | Progress = "auto",
-    **options: Any,
-) -> SpectrumResult:
-    """Spectra of ``problem(name=value)`` for each value of the one entry of ``sweep``.
+@dataclass(frozen=True)
+class SweepPoint:
+    """One point of a sweep: its name (and output sub-directory), factory arguments and output."""
 
-    Takes the arguments of :func:`~raylanczos.runner.hessian_spectrum` (``output.out`` is
-    required: the points are written below it). Returns the top-level result, with the
-    points' results in ``parts`` by point name.
-    """
-    from raylanczos.runner import Workers, _Run  # the run needs Ray; this module's parsing does not
+    name: str
+    arguments: dict[str, Any]
+    output: OutputConfig
+    finished: bool
 
-    spectrum_config, scaling, output, density = build_configs(config, scaling, output, density, options)
+
+def sweep_points(sweep: Mapping[str, Sequence[Any]], output: OutputConfig) -> list[SweepPoint]:
+    """The points of ``sweep`` (one factory argument and its values) below ``output.out``:
+    each point's output location, and, when resuming, whether it finished already (kept)
+    or has a checkpoint (resumed). Refuses an occupied location without resume/overwrite."""
     if len(sweep) != 1:
         raise OptionError("sweep", dict(sweep), "{name} takes one factory argument and its values, got {value!r}")
-    (name, values), = sweep.items()
+    ((name, values),) = sweep.items()
     values = list(values)
     if not values or len(set(map(repr, values))) != len(values):
         raise OptionError("sweep", values, "{name} needs distinct values, got {value!r}")
     if output.out is None:
         raise OptionError("out", None, "a sweep writes each point below {name}: give an output location")
     top = OutputStore(output.out)
-    points = {point_name(name, value): {name: value} for value in values}
-    _check_sweep_output(top, list(points), output)
-    reporter = progress if isinstance(progress, Progress) else make_progress(progress)
-    results: dict[str, SpectrumResult] = {}
-    with reporting(), Workers(scaling.address) as workers:
-        for label, arguments in points.items():
-            store = top.child(label)
-            if output.resume and _finished(store, arguments):
-                logger.info("sweep point %s: finished already, kept", label)
-                results[label] = load_result(store.location)
-                continue
-            point_output = dataclasses.replace(
-                output,
-                out=store.location,
-                checkpoint_dir=None if output.checkpoint_dir is None else f"{output.checkpoint_dir}/{label}",
-                resume=output.resume and _has_checkpoint(store, output, label),
-            )
-            logger.info("sweep point %s", label)
-            run = _Run(problem, spectrum_config, scaling, point_output, density, reporter, arguments)
-            results[label] = run.execute(workers)
-    summary = {
-        "config": {"problem": source_name(problem), "operator": spectrum_config.operator},
-        "sweep": {"name": name, "values": values},
-    }
-    operator = OPERATOR_TITLES.get(spectrum_config.operator, spectrum_config.operator)
-    first = next(iter(results.values())).summary["config"]
-    title = (
-        f"{operator} densities of {source_name(problem)} across {name}\n"
+    labels = [point_name(name, value) for value in values]
+    _check_sweep_output(top, labels, output)
+    points = []
+    for label, value in zip(labels, values):
+        store, arguments = top.child(label), {name: value}
+        finished = output.resume and _finished(store, arguments)
+        checkpoint_dir = None if output.checkpoint_dir is None else f"{output.checkpoint_dir}/{label}"
+        resume = output.resume and not finished and _has_checkpoint(store, checkpoint_dir)
+        points.append(SweepPoint(label, arguments, dataclasses.replace(output, out=store.location, checkpoint_dir=checkpoint_dir, resume=resume), finished))
+    return points
+
+
+def sweep_title(problem: str, operator: str, name: str, first: Mapping[str, Any]) -> str:
+    """The overlay's title: what, across what, and the draws and steps of every point."""
+    return (
+        f"{operator} densities of {problem} across {name}\n"
         f"{first['draws']} draws × {first['order']} steps, the same start vectors, each its own σ²"
     )
-    return render_parts(results, {label: label for label in points}, summary, top, title=title, labels={p: p for p in points})
 
 
 def _check_sweep_output(top: OutputStore, labels: list[str], output: OutputConfig) -> None:
@@ -127,8 +105,5 @@ def _finished(store: OutputStore, arguments: dict[str, Any]) -> bool:
     return store.load_json("summary.json").get("config", {}).get("arguments") == arguments
 
 
-def _has_checkpoint(store: OutputStore, output: OutputConfig, label: str) -> bool:
-    from raylanczos.checkpoint import Checkpoint
-
-    directory = f"{output.checkpoint_dir}/{label}" if output.checkpoint_dir is not None else store.default_checkpoint_dir()
-    return Checkpoint(directory).exists()
+def _has_checkpoint(store: OutputStore, checkpoint_dir: str | None) -> bool:
+    return Checkpoint(checkpoint_dir if checkpoint_dir is not None else store.default_checkpoint_dir()).exists()

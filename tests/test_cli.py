@@ -15,6 +15,7 @@ import pytest
 
 import raylanczos as rl
 from raylanczos import cli
+from tests.test_spectrum import reference_original_density
 
 TINY = "raylanczos.examples.digits:tiny_problem"
 FAST = ["--cpus-per-worker", "0.5"]
@@ -104,30 +105,9 @@ def test_the_original_sigma2_convention_reproduces_its_density(finished_run, tmp
     with np.load(tmp_path / "o" / "spectrum.npz") as saved:
         grid, density = saved["grid"], saved["density"]
     stacked = np.load(finished_run / "tridiag.npy")
-    want_grid, want = documented_original_density(stacked, 1e-4, 10_000)
+    want_grid, want, _ = reference_original_density(stacked, 1e-4, 10_000)
     assert np.array_equal(grid, want_grid)
     assert np.sum(np.abs(density - want)) * (grid[1] - grid[0]) < 1e-6
-
-
-def documented_original_density(stacked: np.ndarray, sigma_squared: float, grid_len: int):
-    """The original's documented ``tridiag_to_density``, written out from its docstring."""
-    nodes, weights = [], []
-    for matrix in stacked:
-        values, vectors = np.linalg.eigh(matrix)
-        order = np.argsort(values)
-        nodes.append(values[order])
-        weights.append(vectors[0, order] ** 2)
-    nodes, weights = np.array(nodes), np.array(weights)
-    high = np.mean(nodes.max(axis=1)) + 1e-2
-    low = np.mean(nodes.min(axis=1)) - 1e-2
-    grid = np.linspace(low, high, grid_len)
-    variance = sigma_squared * max(1.0, high - low)
-    per_draw = [
-        [np.sum(w * np.exp(-((t - x) ** 2) / (2 * variance)) / np.sqrt(2 * np.pi * variance)) for t in grid]
-        for x, w in zip(nodes, weights)
-    ]
-    density = np.mean(per_draw, axis=0)
-    return grid, density / (np.sum(density) * (grid[1] - grid[0]))
 
 
 @pytest.mark.slow
