@@ -214,6 +214,7 @@ class SpectrumLoop:
         self.sweeps = sweeps
         self.options = options
         self.hooks = hooks
+        self._starts: dict[int, np.ndarray] = {}
 
     @property
     def total_steps(self) -> int:
@@ -281,11 +282,15 @@ class SpectrumLoop:
             description = self.tasks[task]
             basis = self.bases[slot][:, : description.dim]
             state.slots[slot] = (task, start_state(self._start_vector(description), min(self.order, description.dim), basis=basis))
+        self._starts.clear()
         if incoming:
             state.next_task = max(incoming.values()) + 1
 
     def _start_vector(self, task: DrawTask) -> np.ndarray:
-        return start_vector(task.dim, seed=self.seed, draw=task.draw, distribution=self.distribution)
+        """Task's start vector, drawn once between its submission and its state's start."""
+        if task.index not in self._starts:
+            self._starts[task.index] = start_vector(task.dim, seed=self.seed, draw=task.draw, distribution=self.distribution)
+        return self._starts[task.index]
 
     def _submit(self, state: LoopState, incoming: dict[int, int]) -> Any:
         """Submit the block: each live slot's next vector, the start vector of a task about
