@@ -21,7 +21,9 @@ import numpy as np
 import pytest
 
 import raylanczos as rl
+from raylanczos.examples import digits
 from raylanczos.loop import TIMING_COLUMNS
+from raylanczos.worker import ShardWorker
 from tests.test_faults import Driver
 
 PROBLEM = "raylanczos.examples.digits:problem"
@@ -31,6 +33,17 @@ PARTIAL_BYTES = B * PARAMS * 8
 GROUPS = [[0, 2], [1], [3]]
 CPUS_PER_WORKER = 0.25
 TIMEOUT_S = 300  # seconds for a worker to start or answer one pass: generous on a loaded 2-core machine
+
+
+def test_a_node_of_one_worker_sums_nothing():
+    """A group of one: its own partial is the node's sum, returned without a copy (0 s of node
+    sum) and without Ray."""
+    worker = ShardWorker(digits.tiny_problem(), rl.Shard(0, rows=((0, 1000),)), compute_dtype="float64")
+    vectors = np.random.default_rng(0).standard_normal((2, worker.backend.num_params))
+    own_info, own = worker.partial_products(vectors)
+    info, total = worker.node_sum(vectors, [], 0)
+    assert info.node_reduce_seconds == 0.0 and info.count == own_info.count == 1000 and not info.error
+    assert np.array_equal(total, own)
 
 
 def pinned_plan() -> rl.ShardPlan:
