@@ -120,7 +120,8 @@ def test_lost_node_keeps_the_groups_and_the_bits(ray_cluster, three_nodes, node_
     """Node ``pair`` (group [0, 2]: its first worker and its member) is lost while the driver
     is held after pass 3. Two nodes join with room for one of those workers each, so they
     restart apart; the group stays [0, 2] (worker 0 now reads worker 2's partial from
-    another node), three partials still reach the driver, and the bits are the undisturbed run's."""
+    another node), three partials still reach the driver, the bits are the undisturbed
+    run's, and the block is counted once per node the workers now run on."""
     plan = tmp_path / "plan.json"
     plan.write_text(json.dumps(pinned_plan().to_json()))
     driver = Driver([
@@ -150,3 +151,6 @@ def test_lost_node_keeps_the_groups_and_the_bits(ray_cluster, three_nodes, node_
     assert [w["restarted"] for w in workers] == [True, False, True, False]
     assert summary["reduce"] == {"mode": "node", "node_groups": GROUPS}
     assert column(summary, "bytes_received") == [3 * PARTIAL_BYTES] * ORDER
+    # The block goes to the nodes the workers run on: three before the fault, four after.
+    sent = column(summary, "bytes_sent")
+    assert sent[:3] == [3 * PARTIAL_BYTES] * 3 and sent[-1] == 4 * PARTIAL_BYTES
