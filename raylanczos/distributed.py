@@ -177,6 +177,10 @@ class WorkerGroup:
             groups.setdefault(info["node_id"], []).append(index)
         return list(groups.values())
 
+    def nodes_in_use(self) -> int:
+        """The nodes the workers run on now: their bundles' nodes, where a fault moved them."""
+        return len(set(placement_group_table(self.placement)["bundles_to_node_id"].values()))
+
     def execute_async(self, method: str, *args: Any) -> list[ray.ObjectRef]:
         return [getattr(actor, method).remote(*args) for actor in self.actors]
 
@@ -320,7 +324,8 @@ def _root_cause(err: BaseException) -> str:
 
 @dataclass(frozen=True)
 class PendingProducts:
-    """A distributed block product in flight: the answers' references and when it started."""
+    """A distributed block product in flight: the answers' references, when it started, and
+    the bytes of the block every node reads."""
 
     infos: list[ray.ObjectRef]
     info_workers: list[int]
@@ -328,7 +333,7 @@ class PendingProducts:
     product_workers: list[int]
     submitted: float
     broadcast: float
-    bytes_sent: int
+    block_bytes: int
 
 
 class DistributedHessian:
@@ -382,7 +387,6 @@ class DistributedHessian:
         start = time.perf_counter()
         block = np.ascontiguousarray(vectors, dtype=self.broadcast_dtype)
         ref = ray.put(block)
-        nodes = {info["node_id"] for info in self.group.infos}
         actors = self.group.actors
         infos, info_workers, products, product_workers = [], [], [], []
         if self.reduce == "flat":
@@ -399,12 +403,11 @@ class DistributedHessian:
                 info, product = actors[leader].node_sum.options(num_returns=2).remote(ref, member_products, 0, self.arguments)
                 infos.append(info), info_workers.append(leader), products.append(product), product_workers.append(leader)
         submitted = time.perf_counter()
-        return PendingProducts(
-            infos, info_workers, products, product_workers, submitted, submitted - start, block.nbytes * len(nodes)
-        )
+        return PendingProducts(infos, info_workers, products, product_workers, submitted, submitted - start, block.nbytes)
 
     def collect(self, pending: PendingProducts) -> tuple[np.ndarray, StepTiming]:
-        """C·v of a :meth:`submit`, float64 (B, n), and what it cost."""
+        """C·v of a :meth:`submit`, float64 (B, n), and what it cost. The block counts once per
+        node the workers ran on, as placed once they have answered (after a fault too)."""
         infos: list[PartialInfo | NodeSumInfo] = self.group.get(pending.infos, pending.info_workers)
         for info in infos:
             check_answer(info.error)
@@ -420,7 +423,7 @@ class DistributedHessian:
             gather=max(gathered - pending.submitted - hvp_max, 0.0),
             node_reduce=node_reduce,
             reduce=time.perf_counter() - gathered,
-            bytes_sent=pending.bytes_sent,
+            bytes_sent=pending.block_bytes * self.group.nodes_in_use(),
             bytes_received=sum(p.nbytes for p in partials),
         )
         return product, timing

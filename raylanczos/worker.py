@@ -181,16 +181,19 @@ class ShardWorker:
         ``member_products`` are the group's other partials in group order (Ray object
         references, fetched here from this node's object store), and ``own_index`` is
         this worker's place among them: the sum runs over the group in fixed order, so it
-        does not depend on where the group's workers run.
+        does not depend on where the group's workers run. A group of one returns its own
+        partial without a copy (0 s of node sum).
         """
         import ray
 
         own, products = self.partial_products(vectors, arguments)
-        members = ray.get(list(member_products))
+        members = ray.get(list(member_products)) if member_products else []
         if own.error or products is None:
             return NodeSumInfo(own.count, own.seconds, 0.0, own.error), None
         if any(member is None for member in members):
             return NodeSumInfo(own.count, own.seconds, 0.0), None  # the member's own answer names its error
+        if not members:  # a node of one worker: its partial is the node's sum, as it is
+            return NodeSumInfo(own.count, own.seconds, 0.0), products
         start = time.perf_counter()
         ordered = [*members[:own_index], products, *members[own_index:]]
         total = ordered[0].copy()

@@ -1,0 +1,323 @@
+"""A model of one Lanczos pass on a cluster: step time, overhead against the HVP floor,
+the driver's RAM for the bases and the run's total time, for the flat and the node reduction.
+
+What one pass does (``raylanczos.loop``): the driver puts the (B, n) block once; every node
+pulls it; each GPU computes its shard's partial products; with ``reduce="node"`` each
+node's first worker sums its node's partials from the node's object store; the partials
+(one per worker, or one per node) travel to the driver, which sums them and takes the
+first half of the Lanczos step (``accept``). The next block is submitted at once, and the
+driver's re-orthogonalisation sweeps the bases while the workers compute. So::
+
+    chain = broadcast out + HVP + partial written to the object store
+            + node sum and its result written (node reduction) + partials into the driver
+    step  = block put + max(chain, re-orthogonalisation) + driver sum + accept
+
+Costs per byte come from ``benchmarks/scale.py`` (measured on the machine it runs on, in
+the same run when it is given ``--model``); :data:`MEASURED_2026_12_01` holds the figures
+recorded in docs/scaling.md. Every other figure is an input, and :func:`resnet50_inputs`
+states the sources of the ResNet-50 projection's. Pure: the standard library only.
+
+Usage::
+
+    python benchmarks/scale_model.py                       # the ResNet-50 / ImageNet table
+    python benchmarks/scale_model.py --params 7050314 --examples 50000 --throughput 45872 --gpus 8 16 --nic-gbs 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+from dataclasses import dataclass
+
+REDUCTIONS = ("flat", "node")
+
+
+@dataclass(frozen=True)
+class DriverCosts:
+    """Seconds per byte of the steps whose cost is measured (``benchmarks/scale.py``).
+
+    ``reduce``: the driver's float64 sum and division, per byte of partials it receives;
+    ``node_reduce``: a node's sum, per byte of the partials it adds (its own included);
+    ``broadcast``: the driver's rounding of the block to float32 and its ``ray.put``, per
+    byte of the float32 block; ``put``: ``ray.put`` of a float64 array, per byte (a worker
+    returning its partial); ``accept``: the first half of a Lanczos step, per byte of one
+    float64 vector (n·8), per draw; ``reorth``: re-orthogonalisation, per byte of basis
+    read. ``source`` says where they were measured.
+    """
+
+    reduce: float
+    node_reduce: float
+    broadcast: float
+    put: float
+    accept: float
+    reorth: float
+    source: str
+
+    def for_idle_nodes(self) -> "DriverCosts":
+        """These costs with a node's sum as fast per byte as the driver's: the same numpy
+        sum over the same arrays, on a host that runs nothing else meanwhile. (On the
+        simulated cluster a node's sum shares the cores with the driver's
+        re-orthogonalisation, and measures slower.)"""
+        return dataclasses.replace(self, node_reduce=self.reduce)
+
+
+#: What ``benchmarks/scale.py --model`` measured on the 2-core machine of docs/scaling.md.
+MEASURED_2026_12_01 = DriverCosts(
+    reduce=0.269e-9, node_reduce=0.389e-9, broadcast=1.12e-9, put=1.13e-9, accept=2.12e-9, reorth=0.436e-9,
+    source="benchmarks/scale.py --model, 2026-12-01 11:41-11:54 UTC, 2-core AMD EPYC VM, docs/scaling.md",
+)
+
+
+@dataclass(frozen=True)
+class ClusterInputs:
+    """One configuration to predict.
+
+    ``num_params``: n; ``num_examples``: N; ``nodes``: K; ``gpus_per_node``: G (one
+    worker each); ``hvp_throughput``: examples/s of one GPU's HVP pass with one tangent;
+    ``tangent_cost``: what each tangent beyond the first adds to a pass, as a fraction of
+    a one-tangent pass (1: B tangents cost B passes); ``nic_gbs``: GB/s (10⁹ B/s) of each
+    node's network interface, the driver's included; ``driver_bandwidth_gbs``: GB/s at
+    which the driver's re-orthogonalisation reads the bases; ``order``: m; ``draws``: D;
+    ``draws_per_pass``: B; ``broadcast_itemsize``: bytes per entry of the broadcast block
+    (4 for float32 models); ``head_ram_gb``: GB of the driver's RAM the bases may use.
+    """
+
+    num_params: int
+    num_examples: int
+    nodes: int
+    gpus_per_node: int
+    hvp_throughput: float
+    nic_gbs: float
+    driver_bandwidth_gbs: float
+    order: int = 90
+    draws: int = 10
+    draws_per_pass: int = 1
+    tangent_cost: float = 1.0
+    broadcast_itemsize: int = 4
+    head_ram_gb: float = 2048.0
+
+    @property
+    def workers(self) -> int:
+        return self.nodes * self.gpus_per_node
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """Seconds per pass, bytes per pass, and the run's totals, for one reduction."""
+
+    reduce: str
+    hvp: float
+    broadcast_out: float
+    partials_in: float
+    node_reduce: float
+    driver_reduce: float
+    reorth: float
+    step: float
+    bytes_out: int
+    bytes_in: int
+    bases_bytes: int
+    passes: int
+    total: float
+    driver_bound: bool
+
+    @property
+    def overhead(self) -> float:
+        """Step time over the HVP floor (1 is no overhead)."""
+        return self.step / self.hvp
+
+
+def basis_rows_read(step: int, order: int) -> int:
+    """Basis vectors one draw's re-orthogonalisation reads at ``step`` (1 … m) of ``order``.
+
+    At step k < m it projects against k vectors (two sweeps: V w, then Vᵀ c) and combines
+    k + 1 (the look-ahead correction): 3k + 1; at step m the projection only, 2m
+    (``raylanczos.lanczos.reorthogonalize``; conditional second passes not counted).
+    """
+    return 3 * step + 1 if step < order else 2 * order
+
+
+def basis_bytes_per_draw(num_params: int, order: int) -> int:
+    """Bytes of basis one draw's re-orthogonalisation reads over its m steps (float64)."""
+    return sum(basis_rows_read(k, order) for k in range(1, order + 1)) * num_params * 8
+
+
+def predict(inputs: ClusterInputs, costs: DriverCosts, reduce: str) -> Prediction:
+    """The pass and the run of ``inputs`` under ``reduce`` (``"flat"`` or ``"node"``)."""
+    if reduce not in REDUCTIONS:
+        raise ValueError(f"reduce must be one of {REDUCTIONS}, got {reduce!r}")
+    n, b = inputs.num_params, inputs.draws_per_pass
+    nic = inputs.nic_gbs * 1e9
+    block = b * n * inputs.broadcast_itemsize
+    partial = b * n * 8
+    hvp = inputs.num_examples / inputs.workers / inputs.hvp_throughput * (1 + (b - 1) * inputs.tangent_cost)
+    bytes_out = inputs.nodes * block  # every node pulls the block from the driver's node
+    senders = inputs.nodes if reduce == "node" else inputs.workers
+    bytes_in = senders * partial
+    grouped = reduce == "node" and inputs.gpus_per_node > 1  # a node of one worker sums nothing
+    node_reduce = inputs.gpus_per_node * partial * costs.node_reduce if grouped else 0.0
+    broadcast_out = bytes_out / nic
+    partials_in = bytes_in / nic
+    puts = 2 if grouped else 1  # a member's partial into its node's store, then the node's sum
+    chain = broadcast_out + hvp + puts * partial * costs.put + node_reduce + partials_in
+    reorth = b * basis_bytes_per_draw(n, inputs.order) / inputs.order / (inputs.driver_bandwidth_gbs * 1e9)
+    driver_reduce = bytes_in * costs.reduce
+    step = block * costs.broadcast + max(chain, reorth) + driver_reduce + b * n * 8 * costs.accept
+    passes = math.ceil(inputs.draws / b) * inputs.order
+    return Prediction(
+        reduce=reduce, hvp=hvp, broadcast_out=broadcast_out, partials_in=partials_in, node_reduce=node_reduce,
+        driver_reduce=driver_reduce, reorth=reorth, step=step, bytes_out=bytes_out, bytes_in=bytes_in,
+        bases_bytes=b * n * (inputs.order + 1) * 8, passes=passes, total=passes * step, driver_bound=reorth > chain,
+    )
+
+
+def bases_fit(inputs: ClusterInputs) -> int:
+    """The largest B whose bases (B·n·(m+1)·8 bytes) fit in ``head_ram_gb``; beyond it the
+    bases would have to be sharded over the workers (DESIGN §9)."""
+    return int(inputs.head_ram_gb * 1e9 // (inputs.num_params * (inputs.order + 1) * 8))
+
+
+# ----------------------------------------------------------------------------- ResNet-50
+
+
+#: DESIGN §7: one H200, JAX float32, the 7.05M-parameter conv net, 50,000 examples of
+#: 32×32×3: one whole-data HVP in 1.09 s.
+ANCHOR_EXAMPLES, ANCHOR_HVP_S = 50_000, 1.09
+
+#: ResNet-50 at 224×224: 25,557,032 parameters and 4.09 G multiply-adds per image
+#: (torchvision's ResNet50_Weights.IMAGENET1K_V1: ``num_params``, and ``GFLOPS``, which
+#: counts a multiply-add once); ImageNet-1k (ILSVRC-2012) has 1,281,167 training images.
+RESNET50_PARAMS, RESNET50_MACS, IMAGENET_EXAMPLES = 25_557_032, 4.09e9, 1_281_167
+
+#: The driver's sweeps on the H200 host of DESIGN §7 (16 cores): two classical
+#: Gram–Schmidt passes, four BLAS-2 sweeps of 90 × 7.05M float64, in 0.33 s.
+ANCHOR_SWEEP_GBS = 4 * 90 * 7_050_314 * 8 / 0.33 / 1e9
+
+
+#: DESIGN §7's conv net: its 3×3 SAME convolutions as (spatial side, channels in, out), a
+#: 2×2 max-pool between the sides, then a global mean pool and a dense 512→10.
+ANCHOR_CONVOLUTIONS = (
+    (32, 3, 64), (32, 64, 64), (16, 64, 128), (16, 128, 128), (8, 128, 256), (8, 256, 256),
+    (4, 256, 512), (4, 512, 512), (4, 512, 512),
+)
+
+
+def anchor_convnet_macs() -> int:
+    """Multiply-adds per 32×32×3 example of DESIGN §7's conv net: 247,141,376."""
+    return sum(side * side * 9 * cin * cout for side, cin, cout in ANCHOR_CONVOLUTIONS) + 512 * 10
+
+
+def resnet50_throughput() -> float:
+    """Examples/s of one GPU's ResNet-50 HVP, from the §7 anchor scaled by multiply-adds per
+    example (assumed: the HVP costs the same multiple of the forward pass in both nets,
+    and an H100 runs it as fast as the H200 did, both being GH100 chips of the same compute)."""
+    return ANCHOR_EXAMPLES / ANCHOR_HVP_S * anchor_convnet_macs() / RESNET50_MACS
+
+
+def resnet50_inputs(gpus: int, *, gpus_per_node: int = 8, nic_gbs: float = 12.5, **overrides) -> ClusterInputs:
+    """ResNet-50 on ImageNet on ``gpus`` H100s, ``gpus_per_node`` to a node (fewer on one node).
+
+    Assumed: a 100 Gb/s (12.5 GB/s) network interface per node, the driver's included,
+    which Ray's transfers fill; the driver sweeps the bases as fast as the §7 host
+    (:data:`ANCHOR_SWEEP_GBS`); B = 1, m = 90, D = 10; 2 TB of head RAM (a DGX H100's).
+    """
+    per_node = min(gpus, gpus_per_node)
+    fields = dict(
+        num_params=RESNET50_PARAMS, num_examples=IMAGENET_EXAMPLES, nodes=math.ceil(gpus / per_node),
+        gpus_per_node=per_node, hvp_throughput=resnet50_throughput(), nic_gbs=nic_gbs,
+        driver_bandwidth_gbs=ANCHOR_SWEEP_GBS,
+    )
+    return ClusterInputs(**{**fields, **overrides})
+
+
+# ----------------------------------------------------------------------------- tables
+
+
+def label(gpus: int) -> str:
+    return f"{gpus} GPU{'s' if gpus > 1 else ''}"
+
+
+def gigabytes(count: float) -> str:
+    return f"{count / 1e9:.2f}"
+
+
+def table(rows: list[tuple[str, ClusterInputs]], costs: DriverCosts) -> str:
+    """A markdown table: each configuration under both reductions."""
+    lines = [
+        "| configuration | reduce | HVP floor s | out s | in s | node sum s | driver sum s | reorth s | step s "
+        "| overhead | GB in/pass | bases GB | total h |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for label, inputs in rows:
+        for reduce in REDUCTIONS:
+            p = predict(inputs, costs, reduce)
+            lines.append(
+                f"| {label} | {reduce} | {p.hvp:.2f} | {p.broadcast_out:.3f} | {p.partials_in:.3f} | {p.node_reduce:.3f} "
+                f"| {p.driver_reduce:.3f} | {p.reorth:.3f}{' (bound)' if p.driver_bound else ''} | {p.step:.2f} "
+                f"| {p.overhead:.3f} | {gigabytes(p.bytes_in)} | {gigabytes(p.bases_bytes)} | {p.total / 3600:.2f} |"
+            )
+    return "\n".join(lines)
+
+
+def assumptions(inputs: ClusterInputs, costs: DriverCosts) -> str:
+    """The inputs and costs a table rests on, one line each."""
+    return "\n".join([
+        f"per-byte costs ({costs.source}): driver sum {costs.reduce * 1e9:.3f} ns/B, "
+        f"node sum {costs.node_reduce * 1e9:.3f} ns/B, broadcast {costs.broadcast * 1e9:.3f} ns/B, "
+        f"put {costs.put * 1e9:.3f} ns/B, accept {costs.accept * 1e9:.3f} ns/B per draw "
+        f"(re-orthogonalisation {costs.reorth * 1e9:.3f} ns/B there; here from the driver sweeps' GB/s)",
+        f"HVP {inputs.hvp_throughput:,.0f} examples/s per GPU, tangent cost {inputs.tangent_cost:g}; "
+        f"NIC {inputs.nic_gbs:g} GB/s per node; driver sweeps {inputs.driver_bandwidth_gbs:.1f} GB/s; "
+        f"n = {inputs.num_params:,}, N = {inputs.num_examples:,}, m = {inputs.order}, D = {inputs.draws}, "
+        f"B = {inputs.draws_per_pass}",
+        f"bases fit the head's {inputs.head_ram_gb:g} GB up to B = {bases_fit(inputs)} "
+        f"({gigabytes(inputs.num_params * (inputs.order + 1) * 8)} GB per draw in flight); beyond, shard them",
+    ])
+
+
+def report(rows: list[tuple[str, ClusterInputs]], costs: DriverCosts) -> str:
+    """The assumptions, then the table twice: node sums at the driver's per-byte cost (the
+    projection), and at the cost measured for them on the simulated cluster."""
+    return "\n".join([
+        assumptions(rows[0][1], costs),
+        "node sums as fast per byte as the driver's sum (DriverCosts.for_idle_nodes):",
+        table(rows, costs.for_idle_nodes()),
+        "node sums as measured on the simulated cluster (sharing its cores with the driver):",
+        table(rows, costs),
+    ])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--gpus", type=int, nargs="+", default=[1, 8, 64], help="GPUs in all, one row each (default 1 8 64)")
+    parser.add_argument("--gpus-per-node", type=int, default=8, help="G (default 8)")
+    parser.add_argument("--params", type=int, default=RESNET50_PARAMS, help="n (default ResNet-50's)")
+    parser.add_argument("--examples", type=int, default=IMAGENET_EXAMPLES, help="N (default ImageNet-1k's)")
+    parser.add_argument("--throughput", type=float, default=None,
+                        help="examples/s of one GPU's one-tangent HVP (default: ResNet-50's, scaled from DESIGN §7)")
+    parser.add_argument("--tangent-cost", type=float, default=1.0,
+                        help="each tangent beyond the first, as a fraction of a one-tangent pass (default 1)")
+    parser.add_argument("--nic-gbs", type=float, default=12.5, help="GB/s of each node's network interface (default 12.5)")
+    parser.add_argument("--driver-gbs", type=float, default=ANCHOR_SWEEP_GBS,
+                        help=f"GB/s at which the driver's sweeps read the bases (default {ANCHOR_SWEEP_GBS:.1f}, DESIGN §7)")
+    parser.add_argument("--order", type=int, default=90, help="m (default 90)")
+    parser.add_argument("--draws", type=int, default=10, help="D (default 10)")
+    parser.add_argument("--draws-per-pass", type=int, default=1, help="B (default 1)")
+    parser.add_argument("--head-ram-gb", type=float, default=2048.0, help="GB of driver RAM for the bases (default 2048)")
+    args = parser.parse_args()
+    overrides = dict(
+        num_params=args.params, num_examples=args.examples, tangent_cost=args.tangent_cost,
+        driver_bandwidth_gbs=args.driver_gbs, order=args.order, draws=args.draws,
+        draws_per_pass=args.draws_per_pass, head_ram_gb=args.head_ram_gb,
+    )
+    if args.throughput is not None:
+        overrides["hvp_throughput"] = args.throughput
+    rows = [
+        (label(g), resnet50_inputs(g, gpus_per_node=args.gpus_per_node, nic_gbs=args.nic_gbs, **overrides))
+        for g in args.gpus
+    ]
+    print(report(rows, MEASURED_2026_12_01))
+
+
+if __name__ == "__main__":
+    main()
