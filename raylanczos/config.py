@@ -28,7 +28,11 @@ from raylanczos.lanczos import START_DISTRIBUTIONS, LanczosOptions
 from raylanczos.policy import DriverThreads, driver_threads
 from raylanczos.problem import OPERATORS
 
-#: Draws per pass when the caller names none (see docs/benchmarks.md for the figures).
+#: Draws per pass when the caller names none, if that many bases fit the driver's memory
+#: budget (``ScalingConfig.basis_memory_gb``). Measured (docs/benchmarks.md, 2-core CPU):
+#: per product, B = 4 is 1.5× faster than B = 1 on the 2,410-parameter digits MLP, 1.4× on
+#: the digits conv net, 1.9× in Keras; on the 1.1M-parameter MLP, memory-bound on the
+#: CPU, 0.86× (B = 2: 1.07×).
 DEFAULT_DRAWS_PER_PASS = 4
 REDUCTIONS = ("node", "flat")
 COMPUTE_DTYPES = (None, "float64")
@@ -74,7 +78,8 @@ class SpectrumConfig:
       order: m, Lanczos steps per draw (clamped to the operator's dimension).
       draws: D, independent start vectors (per block, with blocks).
       draws_per_pass: B, draws advanced together, their products computed in one pass
-        over the data (clamped to the number of draws); None: :data:`DEFAULT_DRAWS_PER_PASS`.
+        over the data (clamped to the number of draws); None: :data:`DEFAULT_DRAWS_PER_PASS`,
+        or fewer when that many bases would not fit in ``basis_memory_gb``.
       seed: seeds the start vectors (draw d uses ``default_rng([seed, d])``).
       distribution: ``"gaussian"`` or ``"rademacher"`` start vectors.
       compute_dtype: None (the model's dtype) or ``"float64"`` (validation mode).
@@ -112,10 +117,13 @@ class SpectrumConfig:
         if self.per_layer and self.blocks:
             raise OptionError("per_layer", self.per_layer, "{name} and blocks choose the blocks two ways: give one of them")
 
-    @property
-    def block_size(self) -> int:
-        """B: draws per pass, clamped to the draws of the run (with blocks, all of them)."""
-        return self.draws_per_pass if self.draws_per_pass is not None else DEFAULT_DRAWS_PER_PASS
+    def block_size(self, tasks: int, basis_bytes: int, budget_bytes: float) -> int:
+        """B for a run of ``tasks`` draws (all blocks' together) whose bases take
+        ``basis_bytes`` each: ``draws_per_pass`` if given, else the default, as many as
+        fit in ``budget_bytes`` of driver memory (at least 1); never more than ``tasks``."""
+        if self.draws_per_pass is not None:
+            return min(self.draws_per_pass, tasks)
+        return max(1, min(DEFAULT_DRAWS_PER_PASS, tasks, int(budget_bytes // max(basis_bytes, 1))))
 
 
 @dataclass(frozen=True)
@@ -139,8 +147,9 @@ class ScalingConfig:
         add nodes (an autoscaler); None: 0 for a local Ray, 600 for a cluster address.
       max_restarts: how often a dead worker (killed process, lost node) is restarted;
         its pass is then recomputed, so the result is unchanged.
-      basis_memory_gb: without a checkpoint, bases of B·n·(m+1)·8 bytes above this many GB
-        are memory-mapped to temporary files instead of held in RAM.
+      basis_memory_gb: the driver's memory for the bases (GB): the default draws per pass
+        is capped to the bases that fit, and without a checkpoint, bases of B·n·(m+1)·8 bytes
+        above it are memory-mapped to temporary files instead of held in RAM.
       thread_policy: ``(pinned, driver_cores, worker_cores) -> DriverThreads``, the threads
         of the driver's re-orthogonalisation (default
         :func:`raylanczos.policy.driver_threads`; benchmarks pass others).

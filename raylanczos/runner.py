@@ -29,7 +29,15 @@ from raylanczos.backends import make_backend
 from raylanczos.basis import BasisSweeps, allocate_basis
 from raylanczos.blocks import BlockSelection, select_blocks
 from raylanczos.checkpoint import Checkpoint, CheckpointError
-from raylanczos.config import DensityConfig, OptionError, OutputConfig, ScalingConfig, SpectrumConfig, build_configs
+from raylanczos.config import (
+    DEFAULT_DRAWS_PER_PASS,
+    DensityConfig,
+    OptionError,
+    OutputConfig,
+    ScalingConfig,
+    SpectrumConfig,
+    build_configs,
+)
 from raylanczos.data import Shard, ShardPlan
 from raylanczos.distributed import DistributedHessian, WorkerGroup, WorkerOptions, connect, single_machine
 from raylanczos.layout import ParameterLayout
@@ -206,7 +214,13 @@ class _Run:
                     "order %d exceeds the number of parameters %d%s; using order %d",
                     self.config.order, part.dim, f" of block {part.name!r}" if part.name else "", part.dim,
                 )
-        block_size = min(self.config.block_size, len(self.tasks))
+        basis_bytes = (min(self.config.order, max(p.dim for p in self.parts)) + 1) * max(p.dim for p in self.parts) * 8
+        block_size = self.config.block_size(len(self.tasks), basis_bytes, self.scaling.basis_memory_gb * 1e9)
+        if self.config.draws_per_pass is None and block_size < min(DEFAULT_DRAWS_PER_PASS, len(self.tasks)):
+            logger.info(
+                "draws per pass: %d, as many bases of %s as fit in basis_memory_gb %g (choose with --draws-per-pass)",
+                block_size, byte_size(basis_bytes), self.scaling.basis_memory_gb,
+            )
         scaling = self.scaling
         explicit = scaling.shards is not None or scaling.num_workers is not None or scaling.worker_resources is not None
         plan = _shard_plan(scaling, problem) if explicit else None
