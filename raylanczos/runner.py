@@ -101,17 +101,20 @@ def hessian_spectrum(
             if point.finished:
                 logger.info("sweep point %s: finished already, kept", point.name)
                 results[point.name] = load_result(point.output.out)
-                continue
-            logger.info("sweep point %s", point.name)
-            run = _Run(problem, spectrum_config, scaling, point.output, density, reporter, point.arguments)
-            results[point.name] = run.execute(workers)
+            else:
+                logger.info("sweep point %s", point.name)
+                run = _Run(problem, spectrum_config, scaling, point.output, density, reporter, point.arguments)
+                results[point.name] = run.execute(workers)
+    return _render_sweep(problem, sweep, spectrum_config, results, OutputStore(output.out))
+
+
+def _render_sweep(problem, sweep, config: SpectrumConfig, results: dict[str, SpectrumResult], out: OutputStore) -> SpectrumResult:
+    """A sweep's top level: the points' overlay and statistics, titled with what varies."""
     ((name, values),) = sweep.items()
-    operator = OPERATOR_TITLES.get(spectrum_config.operator, spectrum_config.operator)
-    summary = {"config": {"problem": source_name(problem), "operator": spectrum_config.operator}, "sweep": {"name": name, "values": list(values)}}
+    operator = OPERATOR_TITLES.get(config.operator, config.operator)
+    summary = {"config": {"problem": source_name(problem), "operator": config.operator}, "sweep": {"name": name, "values": list(values)}}
     title = sweep_title(source_name(problem), operator, name, next(iter(results.values())).summary["config"])
-    return render_parts(
-        results, {p.name: p.name for p in points}, summary, OutputStore(output.out), title=title, labels={p.name: p.name for p in points}
-    )
+    return render_parts(results, {label: label for label in results}, summary, out, title=title, labels={label: label for label in results})
 
 
 @dataclass(frozen=True)
