@@ -221,3 +221,12 @@ def test_the_negative_fraction_is_the_dense_one_within_its_error(ray_session):
     summary = result.summary
     assert summary["negative_threshold_relative"] == 3e-4 and summary["negative_fraction_std_error"] > 0
     assert abs(summary["negative_fraction"] - exact) <= 3 * summary["negative_fraction_std_error"]
+
+
+def test_no_layout_options_use_every_core_of_the_machine(ray_session, caplog):
+    """No workers, CPUs or GPUs named, on one machine: one single-core worker per core."""
+    caplog.set_level(logging.INFO, logger="raylanczos")
+    result = rl.hessian_spectrum(TINY, order=5, draws=1, progress="none")
+    cores = [tuple(info["cores"]) for info in result.summary["workers"]]
+    assert len(cores) == 2 and len(set(cores)) == 2 and all(len(c) == 1 for c in cores)
+    assert "one single-core worker per core (2 cores, no GPU)" in caplog.text
