@@ -46,7 +46,7 @@ def test_trained_weights_are_saved_once_and_loaded_bit_identical(cache):
 def test_a_damaged_cache_file_is_replaced_by_training(cache):
     cache.mkdir()
     digits.trained_params(HIDDEN, STEPS, SEED)
-    (saved,) = cache.glob("*.npz")
+    (saved,) = cache.glob("digits-mlp-*.npz")
     saved.write_bytes(saved.read_bytes()[:100])  # truncated: a zip archive's start, no directory
     digits.trained_params.cache_clear()
     assert_same_layers(digits.trained_params(HIDDEN, STEPS, SEED), digits.train_params(HIDDEN, STEPS, SEED))
@@ -85,3 +85,25 @@ def test_at_step_takes_the_training_step_and_its_outliers_move():
 def test_at_step_refuses_a_step_that_is_not_a_count(step):
     with pytest.raises(rl.ProblemError, match=f"step must be a non-negative integer \\(Adam steps\\), got {re.escape(repr(step))}"):
         digits.at_step(step=step)
+
+
+def test_the_digits_come_from_scikit_learn_once_then_from_the_cache(cache):
+    """A process that finds the digits in the cache does not import scikit-learn (a second
+    of every worker's start-up)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from raylanczos.examples.digits_data import load_digits\n"
+        "x, y = load_digits()\n"
+        "print(x.shape, y.shape, x.dtype, y.dtype, 'sklearn' in sys.modules)\n"
+    )
+    env = {"RAYLANCZOS_CACHE": str(cache), "PATH": "/usr/bin:/bin"}
+    first = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    second = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert first.stdout.strip() == "(1797, 64) (1797,) float32 int32 True", first.stderr
+    assert second.stdout.strip() == "(1797, 64) (1797,) float32 int32 False", second.stderr
+    x, y = digits_data.load_digits()
+    with np.load(cache / "digits-data.npz") as saved:
+        assert np.array_equal(saved["x"], x) and np.array_equal(saved["y"], y)

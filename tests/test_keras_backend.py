@@ -15,6 +15,8 @@ from raylanczos import spectrum  # noqa: E402
 from raylanczos.backends import make_backend  # noqa: E402
 from raylanczos.backends.tf import clone_in_dtype  # noqa: E402
 from raylanczos.examples import digits_keras  # noqa: E402
+from raylanczos.basis import BasisSweeps, allocate_basis  # noqa: E402
+from raylanczos.loop import DrawTask, InProcessOperator, SpectrumLoop  # noqa: E402
 from raylanczos.worker import LocalHessian  # noqa: E402
 from tests import keras_problems  # noqa: E402
 from tests.conftest import WORKER_RESOURCES  # noqa: E402
@@ -143,15 +145,20 @@ def test_tridiagonals_match_jax_through_ray(ray_session):
 
 @pytest.mark.slow
 def test_three_draws_per_pass_match_jax_three_draws_per_pass(ray_session):
-    """B = 3 on both backends (tf.vectorized_map and jax.vmap over the block), float64,
-    through Ray: the same tridiagonals to 1e-9."""
-    options = dict(order=15, draws=3, seed=2, draws_per_pass=3, num_workers=2, worker_resources=WORKER_RESOURCES,
-                   compute_dtype="float64", progress="none")
-    keras_run = rl.hessian_spectrum("tests.keras_problems:keras_tiny_with_jax_weights", **options)
-    jax_run = rl.hessian_spectrum("tests.keras_problems:jax_tiny_in_keras_order", **options)
-    assert keras_run.summary["config"]["draws_per_pass"] == jax_run.summary["config"]["draws_per_pass"] == 3
-    scale = np.abs(jax_run.tridiagonals).max()
-    assert np.max(np.abs(keras_run.tridiagonals - jax_run.tridiagonals)) <= 1e-9 * scale
+    """B = 3 on both backends, float64: Keras (tf.vectorized_map over the block) through Ray
+    against JAX (jax.vmap) in process, the same weights: the same tridiagonals to 1e-9."""
+    keras_run = rl.hessian_spectrum(
+        "tests.keras_problems:keras_tiny_with_jax_weights", order=15, draws=3, seed=2, draws_per_pass=3,
+        num_workers=2, worker_resources=WORKER_RESOURCES, compute_dtype="float64", progress="none",
+    )
+    assert keras_run.summary["config"]["draws_per_pass"] == 3 and len(keras_run.summary["timings"]["rows"]) == 15
+    reference = InProcessOperator(LocalHessian(keras_problems.jax_tiny_in_keras_order(), compute_dtype="float64"), 3)
+    tasks = [DrawTask(d, "", d, reference.dim) for d in range(3)]
+    with BasisSweeps() as sweeps:
+        bases = [allocate_basis(16, reference.dim) for _ in range(3)]
+        jax_run = SpectrumLoop(reference, tasks, 15, bases, seed=2, distribution="gaussian", sweeps=sweeps).run()
+    want = spectrum.stack_tridiagonals([jax_run.finished[d].tridiagonal() for d in range(3)], 15)
+    assert np.max(np.abs(keras_run.tridiagonals - want)) <= 1e-9 * np.abs(want).max()
 
 
 # Bad input: each a clear error naming the culprit.

@@ -26,7 +26,7 @@ def in_process_tridiagonals():
     return [rl.lanczos(hessian, order=20, seed=3, draw=d) for d in range(2)]
 
 
-@pytest.mark.parametrize("workers", [1, 2, 3])
+@pytest.mark.parametrize("workers", [1, 3])  # 2: test_one_draw_per_pass_is_bit_identical_to_the_in_process_run
 def test_distribution_is_transparent(ray_session, in_process_tridiagonals, workers, caplog):
     caplog.set_level(logging.INFO, logger="raylanczos")
     result = rl.hessian_spectrum(
@@ -174,13 +174,17 @@ def test_one_draw_per_pass_is_bit_identical_to_the_in_process_run(ray_session):
 
 @pytest.mark.slow
 def test_several_draws_per_pass_agree_with_one_in_float32(ray_session):
-    """Default float32 products, 3 draws: B = 3 (one pass each step, vmapped) gives λ_max of
-    B = 1 to 1e-6 relative (observed 6e-8 on the 2,410-parameter MLP)."""
-    options = dict(order=30, draws=3, num_workers=2, worker_resources=WORKER_RESOURCES, progress="none")
-    one = rl.hessian_spectrum(TINY, draws_per_pass=1, **options)
-    three = rl.hessian_spectrum(TINY, draws_per_pass=3, **options)
+    """Default float32 products, 3 draws: B = 3 through Ray (one pass each step, vmapped)
+    gives the λ_max of one-at-a-time float32 runs (the same products, unbatched, in
+    process) to 1e-6 relative (observed 6e-8 on the 2,410-parameter MLP)."""
+    three = rl.hessian_spectrum(
+        TINY, order=30, draws=3, draws_per_pass=3, num_workers=2, worker_resources=WORKER_RESOURCES, progress="none"
+    )
     assert three.summary["config"]["draws_per_pass"] == 3 and len(three.summary["timings"]["rows"]) == 30
-    assert three.summary["lambda_max"] == pytest.approx(one.summary["lambda_max"], rel=1e-6)
+    local = LocalHessian(digits.tiny_problem(), plan=rl.ShardPlan.balanced(1797, 2))
+    runs = [rl.lanczos(local, order=30, seed=0, draw=d) for d in range(3)]
+    one = max(np.linalg.eigvalsh(spectrum.tridiagonal_matrix(r.alpha, r.beta)).max() for r in runs)
+    assert three.summary["lambda_max"] == pytest.approx(one, rel=1e-6)
 
 
 @pytest.mark.slow
