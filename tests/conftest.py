@@ -16,6 +16,15 @@ if "RAYLANCZOS_CACHE" not in os.environ:
     os.environ["RAYLANCZOS_CACHE"] = tempfile.mkdtemp(prefix="raylanczos-test-cache-")
     atexit.register(shutil.rmtree, os.environ["RAYLANCZOS_CACHE"], True)
 
+# JAX's persistent compilation cache, of this session: a worker that compiles a product
+# another worker has compiled reads it from the cache (about 1.3 s saved per worker start
+# on the 2-core test machine). Numbers do not change: the cached program is the same.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="raylanczos-test-jax-cache-")
+    os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+    os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
+    atexit.register(shutil.rmtree, os.environ["JAX_COMPILATION_CACHE_DIR"], True)
+
 #: Actor options for tests: fractional CPUs so three workers fit on a 2-CPU node.
 WORKER_RESOURCES = {"num_cpus": 0.5}
 
