@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import socket
 import time
 import warnings
 from dataclasses import dataclass
@@ -444,6 +445,7 @@ def connect(address: str | None = None) -> bool:
     """
     if ray.is_initialized():
         return False
+    check_reachable(address)
     with warnings.catch_warnings():
         # Ray starts its processes with subprocess (fork + exec at once), which is safe
         # even after JAX started its threads in the driver.
@@ -457,6 +459,29 @@ def connect(address: str | None = None) -> bool:
         resources.get("GPU", 0), len(alive_node_resources()), f"; dashboard http://{dashboard}" if dashboard else "",
     )
     return True
+
+
+#: Seconds to wait for a TCP connection to a cluster's address before refusing it.
+REACH_TIMEOUT_S = 5.0
+
+
+def check_reachable(address: str | None, timeout_s: float = REACH_TIMEOUT_S) -> None:
+    """Refuse in seconds a ``host:port`` (or ``ray://host:port``) address that nothing
+    answers on; Ray itself would retry for minutes. Other addresses (None, ``auto``,
+    ``local``, a bare host) are left to Ray."""
+    if not address or "://" in address and not address.startswith("ray://"):
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as err:
+        reason = f"no answer within {timeout_s:g} s" if isinstance(err, TimeoutError) else err.strerror or str(err)
+        raise ConnectionError(
+            f"cannot reach Ray at {address} ({reason}): is the cluster up, and is this its head's "
+            "address? (`ray status` on the head prints it)"
+        ) from err
 
 
 def single_machine() -> bool:

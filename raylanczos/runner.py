@@ -48,7 +48,7 @@ from raylanczos.progress import Progress, byte_size, make_progress, reporting
 from raylanczos.render import OPERATOR_TITLES, RENDERED_NAMES, SpectrumResult, load_result, render_parts, render_spectrum
 from raylanczos.ritz import RitzPairs, best_pairs, ritz_pairs
 from raylanczos.store import OutputStore, npy_writer
-from raylanczos.sweep import sweep_points, sweep_title
+from raylanczos.sweep import SweepPoint, sweep_points, sweep_title
 
 logger = logging.getLogger("raylanczos")
 
@@ -93,7 +93,25 @@ def hessian_spectrum(
     spectrum_config, scaling, output, density = build_configs(config, scaling, output, density, options)
     reporter = progress if isinstance(progress, Progress) else make_progress(progress)
     points = sweep_points(sweep, output) if sweep is not None else None
-    with reporting(), Workers(scaling.address) as workers:
+    with reporting():
+        if points is not None:
+            _check_sweep_factories(problem, points)
+        return _run_points(problem, spectrum_config, scaling, output, density, reporter, sweep, points)
+
+
+def _check_sweep_factories(problem: ProblemSource, points: list[SweepPoint]) -> None:
+    """Call the factory of every point still to run, in the driver, before the first one
+    starts: a bad value or a missing checkpoint at the last point is refused in seconds,
+    not after the other points have run."""
+    for point in points:
+        if not point.finished:
+            build_problem(problem, point.arguments)
+    logger.info("sweep: the factory builds every point still to run (%s)", ", ".join(p.name for p in points))
+
+
+def _run_points(problem, spectrum_config, scaling, output, density, reporter, sweep, points) -> SpectrumResult:
+    """The run, or each point of the sweep in turn, on one set of workers."""
+    with Workers(scaling.address) as workers:
         if points is None:
             return _Run(problem, spectrum_config, scaling, output, density, reporter).execute(workers)
         results = {}

@@ -11,6 +11,7 @@ import subprocess
 import numpy as np
 import pytest
 
+from tests.conftest import free_port
 from tests.user_project import FACTORY, NUM_PARAMS, console_script, write_project
 
 pytestmark = pytest.mark.slow
@@ -44,6 +45,16 @@ def test_the_command_names_a_factory_it_cannot_find(tmp_path):
         "raylanczos: error: cannot import module 'my_problme' for problem factory 'my_problme:problem': "
         f"ModuleNotFoundError: No module named 'my_problme' (looked on sys.path and in {project})"
     ]
+
+
+def test_an_address_nothing_answers_on_is_refused_in_seconds(tmp_path):
+    """A typo in the port: one line naming the address, not minutes of Ray's reconnection logs."""
+    project = write_project(tmp_path / "project")
+    address = f"127.0.0.1:{free_port()}"
+    done = run_command(project, "run", "--problem", FACTORY, "--out", "runs/x", "--address", address, timeout=60)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1].startswith(f"raylanczos: error: cannot reach Ray at {address} ("), done.stderr
+    assert "Traceback" not in done.stderr and not (project / "runs" / "x" / "summary.json").exists()
 
 
 def test_version(tmp_path):

@@ -53,3 +53,4 @@ def test_a_cluster_short_of_resources_is_given_the_placement_timeout(ray_cluster
     long for the resources, then fails naming what is still missing."""
     with pytest.raises(RuntimeError, match=r"could not place 2 workers within 2 s: 2 workers need .*2 no_such_accelerator"):
         rl.hessian_spectrum(TINY, worker_resources={"resources": {"no_such_accelerator": 1}}, placement_timeout=2, **OPTIONS)
+

@@ -28,6 +28,20 @@ def test_sweep_values_are_python_literals():
         parse_sweep("100,1000")
 
 
+def test_a_point_the_factory_cannot_build_is_refused_before_any_point_runs(tmp_path, capsys):
+    """The last value is bad: the driver calls the factory for every point first, so the
+    refusal comes in seconds, naming the call, before any worker or Ray address is used."""
+    out = tmp_path / "run"
+    code = cli.main([
+        "run", "--problem", FACTORY, "--sweep", "step=0,'ten'", "--out", str(out), "--order", "8", "--draws", "2",
+        "--address", "127.0.0.1:1",
+    ])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "problem factory \"tests.problems:tiny_at_step(step='ten')\" raised TypeError" in err, err
+    assert "sweep point" not in err and not (out / "step=0" / "summary.json").exists()
+
+
 def sweep_args(address: str, out, *extra: str) -> list[str]:
     return [
         "run", "--problem", FACTORY, "--sweep", "step=0,30,100", "--out", str(out), "--order", "8", "--draws", "2",
