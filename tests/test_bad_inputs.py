@@ -233,7 +233,8 @@ CASES = [
 
 
 def _params(cases: list[Case]) -> list:
-    return [pytest.param(case, id=case.id) for case in cases]
+    """The cases as parameters; those that start workers are slow."""
+    return [pytest.param(case, id=case.id, marks=[pytest.mark.slow] if case.in_workers else []) for case in cases]
 
 
 def assert_one_line_error(err: str, expect: tuple[str | tuple[str, ...], ...]) -> None:
@@ -276,6 +277,7 @@ def test_invalid_start_choice_is_refused_by_argparse(finished_run, tmp_path, cap
     assert snapshot(finished_run) == before
 
 
+@pytest.mark.slow
 def test_order_above_n_is_clamped_with_a_warning(finished_run, tmp_path, capsys):
     """Case 27: not an error; m = min(order, n) and a warning says so."""
     before = snapshot(finished_run)
@@ -299,6 +301,7 @@ def test_debug_shows_the_traceback(finished_run, tmp_path, capsys):
     assert snapshot(finished_run) == before
 
 
+@pytest.mark.slow
 def test_a_run_that_failed_at_its_first_pass_does_not_block_the_next(finished_run, tmp_path, capsys):
     """NaN data fails in the workers at the first pass: the directory holds no run to
     resume, so the corrected command runs there without --overwrite."""

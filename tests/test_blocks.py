@@ -117,6 +117,7 @@ def test_directory_names_are_file_system_safe(pattern, name):
 # ------------------------------------------------------------------ end to end through Ray
 
 
+@pytest.mark.slow
 def test_per_layer_run_through_the_cli(ray_session, tmp_path, capsys):
     """``--per-layer`` at full order: blocks 0 (n=260) and 1 (n=50), each block's nodes the
     eigenvalues of the dense sub-block H_bb; files per block, the overlay, load and re-render."""
@@ -163,6 +164,7 @@ def test_a_bad_block_pattern_is_one_error_line(tmp_path, capsys):
     assert not (tmp_path / "bad" / "summary.json").exists()
 
 
+@pytest.mark.slow
 def test_pattern_block_at_full_order_matches_the_dense_sub_block(ray_session, tmp_path):
     """``*/w``: the two weight matrices, not contiguous in the flat vector (n=296)."""
     result = rl.hessian_spectrum(TINY, order=296, draws=1, blocks=("*/w",), out=tmp_path / "weights", **RUN)
@@ -187,6 +189,7 @@ class RestrictedHessian:
         return self.hessian.matvec(full)[self.indices]
 
 
+@pytest.mark.slow
 def test_blocks_of_different_sizes_share_passes(ray_session):
     """Three draws per pass over two blocks (n=10 and n=296, 2 draws each, order 20): the
     first 10 passes mix both draws of ``1/b`` (10 steps, its dimension) with the first of

@@ -164,6 +164,7 @@ def test_compare_through_the_cli(runs, tmp_path, capsys):
     assert err.count("\n") == 1
 
 
+@pytest.mark.slow
 def test_hessian_and_gauss_newton_runs_of_the_tiny_mlp(ray_session, tmp_path):
     """Two real runs on one Ray session: the Hessian has negative eigenvalues, G none."""
     options = dict(order=40, draws=2, num_workers=2, worker_resources=WORKER_RESOURCES, progress="none")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import jax
 import numpy as np
+import pytest
 from jax.flatten_util import ravel_pytree
 
 import raylanczos as rl
@@ -16,6 +17,7 @@ def test_reference_net_has_the_designs_parameter_count():
     assert sum(leaf.size for leaf in jax.tree_util.tree_leaves(params)) == 7_050_314
 
 
+@pytest.mark.slow
 def test_reference_net_hvp_runs_on_a_few_examples():
     """The GPU benchmark problem, shrunk to 6 examples in batches of 4 (one ragged)."""
     hessian = LocalHessian(convnet.reference_problem(num_examples=6, batch_size=4))
@@ -28,6 +30,7 @@ def test_reference_net_hvp_runs_on_a_few_examples():
 SMALL_REFERENCE_LAYERS = (2, 2, "pool", 4, 4, "pool", 8, 8, "pool", 16, 16, 16)
 
 
+@pytest.mark.slow
 def test_a_small_copy_of_the_reference_net_has_the_gradients_central_difference():
     """The reference architecture, narrowed, on 12 examples (batches of 5, one ragged):
     float64 HVPs of a block of 3 vectors are (∇L(θ + εv) − ∇L(θ − εv)) / 2ε to 1e-7, and
@@ -51,6 +54,7 @@ def central_differences(problem: rl.Problem, vectors: np.ndarray, eps: float = 1
         return [(np.asarray(grad(flat + eps * v)) - np.asarray(grad(flat - eps * v))) / (2 * eps) for v in vectors]
 
 
+@pytest.mark.slow
 def test_digits_net_hvp_is_the_gradients_central_difference():
     """Float64 HVP of the digits conv net against (∇L(θ + εv) − ∇L(θ − εv)) / 2ε, and
     uᵀHv = vᵀHu: to 1e-6 and 1e-12 relative."""

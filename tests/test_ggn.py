@@ -106,6 +106,7 @@ def test_a_problem_without_outputs_is_refused_for_ggn():
         make_backend(bare, full_batch(bare), operator="ggn")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("source", [TINY, KERAS_TINY], ids=["jax", "keras"])
 def test_full_order_ggn_nodes_are_the_dense_eigenvalues(ray_session, source, keras_order_ggn, tmp_path):
     """order = n = 310 on 2 Ray workers, float64: every node is an eigenvalue of the dense G

@@ -153,6 +153,7 @@ def test_full_order_ritz_values_match_eigvalsh(name, kind, n):
     np.testing.assert_allclose(weights.sum(), 1.0, rtol=0, atol=1e-12)
 
 
+@pytest.mark.slow
 def test_full_order_n2000_matches_eigvalsh(big_problem):
     """The one order = n = 2000 run: all 2000 Ritz values equal eigvalsh to 1e-10·‖A‖.
 

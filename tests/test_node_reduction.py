@@ -83,6 +83,7 @@ def node_run(three_nodes) -> rl.SpectrumResult:
     return run("node")
 
 
+@pytest.mark.slow
 def test_workers_are_placed_two_one_one(three_nodes, node_run):
     nodes = [w["node_id"] for w in node_run.summary["workers"]]
     assert nodes[0] == nodes[2] == three_nodes["pair"].node_id
@@ -91,6 +92,7 @@ def test_workers_are_placed_two_one_one(three_nodes, node_run):
     assert node_run.summary["reduce"] == {"mode": "node", "node_groups": GROUPS}
 
 
+@pytest.mark.slow
 def test_driver_receives_one_partial_per_node(node_run):
     """3 partials per pass (one per node) with the node reduction; 4 (one per worker) flat.
     The block goes out once per node either way (float64, as the workers compute in float64)."""

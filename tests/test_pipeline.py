@@ -26,6 +26,7 @@ def in_process_tridiagonals():
     return [rl.lanczos(hessian, order=20, seed=3, draw=d) for d in range(2)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("workers", [1, 3])  # 2: test_one_draw_per_pass_is_bit_identical_to_the_in_process_run
 def test_distribution_is_transparent(ray_session, in_process_tridiagonals, workers, caplog):
     caplog.set_level(logging.INFO, logger="raylanczos")
@@ -157,6 +158,7 @@ def test_parquet_files_plan_matches_array_data(ray_session, tmp_path):
     np.testing.assert_allclose(from_parquet.tridiagonals, from_arrays.tridiagonals, rtol=1e-12, atol=1e-14)
 
 
+@pytest.mark.slow
 def test_one_draw_per_pass_is_bit_identical_to_the_in_process_run(ray_session):
     """B = 1 through Ray (2 workers, each reduction) and the in-process Lanczos over the same
     2 shards: the same bits."""

@@ -140,6 +140,7 @@ def test_s3_missing_object_is_file_not_found_naming_the_path(s3_store):
     assert isinstance(info.value.__cause__, FileNotFoundError), "pyarrow reports a missing object as FileNotFoundError"
 
 
+@pytest.mark.slow
 def test_s3_unreachable_server_is_an_os_error_not_file_not_found(s3_endpoint):
     store = OutputStore(s3_uri(f"127.0.0.1:{free_port()}", "runs/x"))
     with pytest.raises(OSError, match=re.escape("cannot read runs/x/summary.json")) as info:

@@ -56,6 +56,7 @@ def swept(ray_session, tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_each_point_is_a_run_with_the_same_start_vectors(swept):
     summaries = {point: json.loads((swept / point / "summary.json").read_text()) for point in POINTS}
     assert [s["config"]["arguments"] for s in summaries.values()] == [{"step": 0}, {"step": 30}, {"step": 100}]
@@ -70,6 +71,7 @@ def test_each_point_is_a_run_with_the_same_start_vectors(swept):
     assert pids[0] == pids[1] == pids[2], "the workers were kept from point to point"
 
 
+@pytest.mark.slow
 def test_the_top_level_has_the_table_and_the_overlay(swept):
     summary = json.loads((swept / "summary.json").read_text())
     assert summary["sweep"] == {"name": "step", "values": [0, 30, 100]} and list(summary["parts"]) == POINTS
