@@ -146,6 +146,13 @@ class Problem:
             outputs on ``batch[inputs]``; needed for the Gauss–Newton operator.
           inputs: the batch entry the model is called on (default ``"x"``).
         """
+        for name, given in (("loss_fn", loss_fn), ("output_loss", output_loss)):
+            if _is_keras_loss(given):
+                raise ProblemError(
+                    f"{name} is a Keras loss ({type(given).__name__}), a function of (labels, outputs); "
+                    f"pass output_loss=lambda outputs, batch: loss(batch['y'], outputs) with loss_fn=None, "
+                    "or a loss_fn(model, batch)"
+                )
         if loss_fn is None:
             if output_loss is None:
                 raise ProblemError("loss_fn is required unless output_loss is given")
@@ -179,6 +186,12 @@ ProblemSource = Union[str, Problem, Callable[[], Problem]]
 
 def _composed_loss(predict: Callable, output_loss: Callable, params: Any, batch: dict) -> Any:
     return output_loss(predict(params, batch), batch)
+
+
+def _is_keras_loss(fn: Any) -> bool:
+    """Whether ``fn`` is a ``keras.losses.Loss`` (called as ``loss(y_true, y_pred)``), found
+    without importing Keras."""
+    return any(cls.__name__ == "Loss" and cls.__module__.startswith("keras") for cls in type(fn).__mro__)
 
 
 def _keras_predict(inputs: str, model: Any, batch: dict, training: bool = False) -> Any:

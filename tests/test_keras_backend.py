@@ -236,3 +236,17 @@ def test_nan_data_names_worker_shard_and_rows():
     hessian = LocalHessian(bad, plan=rl.ShardPlan.balanced(bad.num_examples, 2))
     with pytest.raises(RuntimeError, match=r"worker 1, shard 1 \(rows \[898, 1797\)\).*dataset rows \[898, 1154\)"):
         hessian.matvec(np.ones(hessian.dim))
+
+
+@pytest.mark.parametrize("argument", ["loss_fn", "output_loss"])
+def test_a_keras_loss_object_is_refused_with_the_call_that_works(argument):
+    """``keras.losses.Loss`` objects take (labels, outputs), not (model, batch) or
+    (outputs, batch): refused when the problem is built, naming the fix."""
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    data = {"x": np.zeros((4, 3), np.float32), "y": np.zeros(4, np.int32)}
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    given = {"loss_fn": loss, "output_loss": None} if argument == "loss_fn" else {"loss_fn": None, "output_loss": loss}
+    with pytest.raises(rl.ProblemError, match=rf"^{argument} is a Keras loss \(SparseCategoricalCrossentropy\).*output_loss=lambda outputs, batch: loss\(batch\['y'\], outputs\)"):
+        rl.Problem.from_keras(model, given["loss_fn"], data, 2, output_loss=given["output_loss"])
+    fixed = rl.Problem.from_keras(model, None, data, 2, output_loss=lambda outputs, batch: loss(batch["y"], outputs))
+    assert LocalHessian(fixed).dim == 8
