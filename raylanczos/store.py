@@ -162,6 +162,8 @@ class OutputStore:
     def ensure_writable(self) -> None:
         """Create the location and prove a file can be written there."""
         probe = f".write-test-{uuid.uuid4().hex[:8]}"
+        if self.is_local and self._root.exists() and not self._root.is_dir():
+            raise FileExistsError(f"output location {self.location} is a file, not a directory")
         try:
             if self.is_local:
                 self._root.mkdir(parents=True, exist_ok=True)

@@ -224,6 +224,14 @@ def test_ensure_writable_below_a_regular_file_names_the_location_with_its_cause(
     assert isinstance(info.value.__cause__, NotADirectoryError)
 
 
+def test_ensure_writable_on_a_file_says_it_is_a_file(tmp_path):
+    (tmp_path / "run").write_text("a file, not a directory")
+    store = OutputStore(tmp_path / "run")
+    with pytest.raises(FileExistsError, match=re.escape(f"output location {store} is a file, not a directory")):
+        store.ensure_writable()
+    assert (tmp_path / "run").read_text() == "a file, not a directory"
+
+
 def test_ensure_writable_on_a_missing_bucket_is_an_os_error_with_its_cause(s3_endpoint):
     store = OutputStore(s3_uri(s3_endpoint, "no-such-bucket/run"))
     with pytest.raises(OSError, match=re.escape(f"output location {store} is not writable")) as info:
