@@ -189,18 +189,28 @@ def test_several_draws_per_pass_agree_with_one_in_float32(ray_session):
     assert three.summary["lambda_max"] == pytest.approx(one, rel=1e-6)
 
 
+@pytest.fixture(scope="module")
+def tiny_float64_run(ray_session, tmp_path_factory):
+    """One float64 run of the tiny MLP (310 parameters) through Ray, 2 workers, order 90,
+    10 draws, with the top 3 Ritz vectors and ε = 3e-4 (this net's negative eigenvalues are
+    small): the run the tests of its estimates read."""
+    out = tmp_path_factory.mktemp("tiny-float64") / "run"
+    result = rl.hessian_spectrum(
+        TINY, order=90, draws=10, num_workers=2, worker_resources=WORKER_RESOURCES, compute_dtype="float64",
+        negative_threshold=3e-4, top_eigenvectors=3, out=out, progress="none",
+    )
+    return result, out
+
+
 @pytest.mark.slow
-def test_top_eigenvectors_are_the_dense_eigenvectors(ray_session, tmp_path):
+def test_top_eigenvectors_are_the_dense_eigenvectors(tiny_float64_run):
     """--top-eigenvectors 3 in float64 mode: the written Ritz vectors match the dense
     Hessian's top eigenvectors (|cos| > 1 − 1e-8), their residual norms are ‖Hv − θv‖,
     and they split into the parameters' named arrays."""
+    result, out = tiny_float64_run
     hessian = tiny_hessian()
     evals, evecs = np.linalg.eigh((hessian + hessian.T) / 2)
-    result = rl.hessian_spectrum(
-        TINY, order=90, draws=2, num_workers=2, worker_resources=WORKER_RESOURCES, compute_dtype="float64",
-        out=tmp_path / "run", top_eigenvectors=3, progress="none",
-    )
-    vectors = np.load(tmp_path / "run" / "eigenvectors.npy", allow_pickle=False)
+    vectors = np.load(out / "eigenvectors.npy", allow_pickle=False)
     record = result.summary["top_eigenvectors"]
     assert vectors.shape == (3, 310) and vectors.dtype == np.float64 and record["shape"] == [3, 310]
     for i in range(3):
@@ -213,18 +223,14 @@ def test_top_eigenvectors_are_the_dense_eigenvectors(ray_session, tmp_path):
 
 
 @pytest.mark.slow
-def test_the_negative_fraction_is_the_dense_one_within_its_error(ray_session):
+def test_the_negative_fraction_is_the_dense_one_within_its_error(tiny_float64_run):
     """The closing estimate, the fraction of eigenvalues below −ε‖H‖ (ε = 3e-4 for this net,
     whose negative eigenvalues are small), agrees with the dense Hessian's within 3 standard
     errors over 10 draws."""
     eigenvalues = np.linalg.eigvalsh(tiny_hessian())
     norm = np.abs(eigenvalues).max()
     exact = np.mean(eigenvalues < -3e-4 * norm)
-    result = rl.hessian_spectrum(
-        TINY, order=90, draws=10, num_workers=2, worker_resources=WORKER_RESOURCES, compute_dtype="float64",
-        negative_threshold=3e-4, progress="none",
-    )
-    summary = result.summary
+    summary = tiny_float64_run[0].summary
     assert summary["negative_threshold_relative"] == 3e-4 and summary["negative_fraction_std_error"] > 0
     assert abs(summary["negative_fraction"] - exact) <= 3 * summary["negative_fraction_std_error"]
 
