@@ -469,7 +469,7 @@ def check_reachable(address: str | None, timeout_s: float = REACH_TIMEOUT_S) -> 
     """Refuse in seconds a ``host:port`` (or ``ray://host:port``) address that nothing
     answers on; Ray itself would retry for minutes. Other addresses (None, ``auto``,
     ``local``, a bare host) are left to Ray."""
-    if not address or "://" in address and not address.startswith("ray://"):
+    if not address or ("://" in address and not address.startswith("ray://")):
         return
     host, _, port = address.removeprefix("ray://").rpartition(":")
     if not host or not port.isdigit():

@@ -103,13 +103,17 @@ def _check_sweep_factories(problem: ProblemSource, points: list[SweepPoint]) -> 
     """Call the factory of every point still to run, in the driver, before the first one
     starts: a bad value or a missing checkpoint at the last point is refused in seconds,
     not after the other points have run."""
-    for point in points:
-        if not point.finished:
-            build_problem(problem, point.arguments)
-    logger.info("sweep: the factory builds every point still to run (%s)", ", ".join(p.name for p in points))
+    to_run = [point for point in points if not point.finished]
+    for point in to_run:
+        build_problem(problem, point.arguments)
+    logger.info("sweep: the factory builds every point still to run (%s)", ", ".join(p.name for p in to_run))
 
 
-def _run_points(problem, spectrum_config, scaling, output, density, reporter, sweep, points) -> SpectrumResult:
+def _run_points(
+    problem: ProblemSource, spectrum_config: SpectrumConfig, scaling: ScalingConfig, output: OutputConfig,
+    density: DensityConfig, reporter: Progress, sweep: Mapping[str, Sequence[Any]] | None,
+    points: list[SweepPoint] | None,
+) -> SpectrumResult:
     """The run, or each point of the sweep in turn, on one set of workers."""
     with Workers(scaling.address) as workers:
         if points is None:
