@@ -17,11 +17,11 @@ import numpy as np
 
 from raylanczos import spectrum
 from raylanczos.plot import plot_overlay
-from raylanczos.render import OPERATOR_TITLES, SpectrumResult, load_result
+from raylanczos.render import OPERATOR_TITLES, PART_STATISTICS, SpectrumResult, load_result
 from raylanczos.store import OutputStore
 
-#: The statistics columns of the comparison table (summary keys).
-COLUMNS = ("lambda_max", "lambda_min", "trace_estimate", "negative_fraction", "negative_mass")
+#: The statistics columns of the comparison table (summary keys): those of a parts run's table.
+COLUMNS = PART_STATISTICS
 MIN_RUNS, MAX_RUNS = 2, 10
 
 

@@ -100,13 +100,15 @@ def hessian_spectrum(
 
 
 def _check_sweep_factories(problem: ProblemSource, points: list[SweepPoint]) -> None:
-    """Call the factory of every point still to run, in the driver, before the first one
-    starts: a bad value or a missing checkpoint at the last point is refused in seconds,
-    not after the other points have run."""
-    to_run = [point for point in points if not point.finished]
-    for point in to_run:
+    """Call the factory of every point still to run but the first, in the driver, before the
+    first one starts (which builds its own problem before any worker does): a bad value or
+    a missing checkpoint at the last point is refused in seconds, not after the other
+    points have run."""
+    later = [point for point in points if not point.finished][1:]
+    for point in later:
         build_problem(problem, point.arguments)
-    logger.info("sweep: the factory builds every point still to run (%s)", ", ".join(p.name for p in to_run))
+    if later:
+        logger.info("sweep: the factory builds the later points (%s)", ", ".join(p.name for p in later))
 
 
 def _run_points(
@@ -130,13 +132,18 @@ def _run_points(
     return _render_sweep(problem, sweep, spectrum_config, results, OutputStore(output.out))
 
 
-def _render_sweep(problem, sweep, config: SpectrumConfig, results: dict[str, SpectrumResult], out: OutputStore) -> SpectrumResult:
-    """A sweep's top level: the points' overlay and statistics, titled with what varies."""
+def _render_sweep(
+    problem: ProblemSource, sweep: Mapping[str, Sequence[Any]], config: SpectrumConfig,
+    results: dict[str, SpectrumResult], out: OutputStore,
+) -> SpectrumResult:
+    """A sweep's top level: the points' overlay and statistics, titled with what varies.
+    Each point's name is its sub-directory and its legend label."""
     ((name, values),) = sweep.items()
     operator = OPERATOR_TITLES.get(config.operator, config.operator)
     summary = {"config": {"problem": source_name(problem), "operator": config.operator}, "sweep": {"name": name, "values": list(values)}}
     title = sweep_title(source_name(problem), operator, name, next(iter(results.values())).summary["config"])
-    return render_parts(results, {label: label for label in results}, summary, out, title=title, labels={label: label for label in results})
+    names = {point: point for point in results}
+    return render_parts(results, names, summary, out, title=title, labels=names)
 
 
 @dataclass(frozen=True)
@@ -239,7 +246,8 @@ class _Run:
                     "order %d exceeds the number of parameters %d%s; using order %d",
                     self.config.order, part.dim, f" of block {part.name!r}" if part.name else "", part.dim,
                 )
-        basis_bytes = (min(self.config.order, max(p.dim for p in self.parts)) + 1) * max(p.dim for p in self.parts) * 8
+        largest = max(part.dim for part in self.parts)
+        basis_bytes = (min(self.config.order, largest) + 1) * largest * 8
         block_size = self.config.block_size(len(self.tasks), basis_bytes, self.scaling.basis_memory_gb * 1e9)
         if self.config.draws_per_pass is None and block_size < min(DEFAULT_DRAWS_PER_PASS, len(self.tasks)):
             logger.info(
