@@ -26,8 +26,8 @@ import numpy as np
 
 import raylanczos as rl
 from raylanczos.benchmarking import describe_machine
-from raylanczos.policy import pin_to_cores
-from raylanczos.worker import LocalHessian
+from raylanczos.distributed.policy import pin_to_cores
+from raylanczos.operators.local import LocalHessian
 
 
 def measure(problem: str, cores: int | None, repeats: int) -> dict[str, object]:

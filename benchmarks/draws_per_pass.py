@@ -20,8 +20,8 @@ import numpy as np
 
 import raylanczos as rl
 from raylanczos.benchmarking import describe_machine, median_seconds
-from raylanczos.policy import pin_to_cores
-from raylanczos.worker import LocalHessian
+from raylanczos.distributed.policy import pin_to_cores
+from raylanczos.operators.local import LocalHessian
 
 
 def measure(problem: str, blocks: list[int], repeats: int, cores: int | None, loop: bool) -> dict:

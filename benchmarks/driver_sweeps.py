@@ -19,7 +19,7 @@ import statistics
 import ray
 
 import raylanczos as rl
-from raylanczos.policy import DriverThreads, driver_threads
+from raylanczos.distributed.policy import DriverThreads, driver_threads
 
 
 def one_thread(pinned: bool, driver_cores, worker_cores) -> DriverThreads:

@@ -1,7 +1,7 @@
 """Exactness of the look-ahead Lanczos step against classical full re-orthogonalisation.
 
 For dense symmetric test matrices with known spectra (n = 2000), runs m steps of
-:mod:`raylanczos.lanczos` three ways from the same start vector:
+:mod:`raylanczos.numerics.lanczos` three ways from the same start vector:
 
 - **look-ahead** (the project's step): the next product is taken of the unorthogonalised
   direction u and corrected by V T̂ c; one Gram–Schmidt pass, a second only by DGKS;
@@ -22,8 +22,15 @@ import argparse
 
 import numpy as np
 
-from raylanczos.lanczos import LanczosOptions, LanczosState, advance, relation_residual, start_state, start_vector
-from raylanczos.spectrum import gauss_quadrature, orthogonality_loss
+from raylanczos.numerics.lanczos import (
+    LanczosOptions,
+    LanczosState,
+    advance,
+    relation_residual,
+    start_state,
+    start_vector,
+)
+from raylanczos.numerics.spectrum import gauss_quadrature, orthogonality_loss
 
 DEFAULTS = LanczosOptions()
 

@@ -47,8 +47,7 @@ from datetime import datetime, timezone
 import numpy as np
 from scipy.linalg import blas
 
-from raylanczos.basis import project_out
-
+from raylanczos.numerics.basis import project_out
 
 # ----------------------------------------------------------------------------- machine
 

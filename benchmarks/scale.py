@@ -47,13 +47,17 @@ from datetime import datetime, timezone
 import jax.numpy as jnp
 import numpy as np
 import ray
+import scale_model
 from ray.cluster_utils import Cluster
 
 import raylanczos as rl
-from raylanczos.lanczos import accept, reorthogonalize, start_state, start_vector
-from raylanczos.loop import TIMING_COLUMNS
-
-import scale_model
+from raylanczos.numerics.lanczos import (
+    accept,
+    reorthogonalize,
+    start_state,
+    start_vector,
+)
+from raylanczos.operators.contract import TIMING_COLUMNS
 
 #: CPUs each worker reserves, and the synthetic problem's examples.
 CPUS_PER_WORKER, EXAMPLES = 0.25, 1024

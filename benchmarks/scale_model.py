@@ -1,7 +1,7 @@
 """A model of one Lanczos pass on a cluster: step time, overhead against the HVP floor,
 the driver's RAM for the bases and the run's total time, for the flat and the node reduction.
 
-What one pass does (``raylanczos.loop``): the driver puts the (B, n) block once; every node
+What one pass does (``raylanczos.run.loop``): the driver puts the (B, n) block once; every node
 pulls it; each GPU computes its shard's partial products; with ``reduce="node"`` each
 node's first worker sums its node's partials from the node's object store; the partials
 (one per worker, or one per node) travel to the driver, which sums them and takes the

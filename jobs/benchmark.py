@@ -54,10 +54,10 @@ import ray
 import raylanczos as rl
 from raylanczos.benchmarking import describe_machine, median_seconds
 from raylanczos.config import DEFAULT_DRAWS_PER_PASS
-from raylanczos.policy import pin_to_cores
-from raylanczos.problem import build_problem
-from raylanczos.progress import configure_logging
-from raylanczos.worker import LocalHessian
+from raylanczos.distributed.policy import pin_to_cores
+from raylanczos.operators.local import LocalHessian
+from raylanczos.outputs.progress import configure_logging
+from raylanczos.problem.definition import build_problem
 
 
 def _floor_in_child(problem: str, cores: int | None, repeats: int, seed: int, blocks: list[int]) -> dict[str, float]:

@@ -1,19 +1,28 @@
 """raylanczos: Hessian eigenvalue densities of deep networks by stochastic Lanczos quadrature.
 
-The numerics (:mod:`raylanczos.lanczos`, :mod:`raylanczos.spectrum`) work on any float64
+The numerics (:mod:`raylanczos.numerics.lanczos`, :mod:`raylanczos.numerics.spectrum`) work on any float64
 matvec; :func:`hessian_spectrum` runs them over a Ray worker group that computes the
 Hessian-vector products of a :class:`Problem` shard by shard. Importing this package
 imports neither Ray nor any deep-learning framework.
 """
 
-from raylanczos.basis import allocate_basis
-from raylanczos.config import DensityConfig, OptionError, OutputConfig, ScalingConfig, SpectrumConfig
-from raylanczos.data import ArrayDataset, ParquetDataset, Shard, ShardPlan, ShardPlanError
-from raylanczos.lanczos import LanczosOptions, LanczosResult, LanczosState, lanczos, start_vector
-from raylanczos.layout import ParameterBlock, ParameterLayout, split_vector
-from raylanczos.problem import Problem, ProblemError
-from raylanczos.ritz import RitzPairs, ritz_pairs
-from raylanczos.spectrum import (
+from raylanczos.config import (
+    DensityConfig,
+    OptionError,
+    OutputConfig,
+    ScalingConfig,
+    SpectrumConfig,
+)
+from raylanczos.numerics.basis import allocate_basis
+from raylanczos.numerics.lanczos import (
+    LanczosOptions,
+    LanczosResult,
+    LanczosState,
+    lanczos,
+    start_vector,
+)
+from raylanczos.numerics.ritz import RitzPairs, ritz_pairs
+from raylanczos.numerics.spectrum import (
     SpectrumSummary,
     gauss_quadrature,
     slq_quadrature,
@@ -21,17 +30,26 @@ from raylanczos.spectrum import (
     stack_tridiagonals,
     summarize,
 )
-from raylanczos.store import DamagedFileError
+from raylanczos.outputs.store import DamagedFileError
+from raylanczos.problem.data import (
+    ArrayDataset,
+    ParquetDataset,
+    Shard,
+    ShardPlan,
+    ShardPlanError,
+)
+from raylanczos.problem.definition import Problem, ProblemError
+from raylanczos.problem.layout import ParameterBlock, ParameterLayout, split_vector
 
 __version__ = "0.1.0"
 
 #: Entry points imported on first use: the run needs Ray; rendering and loading do not.
 _LAZY = {
-    "hessian_spectrum": "raylanczos.runner",
-    "load_result": "raylanczos.render",
-    "rerender": "raylanczos.render",
-    "SpectrumResult": "raylanczos.render",
-    "compare_runs": "raylanczos.compare",
+    "hessian_spectrum": "raylanczos.run.runner",
+    "load_result": "raylanczos.outputs.render",
+    "rerender": "raylanczos.outputs.render",
+    "SpectrumResult": "raylanczos.outputs.render",
+    "compare_runs": "raylanczos.outputs.compare",
 }
 
 

@@ -13,15 +13,23 @@ import logging
 import sys
 from typing import Any, Sequence
 
-from raylanczos import __version__, spectrum
-from raylanczos.config import DEFAULT_DRAWS_PER_PASS, REDUCTIONS, OptionError, ScalingConfig
-from raylanczos.lanczos import START_DISTRIBUTIONS
-from raylanczos.problem import OPERATORS
-from raylanczos.progress import PROGRESS_MODES, configure_logging, quiet_framework_logs
-from raylanczos.render import PART_STATISTICS
+from raylanczos import __version__
+from raylanczos.config import (
+    DEFAULT_DRAWS_PER_PASS,
+    OPERATORS,
+    PROGRESS_MODES,
+    REDUCTIONS,
+    START_DISTRIBUTIONS,
+    DensityConfig,
+    OptionError,
+    ScalingConfig,
+)
+from raylanczos.outputs.progress import configure_logging, quiet_framework_logs
+from raylanczos.outputs.render import PART_STATISTICS
 
 EXIT_ERROR = 2
 SCALING = ScalingConfig()
+DENSITY = DensityConfig()
 
 #: Python keywords whose flags are not ``--`` + the keyword with dashes.
 FLAGS = {
@@ -115,15 +123,15 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("runs", nargs="+", metavar="RUN", help="output directories or URIs of finished runs (2 to 10)")
     compare.add_argument("--out", required=True, help="the figure to write (PNG); a CSV of the statistics goes beside it")
     compare.add_argument("--labels", nargs="+", default=None, help="legend labels, one per run (default: run name and operator)")
-    compare.add_argument("--grid-points", type=int, default=spectrum.DEFAULT_GRID_POINTS,
-                         help=f"points of the common grid (default {spectrum.DEFAULT_GRID_POINTS})")
+    compare.add_argument("--grid-points", type=int, default=DENSITY.grid_points,
+                         help=f"points of the common grid (default {DENSITY.grid_points})")
     return parser
 
 
 def _add_density_options(parser: Any) -> None:
     parser.add_argument(
-        "--sigma2-relative", type=float, default=spectrum.DEFAULT_SIGMA2_RELATIVE,
-        help=f"density variance as a fraction of (lambda_max - lambda_min)^2 (default {spectrum.DEFAULT_SIGMA2_RELATIVE:g})",
+        "--sigma2-relative", type=float, default=DENSITY.sigma2_relative,
+        help=f"density variance as a fraction of (lambda_max - lambda_min)^2 (default {DENSITY.sigma2_relative:g})",
     )
     parser.add_argument("--sigma2", type=float, default=None,
                         help="absolute density variance (eigenvalue units squared); overrides --sigma2-relative")
@@ -131,14 +139,14 @@ def _add_density_options(parser: Any) -> None:
         "--sigma2-original", type=float, default=None,
         help="the original spectral-density code's sigma_squared: its variance, grid and normalisation, exactly",
     )
-    parser.add_argument("--grid-points", type=int, default=spectrum.DEFAULT_GRID_POINTS,
-                        help=f"density grid points (default {spectrum.DEFAULT_GRID_POINTS})")
+    parser.add_argument("--grid-points", type=int, default=DENSITY.grid_points,
+                        help=f"density grid points (default {DENSITY.grid_points})")
     parser.add_argument("--grid-min", type=float, default=None, help="lower end of the grid (with --grid-max)")
     parser.add_argument("--grid-max", type=float, default=None, help="upper end of the grid (with --grid-min)")
     parser.add_argument(
-        "--negative-threshold", type=float, default=spectrum.DEFAULT_NEGATIVE_THRESHOLD,
+        "--negative-threshold", type=float, default=DENSITY.negative_threshold,
         help="count eigenvalues below -EPS*||H|| as negative in the closing estimate "
-        f"(default {spectrum.DEFAULT_NEGATIVE_THRESHOLD:g})",
+        f"(default {DENSITY.negative_threshold:g})",
     )
 
 
@@ -179,7 +187,7 @@ def closing_line(result: Any) -> str:
     """The statistics a reader wants first: extreme eigenvalues, trace, negative fraction;
     a table of them for a run of several parts (blocks, sweep points)."""
     if result.parts:
-        from raylanczos.compare import format_table
+        from raylanczos.outputs.compare import format_table
 
         rows = [[row["part"], row["dim"], *(row[key] for key in PART_STATISTICS)] for row in result.summary["part_statistics"]]
         return format_table(["part", "n", *PART_STATISTICS], rows) + f"\n→ {result.out}"
@@ -212,8 +220,8 @@ def _density_config(args: argparse.Namespace):
 
 def _run(args: argparse.Namespace):
     from raylanczos.config import OutputConfig, SpectrumConfig
-    from raylanczos.runner import hessian_spectrum
-    from raylanczos.sweep import parse_sweep
+    from raylanczos.run.runner import hessian_spectrum
+    from raylanczos.run.sweep import parse_sweep
 
     resources = None
     if args.cpus_per_worker is not None or args.gpus_per_worker is not None:
@@ -241,13 +249,13 @@ def _run(args: argparse.Namespace):
 
 
 def _density(args: argparse.Namespace):
-    from raylanczos.render import rerender
+    from raylanczos.outputs.render import rerender
 
     return rerender(args.out, _density_config(args), to=args.to)
 
 
 def _compare(args: argparse.Namespace) -> str:
-    from raylanczos.compare import compare_runs
+    from raylanczos.outputs.compare import compare_runs
 
     return compare_runs(args.runs, args.out, labels=args.labels, grid_points=args.grid_points)
 

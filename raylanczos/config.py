@@ -21,12 +21,19 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-from raylanczos import spectrum
-from raylanczos.basis import check_positive_int
-from raylanczos.data import ShardPlan
-from raylanczos.lanczos import START_DISTRIBUTIONS, LanczosOptions
-from raylanczos.policy import DriverThreads, driver_threads
-from raylanczos.problem import OPERATORS
+from raylanczos.choices import (  # the command line takes its choices from here
+    COMPUTE_DTYPES,
+    OPERATORS,
+    PROGRESS_MODES,  # noqa: F401 - re-exported for the command line
+    REDUCTIONS,
+    START_DISTRIBUTIONS,
+    check_choice,
+    check_int,
+)
+from raylanczos.distributed.policy import DriverThreads, driver_threads
+from raylanczos.numerics import spectrum
+from raylanczos.numerics.lanczos import LanczosOptions
+from raylanczos.problem.data import ShardPlan
 
 #: Draws per pass when the caller names none, if that many bases fit the driver's memory
 #: budget (``ScalingConfig.basis_memory_gb``). Measured (docs/benchmarks.md, 2-core CPU):
@@ -34,8 +41,6 @@ from raylanczos.problem import OPERATORS
 #: the digits conv net, 1.9× in Keras; on the 1.1M-parameter MLP, memory-bound on the
 #: CPU, 0.86× (B = 2: 1.07×).
 DEFAULT_DRAWS_PER_PASS = 4
-REDUCTIONS = ("node", "flat")
-COMPUTE_DTYPES = (None, "float64")
 
 
 class OptionError(ValueError):
@@ -50,17 +55,25 @@ class OptionError(ValueError):
         return self.template.format(name=name, value=self.value)
 
 
-def _positive_int(option: str, value: Any) -> None:
-    """:func:`~raylanczos.basis.check_positive_int`, its error naming the option as the caller spells it."""
+def _int(option: str, value: Any, minimum: int = 1) -> None:
+    """:func:`~raylanczos.choices.check_int`, its error naming the option as the caller spells it."""
     try:
-        check_positive_int(option, value)
+        check_int(option, value, minimum)
     except ValueError as err:
-        raise OptionError(option, value, "{name} must be a positive integer, got {value!r}") from err
+        raise OptionError(option, value, "{name}" + _literal(str(err).removeprefix(option))) from err
 
 
 def _choice(option: str, value: Any, choices: tuple) -> None:
-    if value not in choices:
-        raise OptionError(option, value, "{name} must be one of " + ", ".join(map(repr, choices)) + ", got {value!r}")
+    """:func:`~raylanczos.choices.check_choice`, its error naming the option as the caller spells it."""
+    try:
+        check_choice(option, value, choices)
+    except ValueError as err:
+        raise OptionError(option, value, "{name}" + _literal(str(err).removeprefix(option))) from err
+
+
+def _literal(text: str) -> str:
+    """``text`` as a literal part of a ``str.format`` template (braces doubled)."""
+    return text.replace("{", "{{").replace("}", "}}")
 
 
 def _positive_number(option: str, value: Any, *, allow_zero: bool = False) -> None:
@@ -102,12 +115,11 @@ class SpectrumConfig:
     lanczos: LanczosOptions = field(default_factory=LanczosOptions)
 
     def __post_init__(self) -> None:
-        _positive_int("order", self.order)
-        _positive_int("draws", self.draws)
+        _int("order", self.order)
+        _int("draws", self.draws)
         if self.draws_per_pass is not None:
-            _positive_int("draws_per_pass", self.draws_per_pass)
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise OptionError("seed", self.seed, "{name} must be a non-negative integer, got {value!r}")
+            _int("draws_per_pass", self.draws_per_pass)
+        _int("seed", self.seed, minimum=0)
         _choice("distribution", self.distribution, START_DISTRIBUTIONS)
         _choice("compute_dtype", self.compute_dtype, COMPUTE_DTYPES)
         _choice("operator", self.operator, OPERATORS)
@@ -169,15 +181,14 @@ class ScalingConfig:
 
     def __post_init__(self) -> None:
         if self.num_workers is not None:
-            _positive_int("num_workers", self.num_workers)
+            _int("num_workers", self.num_workers)
         if self.worker_resources is not None and not isinstance(self.worker_resources, Mapping):
             raise OptionError("worker_resources", self.worker_resources, "{name} must be a mapping of Ray actor options, got {value!r}")
         _choice("reduce", self.reduce, REDUCTIONS)
         _positive_number("timeout", self.timeout)
         if self.placement_timeout is not None:
             _positive_number("placement_timeout", self.placement_timeout, allow_zero=True)
-        if isinstance(self.max_restarts, bool) or not isinstance(self.max_restarts, int) or self.max_restarts < 0:
-            raise OptionError("max_restarts", self.max_restarts, "{name} must be a non-negative integer, got {value!r}")
+        _int("max_restarts", self.max_restarts, minimum=0)
         _positive_number("basis_memory_gb", self.basis_memory_gb, allow_zero=True)
         for key in ("num_cpus", "num_gpus"):
             value = (self.worker_resources or {}).get(key)
@@ -215,8 +226,7 @@ class OutputConfig:
             raise OptionError("resume", True, "{name} needs the output location of the run to continue (out)")
         if self.checkpoint_dir is not None and self.out is None:
             raise OptionError("checkpoint_dir", self.checkpoint_dir, "{name} needs an output location (out)")
-        if isinstance(self.top_eigenvectors, bool) or not isinstance(self.top_eigenvectors, int) or self.top_eigenvectors < 0:
-            raise OptionError("top_eigenvectors", self.top_eigenvectors, "{name} must be a non-negative integer, got {value!r}")
+        _int("top_eigenvectors", self.top_eigenvectors, minimum=0)
 
 
 @dataclass(frozen=True)
@@ -248,9 +258,8 @@ class DensityConfig:
         for name in ("sigma2", "sigma2_original"):
             if getattr(self, name) is not None:
                 _positive_number(name, getattr(self, name))
-        _positive_int("top_k", self.top_k)
-        if isinstance(self.grid_points, bool) or not isinstance(self.grid_points, int) or self.grid_points < 2:
-            raise OptionError("grid_points", self.grid_points, "{name} must be an integer >= 2, got {value!r}")
+        _int("top_k", self.top_k)
+        _int("grid_points", self.grid_points, minimum=2)
         if self.grid_range is not None:
             low, high = self.grid_range
             if not low < high:

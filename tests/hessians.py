@@ -9,8 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from raylanczos.data import ShardPlan
 from raylanczos.examples import digits
+from raylanczos.problem.data import ShardPlan
 
 
 def dense_hessian(problem, chunk: int = 512) -> np.ndarray:

@@ -14,10 +14,11 @@ import numpy as np
 import pytest
 
 import raylanczos as rl
-from raylanczos import cli, spectrum
-from raylanczos.blocks import directory_name, select_blocks, top_level_groups
-from raylanczos.layout import ParameterLayout
-from raylanczos.worker import LocalHessian
+from raylanczos import cli
+from raylanczos.numerics import spectrum
+from raylanczos.operators.local import LocalHessian
+from raylanczos.problem.blocks import directory_name, select_blocks, top_level_groups
+from raylanczos.problem.layout import ParameterLayout
 from tests.conftest import WORKER_RESOURCES
 from tests.hessians import tiny_hessian
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from raylanczos.basis import BasisSweeps
-from raylanczos.checkpoint import Checkpoint, CheckpointError
-from raylanczos.lanczos import Phase
-from raylanczos.loop import DrawTask, InProcessOperator, LoopHooks, SpectrumLoop
-from raylanczos.ritz import RitzPairs
+from raylanczos.numerics.basis import BasisSweeps
+from raylanczos.numerics.lanczos import Phase
+from raylanczos.numerics.ritz import RitzPairs
+from raylanczos.operators.contract import InProcessOperator
+from raylanczos.run.checkpoint import Checkpoint, CheckpointError
+from raylanczos.run.loop import DrawTask, LoopHooks, SpectrumLoop
 from tests.matrices import matrix_with_spectrum
 
 IDENTITY = {"order": 8, "draws": 3, "draws_per_pass": 2, "seed": 4, "num_params": 60}

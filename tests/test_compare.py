@@ -14,9 +14,11 @@ import numpy as np
 import pytest
 
 import raylanczos as rl
-from raylanczos import cli, compare, spectrum
-from raylanczos.render import render_parts, render_spectrum
-from raylanczos.store import OutputStore, npy_writer
+from raylanczos import cli
+from raylanczos.numerics import spectrum
+from raylanczos.outputs import compare
+from raylanczos.outputs.render import render_parts, render_spectrum
+from raylanczos.outputs.store import OutputStore, npy_writer
 from tests.conftest import WORKER_RESOURCES
 from tests.matrices import matrix_with_spectrum
 

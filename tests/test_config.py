@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from raylanczos.config import DEFAULT_DRAWS_PER_PASS, OptionError, OutputConfig, ScalingConfig, SpectrumConfig, build_configs
+from raylanczos.config import (
+    DEFAULT_DRAWS_PER_PASS,
+    OptionError,
+    OutputConfig,
+    ScalingConfig,
+    SpectrumConfig,
+    build_configs,
+)
 
 
 def test_options_are_routed_to_the_config_that_has_them():

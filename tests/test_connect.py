@@ -6,7 +6,7 @@ import socket
 
 import pytest
 
-from raylanczos.distributed import check_reachable
+from raylanczos.distributed.session import check_reachable
 from tests.conftest import free_port
 
 

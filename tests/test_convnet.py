@@ -9,7 +9,7 @@ from jax.flatten_util import ravel_pytree
 
 import raylanczos as rl
 from raylanczos.examples import convnet
-from raylanczos.worker import LocalHessian
+from raylanczos.operators.local import LocalHessian
 
 
 def test_reference_net_has_the_designs_parameter_count():

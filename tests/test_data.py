@@ -1,4 +1,4 @@
-"""Tests for :mod:`raylanczos.data`: shard plans, array and Parquet datasets, batch plans.
+"""Tests for :mod:`raylanczos.problem.data`: shard plans, array and Parquet datasets, batch plans.
 
 Pure numpy + pyarrow: no Ray, no JAX.
 """
@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from raylanczos.data import (
+from raylanczos.problem.data import (
     ArrayDataset,
     BatchPlan,
     ParquetDataset,

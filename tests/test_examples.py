@@ -9,8 +9,8 @@ import pytest
 
 import raylanczos as rl
 from raylanczos.examples import digits, digits_data
-from raylanczos.problem import build_problem
-from raylanczos.worker import LocalHessian
+from raylanczos.operators.local import LocalHessian
+from raylanczos.problem.definition import build_problem
 
 HIDDEN, STEPS, SEED = (8,), 20, 3
 

@@ -31,7 +31,7 @@ def run_python(code: str) -> str:
 
 def test_import_raylanczos_loads_no_framework():
     out = run_python("""
-        import raylanczos, raylanczos.backends, raylanczos.layout, raylanczos.worker
+        import raylanczos, raylanczos.backends, raylanczos.problem.layout, raylanczos.operators.shard_worker
         import raylanczos.examples.digits_data
         print(loaded("jax", "jaxlib", "tensorflow", "keras", "ray"))
     """)
@@ -42,7 +42,7 @@ def test_a_jax_run_loads_no_tensorflow():
     out = run_python("""
         import numpy as np
         from raylanczos.examples import digits
-        from raylanczos.worker import LocalHessian
+        from raylanczos.operators.local import LocalHessian
         hessian = LocalHessian(digits.tiny_problem())
         hessian.matvec(np.ones(hessian.dim))
         print(loaded("jax", "tensorflow", "keras"))
@@ -65,7 +65,7 @@ def test_a_keras_run_needs_no_jax():
         sys.meta_path.insert(0, NoJax())
         import numpy as np
         from raylanczos.examples import digits_keras
-        from raylanczos.worker import LocalHessian
+        from raylanczos.operators.local import LocalHessian
         hessian = LocalHessian(digits_keras.tiny_problem(), compute_dtype="float64")
         assert np.all(np.isfinite(hessian.matvec(np.ones(hessian.dim))))
         print(loaded("jax", "jaxlib", "tensorflow", "keras"))
@@ -78,9 +78,10 @@ def test_rendering_and_loading_need_no_ray(tmp_path):
     out = run_python(f"""
         import numpy as np
         import raylanczos as rl
-        from raylanczos import cli, spectrum
-        from raylanczos.render import render_spectrum
-        from raylanczos.store import OutputStore, npy_writer
+        from raylanczos import cli
+        from raylanczos.numerics import spectrum
+        from raylanczos.outputs.render import render_spectrum
+        from raylanczos.outputs.store import OutputStore, npy_writer
 
         a = np.diag(np.linspace(-1.0, 3.0, 50))
         runs = [rl.lanczos(a, order=10, seed=0, draw=d) for d in range(2)]

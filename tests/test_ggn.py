@@ -19,7 +19,7 @@ import raylanczos as rl
 from raylanczos import cli
 from raylanczos.backends import make_backend
 from raylanczos.examples import digits
-from raylanczos.render import plot_title
+from raylanczos.outputs.render import plot_title
 from tests.conftest import WORKER_RESOURCES
 from tests.hessians import dense_ggn, tiny_ggn, tiny_hessian
 

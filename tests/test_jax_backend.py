@@ -8,7 +8,7 @@ import pytest
 import raylanczos as rl
 from raylanczos.backends import make_backend
 from raylanczos.examples import digits
-from raylanczos.worker import LocalHessian
+from raylanczos.operators.local import LocalHessian
 from tests import problems
 from tests.hessians import tiny_hessian
 

@@ -11,13 +11,14 @@ tf = pytest.importorskip("tensorflow")
 keras = pytest.importorskip("keras")
 
 import raylanczos as rl  # noqa: E402
-from raylanczos import spectrum  # noqa: E402
 from raylanczos.backends import make_backend  # noqa: E402
 from raylanczos.backends.tf import clone_in_dtype  # noqa: E402
 from raylanczos.examples import digits_keras  # noqa: E402
-from raylanczos.basis import BasisSweeps, allocate_basis  # noqa: E402
-from raylanczos.loop import DrawTask, InProcessOperator, SpectrumLoop  # noqa: E402
-from raylanczos.worker import LocalHessian  # noqa: E402
+from raylanczos.numerics import spectrum  # noqa: E402
+from raylanczos.numerics.basis import BasisSweeps, allocate_basis  # noqa: E402
+from raylanczos.operators.contract import InProcessOperator  # noqa: E402
+from raylanczos.operators.local import LocalHessian  # noqa: E402
+from raylanczos.run.loop import DrawTask, SpectrumLoop  # noqa: E402
 from tests import keras_problems  # noqa: E402
 from tests.conftest import WORKER_RESOURCES  # noqa: E402
 

@@ -1,4 +1,4 @@
-"""Acceptance tests for the float64 Lanczos core (:mod:`raylanczos.lanczos`).
+"""Acceptance tests for the float64 Lanczos core (:mod:`raylanczos.numerics.lanczos`).
 
 Every test matrix has a spectrum known by construction: either a dense Q diag(λ) Qᵀ with
 a Haar-random orthogonal Q, or the diagonal operator ``v ↦ λ ⊙ v``. Tolerances are
@@ -12,23 +12,22 @@ import re
 import numpy as np
 import pytest
 
-from raylanczos.basis import BasisSweeps, allocate_basis, open_basis
-from raylanczos.lanczos import (
+from raylanczos.numerics.basis import BasisSweeps, allocate_basis, open_basis
+from raylanczos.numerics.lanczos import (
     LanczosOptions,
     LanczosState,
     Phase,
     accept,
     advance,
     lanczos,
-    reorthogonalize,
     relation_residual,
+    reorthogonalize,
     start_state,
     start_vector,
     state_arrays,
     state_from_arrays,
 )
-from raylanczos.spectrum import gauss_quadrature, orthogonality_loss
-
+from raylanczos.numerics.spectrum import gauss_quadrature, orthogonality_loss
 from tests.matrices import diagonal_operator, matrix_with_spectrum
 
 # --------------------------------------------------------------------------- helpers

@@ -10,8 +10,8 @@ from jax.flatten_util import ravel_pytree
 
 import raylanczos as rl
 from raylanczos.examples import digits
-from raylanczos.layout import ParameterLayout, unique_names
-from raylanczos.worker import ShardWorker
+from raylanczos.operators.shard_worker import ShardWorker
+from raylanczos.problem.layout import ParameterLayout, unique_names
 
 WHOLE = rl.Shard(0, ((0, 1797),))
 

@@ -9,9 +9,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from raylanczos.basis import BasisSweeps, allocate_basis
-from raylanczos.lanczos import lanczos
-from raylanczos.loop import DrawTask, InProcessOperator, LoopHooks, LoopState, SpectrumLoop
+from raylanczos.numerics.basis import BasisSweeps, allocate_basis
+from raylanczos.numerics.lanczos import lanczos
+from raylanczos.operators.contract import InProcessOperator
+from raylanczos.run.loop import DrawTask, LoopHooks, LoopState, SpectrumLoop
 from tests.matrices import matrix_with_spectrum
 
 

@@ -22,8 +22,8 @@ import pytest
 
 import raylanczos as rl
 from raylanczos.examples import digits
-from raylanczos.loop import TIMING_COLUMNS
-from raylanczos.worker import ShardWorker
+from raylanczos.operators.contract import TIMING_COLUMNS
+from raylanczos.operators.shard_worker import ShardWorker
 from tests.test_faults import Driver
 
 PROBLEM = "raylanczos.examples.digits:problem"
@@ -41,7 +41,7 @@ def test_a_node_of_one_worker_sums_nothing():
     worker = ShardWorker(digits.tiny_problem(), rl.Shard(0, rows=((0, 1000),)), compute_dtype="float64")
     vectors = np.random.default_rng(0).standard_normal((2, worker.backend.num_params))
     own_info, own = worker.partial_products(vectors)
-    info, total = worker.node_sum(vectors, [], 0)
+    info, total = worker.node_sum(vectors, lambda: [], 0)
     assert info.node_reduce_seconds == 0.0 and info.count == own_info.count == 1000 and not info.error
     assert np.array_equal(total, own)
 

@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 
 import raylanczos as rl
-from raylanczos import spectrum
-from raylanczos.distributed import DistributedHessian, WorkerGroup, WorkerOptions
+from raylanczos.distributed.hessian import DistributedHessian
+from raylanczos.distributed.workers import WorkerGroup, WorkerOptions
 from raylanczos.examples import digits
-from raylanczos.worker import LocalHessian
+from raylanczos.numerics import spectrum
+from raylanczos.operators.local import LocalHessian
 from tests.conftest import WORKER_RESOURCES
 from tests.hessians import digits_hessian, tiny_hessian
 

@@ -1,4 +1,4 @@
-"""Tests for :mod:`raylanczos.plot`: valid PNGs, and the caller's Matplotlib state left alone."""
+"""Tests for :mod:`raylanczos.outputs.plot`: valid PNGs, and the caller's Matplotlib state left alone."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from raylanczos.plot import plot_density, plot_overlay
+from raylanczos.outputs.plot import plot_density, plot_overlay
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -92,7 +92,7 @@ if {with_pyplot}:
     import matplotlib.pyplot as plt
     plt.figure()
 import numpy as np
-from raylanczos.plot import plot_density, plot_overlay
+from raylanczos.outputs.plot import plot_density, plot_overlay
 grid = np.linspace(-1.0, 1.0, 50)
 density = np.exp(-grid**2)
 plot_density(grid, density, io.BytesIO())

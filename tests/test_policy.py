@@ -6,8 +6,14 @@ import os
 
 import pytest
 
-from raylanczos.distributed import placement_shortfall
-from raylanczos.policy import DriverThreads, cpu_slots, default_layout, driver_threads, pin_to_cores
+from raylanczos.distributed.placement import placement_shortfall
+from raylanczos.distributed.policy import (
+    DriverThreads,
+    cpu_slots,
+    default_layout,
+    driver_threads,
+    pin_to_cores,
+)
 
 
 def test_unpinned_workers_leave_the_driver_its_library_threads():

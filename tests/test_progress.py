@@ -9,8 +9,14 @@ import sys
 
 import pytest
 
-from raylanczos.loop import TIMING_COLUMNS
-from raylanczos.progress import Progress, ProgressBar, ProgressLines, StderrHandler, make_progress
+from raylanczos.operators.contract import TIMING_COLUMNS
+from raylanczos.outputs.progress import (
+    Progress,
+    ProgressBar,
+    ProgressLines,
+    StderrHandler,
+    make_progress,
+)
 
 ROW = dict.fromkeys(TIMING_COLUMNS, 0.0) | {"step": 3, "total": 0.25, "bytes_received": 2.5e6}
 
@@ -72,7 +78,7 @@ def test_the_python_api_is_not_silent_without_logging_configured():
     """A script that configures no logging still sees the run's lines on standard error."""
     code = (
         "import logging\n"
-        "from raylanczos.progress import logger, reporting\n"
+        "from raylanczos.outputs.progress import logger, reporting\n"
         "with reporting():\n"
         "    logger.info('worker 0: shard 0')\n"
         "logger.info('after the run')\n"

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from raylanczos.lanczos import lanczos
-from raylanczos.ritz import RitzPairs, best_pairs, ritz_pairs
+from raylanczos.numerics.lanczos import lanczos
+from raylanczos.numerics.ritz import RitzPairs, best_pairs, ritz_pairs
 from tests.matrices import matrix_with_spectrum
 
 OUTLIERS = np.array([-4.0, 3.5, 6.0, 9.0, 14.0])

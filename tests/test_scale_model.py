@@ -11,8 +11,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from raylanczos.basis import BasisSweeps
-from raylanczos.lanczos import Phase, accept, reorthogonalize, start_state, start_vector
+from raylanczos.numerics.basis import BasisSweeps
+from raylanczos.numerics.lanczos import (
+    Phase,
+    accept,
+    reorthogonalize,
+    start_state,
+    start_vector,
+)
 
 _spec = importlib.util.spec_from_file_location("scale_model", Path(__file__).parents[1] / "benchmarks" / "scale_model.py")
 scale_model = importlib.util.module_from_spec(_spec)

@@ -1,4 +1,4 @@
-"""Acceptance tests for :mod:`raylanczos.spectrum`: quadrature, densities, statistics.
+"""Acceptance tests for :mod:`raylanczos.numerics.spectrum`: quadrature, densities, statistics.
 
 The tridiagonals come from real Lanczos runs (:func:`raylanczos.lanczos.lanczos`) on
 operators with spectra known by construction (dense Q diag(λ) Qᵀ or diagonal ``λ ⊙ v``).
@@ -12,8 +12,8 @@ import re
 import numpy as np
 import pytest
 
-from raylanczos.lanczos import lanczos, start_vector
-from raylanczos.spectrum import (
+from raylanczos.numerics.lanczos import lanczos, start_vector
+from raylanczos.numerics.spectrum import (
     DEFAULT_NEGATIVE_THRESHOLD,
     DEFAULT_SIGMA2_RELATIVE,
     default_grid,
@@ -33,7 +33,6 @@ from raylanczos.spectrum import (
     stack_tridiagonals,
     summarize,
 )
-
 from tests.matrices import diagonal_operator, matrix_with_spectrum, orthogonal_matrix
 
 # --------------------------------------------------------------------------- helpers

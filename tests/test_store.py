@@ -1,4 +1,4 @@
-"""Tests for :mod:`raylanczos.store`: round trips, atomic writes, and errors that keep their cause.
+"""Tests for :mod:`raylanczos.outputs.store`: round trips, atomic writes, and errors that keep their cause.
 
 Locations are a plain directory, a ``file://`` URI (read as a local path), a ``local://``
 URI (read through ``pyarrow.fs.LocalFileSystem``) and a real local S3 server (moto).
@@ -17,7 +17,13 @@ import zipfile
 import numpy as np
 import pytest
 
-from raylanczos.store import DamagedFileError, OutputStore, json_writer, npy_writer, npz_writer
+from raylanczos.outputs.store import (
+    DamagedFileError,
+    OutputStore,
+    json_writer,
+    npy_writer,
+    npz_writer,
+)
 from tests.conftest import free_port, s3_uri
 
 LOCATION_KINDS = ["path", "file-uri", "pyarrow-local-uri"]

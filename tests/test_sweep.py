@@ -14,7 +14,7 @@ import pytest
 import raylanczos as rl
 from raylanczos import cli
 from raylanczos.config import OptionError
-from raylanczos.sweep import parse_sweep
+from raylanczos.run.sweep import parse_sweep
 
 FACTORY = "tests.problems:tiny_at_step"
 POINTS = ["step=0", "step=30", "step=100"]

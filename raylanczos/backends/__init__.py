@@ -29,11 +29,10 @@ from typing import Iterator
 
 import numpy as np
 
-from raylanczos.data import Batch
-from raylanczos.layout import ParameterLayout
-from raylanczos.problem import BACKENDS, Problem, ProblemError
-
-COMPUTE_DTYPES = (None, "float32", "float64")
+from raylanczos.choices import BACKENDS, COMPUTE_DTYPES, check_choice
+from raylanczos.problem.data import Batch
+from raylanczos.problem.definition import Problem, ProblemError
+from raylanczos.problem.layout import ParameterLayout
 
 
 class ShardBackend:
@@ -100,8 +99,7 @@ def make_backend(
     which needs a problem with ``predict`` and ``output_loss``). ``on_host`` keeps the
     backend on the CPU even where an accelerator is visible (the driver's checks).
     """
-    if compute_dtype not in COMPUTE_DTYPES:
-        raise ValueError(f"compute_dtype must be one of {COMPUTE_DTYPES}, got {compute_dtype!r}")
+    check_choice("compute_dtype", compute_dtype, COMPUTE_DTYPES)
     problem.check_operator(operator)
     if problem.backend == "jax":
         from raylanczos.backends.jax import JaxBackend, host_placement

@@ -25,17 +25,16 @@ from __future__ import annotations
 import contextlib
 from typing import Any, Callable, Iterator
 
-import numpy as np
-
 import jax
 import jax.extend as jex
 import jax.numpy as jnp
+import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from raylanczos.backends import ShardBackend
-from raylanczos.data import Batch, BatchPlan
-from raylanczos.layout import ParameterLayout, unique_names
-from raylanczos.problem import Problem, ProblemError
+from raylanczos.problem.data import Batch, BatchPlan
+from raylanczos.problem.definition import Problem, ProblemError
+from raylanczos.problem.layout import ParameterLayout, unique_names
 
 
 class JaxBackend(ShardBackend):

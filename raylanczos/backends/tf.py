@@ -23,15 +23,14 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterator
 
-import numpy as np
-
 import keras
+import numpy as np
 import tensorflow as tf
 
 from raylanczos.backends import ShardBackend
-from raylanczos.data import Batch, BatchPlan
-from raylanczos.layout import ParameterLayout, unique_names
-from raylanczos.problem import Problem, ProblemError, accepts_training
+from raylanczos.problem.data import Batch, BatchPlan
+from raylanczos.problem.definition import Problem, ProblemError, accepts_training
+from raylanczos.problem.layout import ParameterLayout, unique_names
 
 #: Dtype names (and dtype-policy names) that :func:`clone_in_dtype` rewrites.
 FLOAT_DTYPE_NAMES = frozenset({"float16", "bfloat16", "float32", "float64", "mixed_float16", "mixed_bfloat16"})

@@ -19,10 +19,9 @@ from __future__ import annotations
 
 import functools
 
-import numpy as np
-
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 import raylanczos as rl
 from raylanczos.examples.digits_data import load_digits

@@ -21,13 +21,17 @@ from __future__ import annotations
 
 import functools
 
-import numpy as np
-
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 import raylanczos as rl
-from raylanczos.examples.digits_data import BATCH_SIZE, cached_layers, init_params, load_digits
+from raylanczos.examples.digits_data import (
+    BATCH_SIZE,
+    cached_layers,
+    init_params,
+    load_digits,
+)
 
 
 def problem() -> rl.Problem:

@@ -20,9 +20,8 @@ from __future__ import annotations
 import functools
 from typing import Any, Sequence
 
-import numpy as np
-
 import keras
+import numpy as np
 import tensorflow as tf
 
 import raylanczos as rl

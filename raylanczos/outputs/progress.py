@@ -18,9 +18,10 @@ import sys
 import time
 from typing import Iterator, TextIO
 
+from raylanczos.choices import PROGRESS_MODES, check_choice
+
 logger = logging.getLogger("raylanczos")
 
-PROGRESS_MODES = ("auto", "bar", "lines", "none")
 
 #: Environment defaults that keep frameworks' start-up chatter off a run's output:
 #: TensorFlow's C++ INFO and WARNING lines (oneDNN notices, CPU-feature notes, grappler's
@@ -113,8 +114,7 @@ class ProgressBar(Progress):
 def make_progress(mode: str, stream: TextIO | None = None) -> Progress:
     """The reporter for ``mode``: ``"bar"``, ``"lines"``, ``"none"``, or ``"auto"`` (a bar
     when ``stream``, default standard error, is a terminal, else lines)."""
-    if mode not in PROGRESS_MODES:
-        raise ValueError(f"progress must be one of {PROGRESS_MODES}, got {mode!r}")
+    check_choice("progress", mode, PROGRESS_MODES)
     stream = stream or sys.stderr
     if mode == "auto":
         mode = "bar" if getattr(stream, "isatty", lambda: False)() else "lines"

@@ -30,11 +30,12 @@ from typing import Any
 
 import numpy as np
 
-from raylanczos.basis import allocate_basis, open_basis
-from raylanczos.lanczos import VECTOR_FIELDS, state_arrays, state_from_arrays
-from raylanczos.loop import TIMING_COLUMNS, FinishedDraw, LoopState
-from raylanczos.ritz import RitzPairs
-from raylanczos.store import OutputStore, json_default, json_writer, npz_writer
+from raylanczos.numerics.basis import allocate_basis, open_basis
+from raylanczos.numerics.lanczos import VECTOR_FIELDS, state_arrays, state_from_arrays
+from raylanczos.numerics.ritz import RitzPairs
+from raylanczos.operators.contract import TIMING_COLUMNS
+from raylanczos.outputs.store import OutputStore, json_default, json_writer, npz_writer
+from raylanczos.run.loop import FinishedDraw, LoopState
 
 
 class CheckpointError(ValueError):

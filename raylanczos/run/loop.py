@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from raylanczos.basis import BasisSweeps
-from raylanczos.lanczos import (
+from raylanczos.numerics.basis import BasisSweeps
+from raylanczos.numerics.lanczos import (
     LanczosOptions,
     LanczosState,
     Phase,
@@ -36,62 +36,8 @@ from raylanczos.lanczos import (
     start_state,
     start_vector,
 )
-from raylanczos.spectrum import orthogonality_loss
-
-#: Per-pass timing columns: seconds, but for the pass index, the active draws and bytes.
-TIMING_COLUMNS = (
-    "step", "active", "broadcast", "hvp_max", "gather", "node_reduce", "reduce", "reorth", "checkpoint", "total",
-    "bytes_sent", "bytes_received",
-)
-
-
-@dataclass(frozen=True)
-class StepTiming:
-    """What one block product cost.
-
-    ``broadcast``: putting the block where the workers read it; ``hvp_max``: the slowest
-    worker's own product time; ``gather``: from the broadcast to having all partials,
-    beyond the slowest product (scheduling, transfer, node sums, and any driver work that
-    outlasted the product when it was started before the re-orthogonalisation);
-    ``node_reduce``: the slowest node's sum of its workers' partials (0 for the flat
-    reduction); ``reduce``: the float64 sum and division on the driver; bytes the driver
-    sent (the block, once per node that reads it) and received (the partials it summed).
-    """
-
-    broadcast: float = 0.0
-    hvp_max: float = 0.0
-    gather: float = 0.0
-    node_reduce: float = 0.0
-    reduce: float = 0.0
-    bytes_sent: int = 0
-    bytes_received: int = 0
-
-
-class BlockOperator(Protocol):
-    dim: int
-    block_size: int
-
-    def submit(self, vectors: np.ndarray) -> Any: ...
-
-    def collect(self, pending: Any) -> tuple[np.ndarray, StepTiming]: ...
-
-
-class InProcessOperator:
-    """A :class:`~raylanczos.worker.LocalHessian` (or anything with ``matmat`` and ``dim``)
-    as a block operator: the product is computed in :meth:`collect`."""
-
-    def __init__(self, operator: Any, block_size: int):
-        self.operator = operator
-        self.dim = int(operator.dim)
-        self.block_size = block_size
-
-    def submit(self, vectors: np.ndarray) -> np.ndarray:
-        return np.array(vectors, dtype=np.float64)
-
-    def collect(self, pending: np.ndarray) -> tuple[np.ndarray, StepTiming]:
-        start = time.perf_counter()
-        products = self.operator.matmat(pending)
-        return products, StepTiming(hvp_max=time.perf_counter() - start)
+from raylanczos.numerics.spectrum import orthogonality_loss
+from raylanczos.operators.contract import TIMING_COLUMNS, BlockOperator
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from raylanczos.layout import ParameterLayout
-from raylanczos.problem import ProblemError
+from raylanczos.problem.definition import ProblemError
+from raylanczos.problem.layout import ParameterLayout
 
 
 @dataclass(frozen=True)

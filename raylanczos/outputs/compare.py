@@ -15,10 +15,16 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from raylanczos import spectrum
-from raylanczos.plot import plot_overlay
-from raylanczos.render import OPERATOR_TITLES, PART_STATISTICS, SpectrumResult, load_result
-from raylanczos.store import OutputStore
+from raylanczos.choices import check_int
+from raylanczos.numerics import spectrum
+from raylanczos.outputs.plot import plot_overlay
+from raylanczos.outputs.render import (
+    OPERATOR_TITLES,
+    PART_STATISTICS,
+    SpectrumResult,
+    load_result,
+)
+from raylanczos.outputs.store import OutputStore
 
 #: The statistics columns of the comparison table (summary keys): those of a parts run's table.
 COLUMNS = PART_STATISTICS
@@ -45,8 +51,7 @@ def compare_runs(
         raise ValueError(f"compare takes {MIN_RUNS} to {MAX_RUNS} runs, got {len(runs)}")
     if labels is not None and len(labels) != len(runs):
         raise ValueError(f"give one label per run: {len(runs)} runs, {len(labels)} labels")
-    if isinstance(grid_points, bool) or not isinstance(grid_points, int) or grid_points < 2:
-        raise ValueError(f"grid_points must be an integer >= 2, got {grid_points!r}")
+    check_int("grid_points", grid_points, minimum=2)
     figure = Path(figure)
     if figure.suffix.lower() != ".png":
         raise ValueError(f"the figure is written as PNG and must end in .png, got {os.fspath(figure)!r}")

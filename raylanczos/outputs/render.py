@@ -29,10 +29,10 @@ from typing import Any
 
 import numpy as np
 
-from raylanczos import spectrum
 from raylanczos.config import DensityConfig
-from raylanczos.plot import plot_density, plot_overlay
-from raylanczos.store import OutputStore, json_writer, npy_writer, npz_writer
+from raylanczos.numerics import spectrum
+from raylanczos.outputs.plot import plot_density, plot_overlay
+from raylanczos.outputs.store import OutputStore, json_writer, npy_writer, npz_writer
 
 SIGMA2_UNITS = "sigma2 is an absolute variance (eigenvalue units squared)"
 RENDERED_NAMES = ("spectrum.npz", "summary.json", "density.png")

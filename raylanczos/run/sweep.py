@@ -20,9 +20,9 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
-from raylanczos.checkpoint import Checkpoint
 from raylanczos.config import OptionError, OutputConfig
-from raylanczos.store import OutputStore
+from raylanczos.outputs.store import OutputStore
+from raylanczos.run.checkpoint import Checkpoint
 
 
 def parse_sweep(text: str) -> tuple[str, list[Any]]:

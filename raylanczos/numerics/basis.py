@@ -16,16 +16,11 @@ from typing import Any, Callable
 
 import numpy as np
 
+from raylanczos.choices import check_int
+
 #: The basis products are computed span by span over this many contiguous spans of
 #: columns, whatever the number of threads, so their bits do not depend on it.
 SWEEP_SPANS = 64
-
-
-def check_positive_int(name: str, value: Any) -> int:
-    """``value`` as an int, or ``ValueError`` naming ``name`` and quoting the value."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
 
 
 def allocate_basis(rows: int, dim: int, path: str | os.PathLike | None = None) -> np.ndarray:
@@ -34,8 +29,8 @@ def allocate_basis(rows: int, dim: int, path: str | os.PathLike | None = None) -
     With ``path`` the basis lives on disk through ``numpy.memmap`` (for n·m·8 bytes beyond
     memory); the file is created or overwritten. Results are identical either way.
     """
-    check_positive_int("rows", rows)
-    check_positive_int("dim", dim)
+    check_int("rows", rows)
+    check_int("dim", dim)
     if path is None:
         return np.zeros((rows, dim), dtype=np.float64)
     return np.lib.format.open_memmap(Path(path), mode="w+", dtype=np.float64, shape=(rows, dim))
@@ -76,7 +71,7 @@ class BasisSweeps:
     """
 
     def __init__(self, threads: int = 1):
-        self.threads = check_positive_int("threads", threads)
+        self.threads = check_int("threads", threads)
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="basis-sweep") if threads > 1 else None
 
     def project_out(self, basis: np.ndarray, w: np.ndarray) -> np.ndarray:

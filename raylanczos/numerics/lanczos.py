@@ -32,12 +32,12 @@ from typing import Any, Callable
 
 import numpy as np
 
-from raylanczos.basis import BasisSweeps, allocate_basis, check_positive_int
+from raylanczos.choices import START_DISTRIBUTIONS, check_choice, check_int
+from raylanczos.numerics.basis import BasisSweeps, allocate_basis
 
 Matvec = Callable[[np.ndarray], np.ndarray]
 
 #: The start-vector distributions :func:`start_vector` draws from.
-START_DISTRIBUTIONS = ("gaussian", "rademacher")
 
 
 @dataclass(frozen=True)
@@ -88,7 +88,7 @@ def start_vector(dim: int, *, seed: int, draw: int = 0, distribution: str = "gau
       distribution: one of :data:`START_DISTRIBUTIONS`: ``"gaussian"`` (entries N(0, 1))
         or ``"rademacher"`` (entries ±1), normalised to unit norm either way.
     """
-    check_positive_int("dim", dim)
+    check_int("dim", dim)
     check_distribution(distribution)
     if seed < 0 or draw < 0:
         raise ValueError(f"seed and draw must be >= 0, got seed={seed!r}, draw={draw!r}")
@@ -101,8 +101,7 @@ def start_vector(dim: int, *, seed: int, draw: int = 0, distribution: str = "gau
 
 
 def check_distribution(distribution: str) -> str:
-    if distribution not in START_DISTRIBUTIONS:
-        raise ValueError(f"distribution must be one of {START_DISTRIBUTIONS}, got {distribution!r}")
+    check_choice("distribution", distribution, START_DISTRIBUTIONS)
     return distribution
 
 
@@ -200,7 +199,7 @@ def start_state(v0: np.ndarray, order: int, *, basis: np.ndarray | None = None) 
     """
     v0 = first_vector(v0)
     dim = v0.shape[0]
-    order = min(check_positive_int("order", order), dim)
+    order = min(check_int("order", order), dim)
     if basis is None:
         basis = allocate_basis(order + 1, dim)
     else:
@@ -483,9 +482,9 @@ def lanczos(
       return_basis: return the basis as float64 (k, n) (a memmap view with basis_path).
       options: the step's thresholds (:class:`LanczosOptions`).
     """
-    check_positive_int("order", order)
+    check_int("order", order)
     if dim is not None:
-        check_positive_int("dim", dim)
+        check_int("dim", dim)
     apply, dim = as_matvec(matvec, dim)
     if v0 is None:
         v0 = start_vector(dim, seed=seed, draw=draw, distribution=distribution)

@@ -1,8 +1,9 @@
-"""One shard's worker, and the in-process operator built from such workers.
+"""One shard's worker: builds the problem and its backend for a shard of the data and
+answers each pass with the shard's partial products.
 
-:class:`ShardWorker` is an ordinary class: the Ray layer (:mod:`raylanczos.distributed`)
-wraps it with ``ray.remote`` in one place, and :class:`LocalHessian` uses it directly,
-without Ray, as the single-process reference and the benchmark floor.
+:class:`ShardWorker` is an ordinary class: the Ray layer (:mod:`raylanczos.distributed.workers`)
+wraps it with ``ray.remote`` in one place, and :class:`~raylanczos.operators.local.LocalHessian`
+uses it directly, without Ray, as the single-process reference and the benchmark floor.
 
 A worker reports what goes wrong as data, not as an exception: a factory that raises,
 a loss that fails, a non-finite product. Each answer carries ``error`` (one line naming
@@ -15,44 +16,16 @@ from __future__ import annotations
 import os
 import socket
 import time
-from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
 from raylanczos.backends import ShardBackend, make_backend
-from raylanczos.data import Shard, ShardPlan
-from raylanczos.policy import pin_to_cores
-from raylanczos.problem import ProblemSource, build_problem, ensure_on_path
-from raylanczos.progress import quiet_framework_logs
-
-
-class WorkerError(RuntimeError):
-    """A worker failed to start or to compute; the message names the worker and its shard."""
-
-
-@dataclass(frozen=True)
-class PartialInfo:
-    """A worker's account of one pass (small; travels apart from the products).
-
-    ``count``: the shard's examples; ``seconds``: the worker's own product time;
-    ``error``: one line naming worker, shard and cause when the pass failed, else "".
-    """
-
-    count: int
-    seconds: float
-    error: str = ""
-
-
-@dataclass(frozen=True)
-class NodeSumInfo:
-    """A node group's account of one pass: its examples, its first worker's product time,
-    the seconds spent summing the group's partials on the node, and any error line."""
-
-    count: int
-    seconds: float
-    node_reduce_seconds: float
-    error: str = ""
+from raylanczos.distributed.policy import pin_to_cores
+from raylanczos.operators.contract import NodeSumInfo, PartialInfo
+from raylanczos.outputs.progress import quiet_framework_logs
+from raylanczos.problem.data import Shard
+from raylanczos.problem.definition import ProblemSource, build_problem, ensure_on_path
 
 
 class ShardWorker:
@@ -174,20 +147,20 @@ class ShardWorker:
         return PartialInfo(count, seconds), products
 
     def node_sum(
-        self, vectors: np.ndarray, member_products: Sequence[Any], own_index: int, arguments: Mapping[str, Any] | None = None
+        self, vectors: np.ndarray, fetch_members: Callable[[], Sequence[np.ndarray | None]], own_index: int,
+        arguments: Mapping[str, Any] | None = None,
     ) -> tuple[NodeSumInfo, np.ndarray | None]:
         """This worker's partial products plus those of the other workers of its node group.
 
-        ``member_products`` are the group's other partials in group order (Ray object
-        references, fetched here from this node's object store), and ``own_index`` is
-        this worker's place among them: the sum runs over the group in fixed order, so it
-        does not depend on where the group's workers run. A group of one returns its own
-        partial without a copy (0 s of node sum).
+        ``fetch_members()`` gives the group's other partials in group order (None for a
+        member whose pass failed); it is called after this worker's own products, so that
+        the fetch overlaps the members' work. ``own_index`` is this worker's place among
+        them: the sum runs over the group in fixed order, so it does not depend on where the
+        group's workers run. A group of one returns its own partial without a copy (0 s of
+        node sum).
         """
-        import ray
-
         own, products = self.partial_products(vectors, arguments)
-        members = ray.get(list(member_products)) if member_products else []
+        members = list(fetch_members())
         if own.error or products is None:
             return NodeSumInfo(own.count, own.seconds, 0.0, own.error), None
         if any(member is None for member in members):
@@ -219,55 +192,3 @@ class ShardWorker:
     def _error_line(self, err: BaseException) -> str:
         message = " ".join(str(err).split())
         return f"{self.where} failed: {type(err).__name__}: {message}" if message else f"{self.where} failed: {type(err).__name__}"
-
-
-def check_answer(error: str) -> None:
-    """Raise the :class:`WorkerError` a worker's answer reports, if any."""
-    if error:
-        raise WorkerError(error)
-
-
-def reduce_partials(products: Sequence[np.ndarray], counts: Sequence[int], num_examples: int) -> np.ndarray:
-    """C V = (Σ_k partial_k) / N in float64, summed in the order given (deterministic)."""
-    counted = sum(counts)
-    if counted != num_examples:
-        raise WorkerError(f"workers covered {counted} examples, the dataset has {num_examples}")
-    total = products[0].copy()
-    for partial in products[1:]:
-        total += partial
-    total /= num_examples
-    return total
-
-
-class LocalHessian:
-    """The full-batch operator (Hessian or Gauss–Newton) computed in this process, no Ray.
-
-    ``plan`` defaults to one shard with every example. Same reduction as the
-    distributed operator, so results agree with it to rounding of the shard sums.
-    ``matvec`` takes one vector float64[n], ``matmat`` a block float64 (B, n).
-    """
-
-    def __init__(
-        self,
-        source: ProblemSource,
-        *,
-        plan: ShardPlan | None = None,
-        compute_dtype: str | None = None,
-        operator: str = "hessian",
-    ):
-        problem = build_problem(source)
-        self.num_examples = problem.num_examples
-        plan = (plan or ShardPlan.balanced(self.num_examples, 1)).validate(problem.data)
-        self.workers = [ShardWorker(problem, shard, compute_dtype=compute_dtype, operator=operator) for shard in plan.shards]
-        for worker in self.workers:
-            check_answer(worker.start_error)
-        self.dim = self.workers[0].backend.num_params
-
-    def matmat(self, vectors: np.ndarray) -> np.ndarray:
-        answers = [worker.partial_products(vectors) for worker in self.workers]
-        for info, _ in answers:
-            check_answer(info.error)
-        return reduce_partials([p for _, p in answers], [info.count for info, _ in answers], self.num_examples)
-
-    def matvec(self, vector: np.ndarray) -> np.ndarray:
-        return self.matmat(np.asarray(vector)[None, :])[0]

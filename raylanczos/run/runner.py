@@ -4,7 +4,7 @@ Everything the driver can check is checked before any worker starts: the options
 output location, the problem factory, the loss on the first batch, the shard plan, the
 blocks and, when resuming, the checkpoint's configuration. Then the workers start, the
 :class:`~raylanczos.loop.SpectrumLoop` runs the draws over the distributed operator, and
-the outputs are rendered (:mod:`raylanczos.render`). Each finished draw is written to
+the outputs are rendered (:mod:`raylanczos.outputs.render`). Each finished draw is written to
 ``tridiag.npy`` at once, so no finished draw is lost.
 """
 
@@ -24,11 +24,7 @@ import numpy as np
 import ray
 from threadpoolctl import threadpool_limits
 
-from raylanczos import spectrum
 from raylanczos.backends import make_backend
-from raylanczos.basis import BasisSweeps, allocate_basis
-from raylanczos.blocks import BlockSelection, select_blocks
-from raylanczos.checkpoint import Checkpoint, CheckpointError
 from raylanczos.config import (
     DEFAULT_DRAWS_PER_PASS,
     DensityConfig,
@@ -38,17 +34,42 @@ from raylanczos.config import (
     SpectrumConfig,
     build_configs,
 )
-from raylanczos.data import Shard, ShardPlan
-from raylanczos.distributed import DistributedHessian, WorkerGroup, WorkerOptions, connect, single_machine
-from raylanczos.layout import ParameterLayout
-from raylanczos.loop import TIMING_COLUMNS, DrawTask, FinishedDraw, LoopHooks, LoopState, SpectrumLoop
-from raylanczos.policy import default_layout
-from raylanczos.problem import Problem, ProblemSource, build_problem, source_name
-from raylanczos.progress import Progress, byte_size, make_progress, reporting
-from raylanczos.render import OPERATOR_TITLES, RENDERED_NAMES, SpectrumResult, load_result, render_parts, render_spectrum
-from raylanczos.ritz import RitzPairs, best_pairs, ritz_pairs
-from raylanczos.store import OutputStore, npy_writer
-from raylanczos.sweep import SweepPoint, sweep_points, sweep_title
+from raylanczos.distributed.hessian import DistributedHessian
+from raylanczos.distributed.policy import default_layout
+from raylanczos.distributed.session import connect, single_machine
+from raylanczos.distributed.workers import WorkerGroup, WorkerOptions
+from raylanczos.numerics import spectrum
+from raylanczos.numerics.basis import BasisSweeps, allocate_basis
+from raylanczos.numerics.ritz import RitzPairs, best_pairs, ritz_pairs
+from raylanczos.operators.contract import TIMING_COLUMNS
+from raylanczos.outputs.progress import Progress, byte_size, make_progress, reporting
+from raylanczos.outputs.render import (
+    OPERATOR_TITLES,
+    RENDERED_NAMES,
+    SpectrumResult,
+    load_result,
+    render_parts,
+    render_spectrum,
+)
+from raylanczos.outputs.store import OutputStore, npy_writer
+from raylanczos.problem.blocks import BlockSelection, select_blocks
+from raylanczos.problem.data import Shard, ShardPlan
+from raylanczos.problem.definition import (
+    Problem,
+    ProblemSource,
+    build_problem,
+    source_name,
+)
+from raylanczos.problem.layout import ParameterLayout
+from raylanczos.run.checkpoint import Checkpoint, CheckpointError
+from raylanczos.run.loop import (
+    DrawTask,
+    FinishedDraw,
+    LoopHooks,
+    LoopState,
+    SpectrumLoop,
+)
+from raylanczos.run.sweep import SweepPoint, sweep_points, sweep_title
 
 logger = logging.getLogger("raylanczos")
 
@@ -77,7 +98,7 @@ def hessian_spectrum(
         (:class:`~raylanczos.config.SpectrumConfig`, ``ScalingConfig``, ``OutputConfig``,
         ``DensityConfig``); defaults for any not given.
       sweep: ``{name: [values]}``: one run of ``factory(name=value)`` per value, with the same
-        start vectors, each in ``<out>/name=value/`` (see :mod:`raylanczos.sweep`); the
+        start vectors, each in ``<out>/name=value/`` (see :mod:`raylanczos.run.sweep`); the
         points' results are in ``parts`` by point name.
       progress: ``"auto"`` (a bar on a terminal, else log lines), ``"bar"``, ``"lines"``,
         ``"none"``, or a :class:`~raylanczos.progress.Progress`. Log lines go to the

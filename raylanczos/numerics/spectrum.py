@@ -36,6 +36,8 @@ import numpy as np
 from scipy.linalg import eigh_tridiagonal
 from scipy.special import ndtr
 
+from raylanczos.choices import check_int
+
 Tridiagonal = tuple[np.ndarray, np.ndarray]  # (alpha float64[k], beta float64[k-1])
 
 DEFAULT_SIGMA2_RELATIVE = 1e-5
@@ -359,8 +361,7 @@ def summarize(
         raise ValueError(
             f"first_alphas must have shape ({nodes.shape[0]},) for nodes {nodes.shape}, got {first_alphas.shape}"
         )
-    if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim <= 0:
-        raise ValueError(f"dim must be a positive integer, got {dim!r}")
+    check_int("dim", dim)
     if not sigma2 > 0:
         raise ValueError(f"sigma2 must be > 0 (a variance), got {sigma2!r}")
     top, bottom = extreme_ritz_values(nodes, weights, k)

@@ -17,12 +17,11 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Union
 
-from raylanczos.data import ArrayDataset, Dataset
+from raylanczos.choices import BACKENDS, OPERATORS, check_int
+from raylanczos.problem.data import ArrayDataset, Dataset
 
-BACKENDS = ("jax", "keras")
 #: The curvature operators a problem can be multiplied by: the Hessian of the mean loss,
 #: and the generalised Gauss–Newton matrix G = (1/N) Σᵢ Jᵢᵀ ∇²ℓ(fᵢ) Jᵢ.
-OPERATORS = ("hessian", "ggn")
 
 
 class ProblemError(ValueError):
@@ -84,8 +83,10 @@ class Problem:
             raise ProblemError(
                 f"data must be an ArrayDataset or ParquetDataset, got {type(self.data).__name__}"
             )
-        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size <= 0:
-            raise ProblemError(f"batch_size must be a positive integer, got {self.batch_size!r}")
+        try:
+            check_int("batch_size", self.batch_size)
+        except ValueError as err:
+            raise ProblemError(str(err)) from None
 
     @classmethod
     def from_jax(

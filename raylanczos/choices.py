@@ -1,0 +1,48 @@
+"""Every option's allowed values, in one place, and the one check of an integer's form.
+
+Each choice is a ``Literal`` type (for signatures and type checkers) and the tuple of its
+values (for validation and the command line's ``choices``). Every layer takes its choices
+from here; the command line takes them through :mod:`raylanczos.config`. Pure Python: no
+numpy, no framework, so the numerics may import it too.
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any, Literal, get_args
+
+#: The operator whose spectrum is estimated: the Hessian, or the generalised Gauss–Newton matrix.
+Operator = Literal["hessian", "ggn"]
+#: How the workers' partial products are summed: on each node first, or all on the driver.
+Reduction = Literal["node", "flat"]
+#: The products' dtype when not the model's own (None): float64 is the validation mode.
+ComputeDtype = Literal["float32", "float64"]
+#: Start vectors' distribution.
+StartDistribution = Literal["gaussian", "rademacher"]
+#: How a run shows progress: a bar on a terminal and log lines elsewhere ("auto"), or as named.
+ProgressMode = Literal["auto", "bar", "lines", "none"]
+#: The framework a problem is written in.
+Backend = Literal["jax", "keras"]
+
+OPERATORS: tuple[str, ...] = get_args(Operator)
+REDUCTIONS: tuple[str, ...] = get_args(Reduction)
+COMPUTE_DTYPES: tuple[str | None, ...] = (None, *get_args(ComputeDtype))
+START_DISTRIBUTIONS: tuple[str, ...] = get_args(StartDistribution)
+PROGRESS_MODES: tuple[str, ...] = get_args(ProgressMode)
+BACKENDS: tuple[str, ...] = get_args(Backend)
+
+
+def check_int(name: str, value: Any, minimum: int = 1) -> int:
+    """``value`` as an int if it is an integer ≥ ``minimum`` (not a bool), else a
+    ``ValueError`` naming ``name`` and quoting the value."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        bound = {1: "a positive integer", 0: "a non-negative integer"}.get(minimum, f"an integer >= {minimum}")
+        raise ValueError(f"{name} must be {bound}, got {value!r}")
+    return int(value)
+
+
+def check_choice(name: str, value: Any, choices: tuple) -> Any:
+    """``value`` if it is one of ``choices``, else a ``ValueError`` naming ``name``."""
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
+    return value

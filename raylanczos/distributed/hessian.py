@@ -1,0 +1,146 @@
+"""The Ray layer: one actor per shard, and the distributed operator as a block operator.
+
+Per pass: one ``ray.put`` of the (B, n) block of vectors, every actor computes its shard's
+Σ_b |b|·C_b v for the B vectors from that object reference, and the partials are summed
+in float64 in a fixed order and divided by N:
+
+- ``reduce="flat"``: the driver gets every worker's partial and sums them in worker order;
+- ``reduce="node"``: the workers are grouped by the node they were placed on; each
+  group's first worker adds the other members' partials to its own, reading them from
+  its node's object store, in group order, and only one partial per node travels to the
+  driver, which sums those in group order. The groups are fixed for the run (and kept in
+  its checkpoint), so a worker moved to another node by a fault keeps its group, and the
+  numbers stay the same.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import ray
+
+from raylanczos.choices import REDUCTIONS, check_choice
+from raylanczos.distributed.workers import WorkerGroup
+from raylanczos.operators.contract import (
+    NodeSumInfo,
+    PartialInfo,
+    StepTiming,
+    WorkerError,
+    check_answer,
+    reduce_partials,
+)
+
+
+@dataclass(frozen=True)
+class PendingProducts:
+    """A distributed block product in flight: the answers' references, when it started, and
+    the bytes of the block every node reads."""
+
+    infos: list[ray.ObjectRef]
+    info_workers: list[int]
+    products: list[ray.ObjectRef]
+    product_workers: list[int]
+    submitted: float
+    broadcast: float
+    block_bytes: int
+
+
+class DistributedHessian:
+    """The full-batch operator C (Hessian or Gauss–Newton) as a block operator over a
+    :class:`WorkerGroup` (the driver side; see the module docstring for the reductions).
+
+    Args:
+      group: the started workers.
+      num_examples: N, the dataset's size.
+      block_size: B, vectors per pass.
+      reduce: ``"node"`` or ``"flat"``.
+      groups: the node groups (worker indices) to sum in; default the group's own
+        placement (:meth:`WorkerGroup.node_groups`); a resumed run passes its checkpoint's.
+      arguments: the factory arguments of the sweep point the products are for (a worker
+        restarted by Ray moves to them before it computes), or None.
+
+    ``broadcast_dtype`` is float32 when every worker computes in float32 (the block is
+    rounded to float32 once on the driver instead of on each worker: the same numbers,
+    half the bytes), else float64. Partial products always come back in float64.
+    """
+
+    def __init__(
+        self,
+        group: WorkerGroup,
+        num_examples: int,
+        *,
+        block_size: int = 1,
+        reduce: str = "node",
+        groups: Sequence[Sequence[int]] | None = None,
+        arguments: Mapping[str, Any] | None = None,
+    ):
+        check_choice("reduce", reduce, REDUCTIONS)
+        dims = {info["num_params"] for info in group.infos}
+        if len(dims) != 1:
+            raise WorkerError(f"workers disagree on the number of parameters: {sorted(dims)}")
+        self.group = group
+        self.dim = dims.pop()
+        self.block_size = block_size
+        self.num_examples = num_examples
+        self.reduce = reduce
+        self.arguments = dict(arguments) if arguments else None
+        self.groups = [list(g) for g in groups] if groups is not None else group.node_groups()
+        if sorted(w for g in self.groups for w in g) != list(range(len(group.actors))):
+            raise ValueError(f"node groups {self.groups} do not cover the {len(group.actors)} workers exactly once")
+        compute = {info["compute_dtype"] for info in group.infos}
+        self.broadcast_dtype = np.dtype(np.float32 if compute == {"float32"} else np.float64)
+
+    def submit(self, vectors: np.ndarray) -> PendingProducts:
+        """Start C·v for every row of ``vectors`` (B, n) on every worker (one ``ray.put``)."""
+        start = time.perf_counter()
+        block = np.ascontiguousarray(vectors, dtype=self.broadcast_dtype)
+        ref = ray.put(block)
+        actors = self.group.actors
+        infos, info_workers, products, product_workers = [], [], [], []
+        if self.reduce == "flat":
+            for worker, actor in enumerate(actors):
+                info, product = actor.partial_products.options(num_returns=2).remote(ref, self.arguments)
+                infos.append(info), info_workers.append(worker), products.append(product), product_workers.append(worker)
+        else:
+            for members in self.groups:
+                leader, others = members[0], members[1:]
+                member_products = []
+                for worker in others:
+                    info, product = actors[worker].partial_products.options(num_returns=2).remote(ref, self.arguments)
+                    infos.append(info), info_workers.append(worker), member_products.append(product)
+                info, product = actors[leader].node_sum_of_refs.options(num_returns=2).remote(ref, member_products, 0, self.arguments)
+                infos.append(info), info_workers.append(leader), products.append(product), product_workers.append(leader)
+        submitted = time.perf_counter()
+        return PendingProducts(infos, info_workers, products, product_workers, submitted, submitted - start, block.nbytes)
+
+    def collect(self, pending: PendingProducts) -> tuple[np.ndarray, StepTiming]:
+        """C·v of a :meth:`submit`, float64 (B, n), and what it cost. The block counts once per
+        node the workers ran on, as placed once they have answered (after a fault too)."""
+        infos: list[PartialInfo | NodeSumInfo] = self.group.get(pending.infos, pending.info_workers)
+        for info in infos:
+            check_answer(info.error)
+        partials = self.group.get(pending.products, pending.product_workers)
+        gathered = time.perf_counter()
+        counts = [info.count for info in infos]
+        product = reduce_partials(partials, counts, self.num_examples)
+        hvp_max = max(info.seconds for info in infos)
+        node_reduce = max((info.node_reduce_seconds for info in infos if isinstance(info, NodeSumInfo)), default=0.0)
+        timing = StepTiming(
+            broadcast=pending.broadcast,
+            hvp_max=hvp_max,
+            gather=max(gathered - pending.submitted - hvp_max, 0.0),
+            node_reduce=node_reduce,
+            reduce=time.perf_counter() - gathered,
+            bytes_sent=pending.block_bytes * self.group.nodes_in_use(),
+            bytes_received=sum(p.nbytes for p in partials),
+        )
+        return product, timing
+
+    def matmat(self, vectors: np.ndarray) -> np.ndarray:
+        return self.collect(self.submit(vectors))[0]
+
+    def matvec(self, vector: np.ndarray) -> np.ndarray:
+        return self.matmat(np.asarray(vector)[None, :])[0]

@@ -1,0 +1,276 @@
+"""The worker group: one :class:`~raylanczos.operators.shard_worker.ShardWorker` actor per
+shard, placed in one placement group, started, warmed up, restarted by Ray after a fault,
+and shut down."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+import ray
+from ray.util.placement_group import (
+    placement_group,
+    placement_group_table,
+    remove_placement_group,
+)
+from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+from raylanczos.choices import check_int
+from raylanczos.distributed.placement import (
+    _bundle,
+    alive_node_resources,
+    placement_shortfall,
+)
+from raylanczos.distributed.policy import DriverThreads, cpu_slots, driver_threads
+from raylanczos.operators.contract import NodeSumInfo, WorkerError, check_answer
+from raylanczos.operators.shard_worker import ShardWorker
+from raylanczos.problem.data import ShardPlan
+from raylanczos.problem.definition import ProblemSource, factory_search_path
+
+logger = logging.getLogger("raylanczos")
+
+
+class ShardActor(ShardWorker):
+    """A :class:`~raylanczos.operators.shard_worker.ShardWorker` as a Ray actor: its node
+    sum fetches the group's other partials (object references, in group order) from this
+    node's object store."""
+
+    def node_sum_of_refs(
+        self, vectors: np.ndarray, member_refs: Sequence[Any], own_index: int, arguments: Mapping[str, Any] | None = None
+    ) -> tuple[NodeSumInfo, np.ndarray | None]:
+        return self.node_sum(vectors, lambda: ray.get(list(member_refs)), own_index, arguments)
+
+
+@dataclass(frozen=True)
+class WorkerOptions:
+    """What each worker is asked to compute and how it may fail.
+
+    ``compute_dtype``: None (the model's dtype) or ``"float64"``; ``operator``:
+    ``"hessian"`` or ``"ggn"``; ``arguments``: the factory's keyword arguments (a sweep
+    point); ``max_restarts``: how often Ray may restart a dead worker (its call is then
+    retried); ``timeout``: seconds to wait for a worker to start or to answer one call;
+    ``pin_cpus``: pin each worker to as many cores as its ``num_cpus`` (rounded up), the
+    workers of one node on distinct cores; None pins CPU-only workers and leaves GPU
+    workers free (their host threads feed the device).
+    """
+
+    compute_dtype: str | None = None
+    operator: str = "hessian"
+    arguments: Mapping[str, Any] | None = None
+    max_restarts: int = 3
+    timeout: float = 3600.0
+    pin_cpus: bool | None = None
+
+    def __post_init__(self) -> None:
+        if not self.timeout > 0:
+            raise ValueError(f"timeout must be positive seconds, got {self.timeout!r}")
+        check_int("max_restarts", self.max_restarts, minimum=0)
+
+
+class WorkerGroup:
+    """One :class:`~raylanczos.worker.ShardWorker` actor per shard of ``plan``.
+
+    Args:
+      source: the problem factory path (imported in each actor), or a picklable
+        problem or factory.
+      plan: a validated shard plan; worker i owns ``plan.shards[i]``.
+      resources: Ray actor options per worker, e.g. ``{"num_cpus": 1, "num_gpus": 1}``
+        (``num_cpus``, ``num_gpus``, ``resources`` and ``memory`` are accepted).
+      options: :class:`WorkerOptions`.
+      block_size: B, the vectors per pass (the workers compile for it at start-up).
+      placement_timeout: seconds to wait for the cluster to offer what the workers need
+        when it has too little now (an autoscaler adding nodes); 0 refuses at once.
+
+    Workers are placed through one placement group, one bundle per worker, spread over
+    the cluster's nodes where resources allow (an autoscaler sees the whole demand at
+    once); a shard's own ``resources`` pin its worker (see :class:`~raylanczos.Shard`).
+    """
+
+    def __init__(
+        self,
+        source: ProblemSource,
+        plan: ShardPlan,
+        *,
+        resources: Mapping[str, Any] | None = None,
+        options: WorkerOptions = WorkerOptions(),
+        block_size: int = 1,
+        placement_timeout: float = 0.0,
+    ):
+        self.plan = plan
+        self.timeout = options.timeout
+        self.resources = resources = {"num_cpus": 1, **(resources or {})}
+        unknown = set(resources) - {"num_cpus", "num_gpus", "resources", "memory"}
+        if unknown:
+            raise ValueError(f"unsupported worker resource option(s) {sorted(unknown)}; use num_cpus, num_gpus, resources, memory")
+        bundles = [_bundle(resources, shard) for shard in plan.shards]
+        self._place(bundles, placement_timeout)
+        self.actors: list[Any] = []
+        pin = options.pin_cpus if options.pin_cpus is not None else not resources.get("num_gpus")
+        self.pinned = bool(pin)
+        bundle_nodes = placement_group_table(self.placement)["bundles_to_node_id"]
+        slots = cpu_slots(bundle_nodes, [b.get("CPU", 0.0) for b in bundles]) if pin else [None] * len(bundles)
+        actor_class = ray.remote(ShardActor)
+        for index, (shard, slot) in enumerate(zip(plan.shards, slots)):
+            actor_options = dict(resources, resources={**resources.get("resources", {}), **dict(shard.resources)})
+            self.actors.append(
+                actor_class.options(
+                    **actor_options,
+                    max_restarts=options.max_restarts,
+                    max_task_retries=options.max_restarts,
+                    scheduling_strategy=PlacementGroupSchedulingStrategy(self.placement, placement_group_bundle_index=index),
+                ).remote(
+                    source, shard, compute_dtype=options.compute_dtype, operator=options.operator,
+                    arguments=options.arguments, sys_path=factory_search_path(), cpu_slot=slot,
+                )
+            )
+        try:
+            described = self.execute("describe")
+            for info in described:
+                check_answer(info["error"])
+            placed = self.get([actor.__ray_call__.remote(_placement) for actor in self.actors])
+            compiled = self.execute("warm_up", block_size)
+            for info in compiled:
+                check_answer(info.error)
+        except BaseException:
+            self.shutdown()
+            raise
+        self.infos = [dict(info, **where, warm_up_s=answer.seconds) for info, where, answer in zip(described, placed, compiled)]
+        for info, shard in zip(self.infos, plan.shards):
+            logger.info(
+                "worker %d: %s, %d examples, node %s (%s), pid %d, cores %s, GPUs %s, first pass (compilation) %.1f s%s",
+                shard.worker, shard.describe(), info["num_examples"], info["node_id"][:12], info["hostname"],
+                info["pid"], _ranges(info["cores"]), info["gpu_ids"] or "none", info["warm_up_s"],
+                f"; {info['accumulation_note']}" if info["accumulation_note"] else "",
+            )
+
+    def _place(self, bundles: list[dict[str, float]], placement_timeout: float) -> None:
+        """Reserve the workers' bundles, or refuse in seconds when the cluster cannot hold them."""
+        shortfall = placement_shortfall(bundles, alive_node_resources())
+        if shortfall and placement_timeout <= 0:
+            raise WorkerError(shortfall)
+        self.placement = placement_group(bundles, strategy="SPREAD")
+        wait = max(placement_timeout, 0.0) if shortfall else self.timeout
+        if shortfall:
+            logger.info("%s; waiting up to %g s for the cluster to add nodes (--placement-timeout)", shortfall, wait)
+        try:
+            ray.get(self.placement.ready(), timeout=wait)
+        except ray.exceptions.GetTimeoutError as err:
+            remove_placement_group(self.placement)
+            now = placement_shortfall(bundles, alive_node_resources())
+            raise WorkerError(
+                f"the cluster could not place {len(bundles)} workers within {wait:g} s"
+                + (f": {now}" if now else f"; they need {bundles} and other work holds the resources")
+            ) from err
+
+    def driver_threads(self, policy: Callable[..., DriverThreads] = driver_threads) -> DriverThreads:
+        """Threads for the driver's re-orthogonalisation on this machine: ``policy`` (see
+        :func:`~raylanczos.policy.driver_threads`) of the driver's cores and the cores the
+        workers on its node are pinned to."""
+        here = ray.get_runtime_context().get_node_id()
+        taken = [core for info in self.infos if info["node_id"] == here for core in info["cores"]]
+        return policy(self.pinned, os.sched_getaffinity(0), taken)
+
+    def node_groups(self) -> list[list[int]]:
+        """The workers grouped by the node they run on: groups in order of their first
+        worker, workers in order within each group."""
+        groups: dict[str, list[int]] = {}
+        for index, info in enumerate(self.infos):
+            groups.setdefault(info["node_id"], []).append(index)
+        return list(groups.values())
+
+    def nodes_in_use(self) -> int:
+        """The nodes the workers run on now: their bundles' nodes, where a fault moved them."""
+        return len(set(placement_group_table(self.placement)["bundles_to_node_id"].values()))
+
+    def execute_async(self, method: str, *args: Any) -> list[ray.ObjectRef]:
+        return [getattr(actor, method).remote(*args) for actor in self.actors]
+
+    def execute(self, method: str, *args: Any) -> list[Any]:
+        """Call ``method`` on every worker; results in worker order; errors name the worker."""
+        return self.get(self.execute_async(method, *args))
+
+    def get(self, refs: Sequence[ray.ObjectRef], workers: Sequence[int] | None = None) -> list[Any]:
+        """Results of one call per worker (``workers``: whose; default all, in order),
+        waiting at most ``timeout`` seconds in all."""
+        deadline = time.monotonic() + self.timeout
+        results = []
+        for worker, ref in zip(range(len(refs)) if workers is None else workers, refs):
+            shard = self.plan.shards[worker]
+            try:
+                results.append(ray.get(ref, timeout=max(deadline - time.monotonic(), 0.0)))
+            except ray.exceptions.GetTimeoutError as err:
+                raise WorkerError(
+                    f"worker {shard.worker} ({shard.describe()}) did not answer within {self.timeout:g} s "
+                    "(raise --timeout if starting or one step legitimately takes longer)"
+                ) from err
+            except ray.exceptions.RayError as err:
+                raise WorkerError(f"worker {shard.worker} ({shard.describe()}) failed: {_root_cause(err)}") from err
+        return results
+
+    def load_point(self, arguments: Mapping[str, Any] | None, block_size: int) -> None:
+        """Move every worker to the factory's ``arguments`` (a sweep point) and compile again."""
+        described = self.execute("load_point", arguments)
+        for info in described:
+            check_answer(info["error"])
+        compiled = self.execute("warm_up", block_size)
+        for info in compiled:
+            check_answer(info.error)
+        for info, new, answer in zip(self.infos, described, compiled):
+            info.update({k: v for k, v in new.items() if k not in ("pid", "cores", "hostname")}, warm_up_s=answer.seconds)
+        logger.info(
+            "workers moved to %s (%s), compiled in %.1f s",
+            ", ".join(f"{k}={v!r}" for k, v in (arguments or {}).items()) or "the factory's defaults",
+            "data kept" if all(new["reused_data"] for new in described) else "data read again",
+            max(answer.seconds for answer in compiled),
+        )
+
+    def current_pids(self) -> list[int]:
+        """Each worker's process id now (a worker restarted after a fault has a new one)."""
+        return self.get([actor.__ray_call__.remote(_pid) for actor in self.actors])
+
+    def shutdown(self) -> None:
+        for actor in self.actors:
+            ray.kill(actor, no_restart=True)
+        self.actors = []
+        remove_placement_group(self.placement)
+
+
+def _ranges(cores: Sequence[int]) -> str:
+    """``[0, 1, 2, 5]`` → ``"0-2,5"``."""
+    spans: list[list[int]] = []
+    for core in cores:
+        if spans and core == spans[-1][1] + 1:
+            spans[-1][1] = core
+        else:
+            spans.append([core, core])
+    return ",".join(f"{a}-{b}" if b > a else f"{a}" for a, b in spans)
+
+
+def _placement(_actor: Any) -> dict[str, Any]:
+    """The node and accelerator ids of the calling actor (runs inside it)."""
+    context = ray.get_runtime_context()
+    return {"node_id": context.get_node_id(), "gpu_ids": [str(g) for g in ray.get_gpu_ids()]}
+
+
+def _pid(_actor: Any) -> int:
+    return os.getpid()
+
+
+def _root_cause(err: BaseException) -> str:
+    """The innermost user-facing message of a Ray error, on one line.
+
+    Ray reports an exception raised in an actor as a traceback whose last unindented
+    line is ``module.ExceptionType: message``; that line is kept, without the module.
+    """
+    cause = getattr(err, "cause", None)
+    if isinstance(err, ray.exceptions.RayTaskError) and cause is not None:
+        return f"{type(cause).__name__}: {cause}"
+    lines = [line for line in re.sub(r"\x1b\[[0-9;]*m", "", str(err)).splitlines() if line.strip()]
+    last = next((line for line in reversed(lines) if not line[0].isspace()), lines[-1] if lines else repr(err))
+    name, sep, message = last.partition(": ")
+    return f"{name.rsplit('.', 1)[-1]}: {message}" if sep and " " not in name else last

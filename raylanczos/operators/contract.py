@@ -1,0 +1,118 @@
+"""The block-operator contract between the loop and whatever computes the products.
+
+A *block operator* has ``dim``, ``block_size``, ``submit(vectors) -> pending`` and
+``collect(pending) -> (products, StepTiming)`` for float64 (B, n) blocks. The loop drives
+it; the distributed Hessian (:mod:`raylanczos.distributed.hessian`) and
+:class:`InProcessOperator` implement it. A shard's worker answers a pass with a small
+account (:class:`PartialInfo`, :class:`NodeSumInfo`) apart from its products, and
+reports failures as one line in that account (:class:`WorkerError` on the driver).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Protocol, Sequence
+
+import numpy as np
+
+#: Per-pass timing columns: seconds, but for the pass index, the active draws and bytes.
+TIMING_COLUMNS = (
+    "step", "active", "broadcast", "hvp_max", "gather", "node_reduce", "reduce", "reorth", "checkpoint", "total",
+    "bytes_sent", "bytes_received",
+)
+
+
+@dataclass(frozen=True)
+class StepTiming:
+    """What one block product cost.
+
+    ``broadcast``: putting the block where the workers read it; ``hvp_max``: the slowest
+    worker's own product time; ``gather``: from the broadcast to having all partials,
+    beyond the slowest product (scheduling, transfer, node sums, and any driver work that
+    outlasted the product when it was started before the re-orthogonalisation);
+    ``node_reduce``: the slowest node's sum of its workers' partials (0 for the flat
+    reduction); ``reduce``: the float64 sum and division on the driver; bytes the driver
+    sent (the block, once per node that reads it) and received (the partials it summed).
+    """
+
+    broadcast: float = 0.0
+    hvp_max: float = 0.0
+    gather: float = 0.0
+    node_reduce: float = 0.0
+    reduce: float = 0.0
+    bytes_sent: int = 0
+    bytes_received: int = 0
+
+
+class BlockOperator(Protocol):
+    dim: int
+    block_size: int
+
+    def submit(self, vectors: np.ndarray) -> Any: ...
+
+    def collect(self, pending: Any) -> tuple[np.ndarray, StepTiming]: ...
+
+
+class InProcessOperator:
+    """A :class:`~raylanczos.worker.LocalHessian` (or anything with ``matmat`` and ``dim``)
+    as a block operator: the product is computed in :meth:`collect`."""
+
+    def __init__(self, operator: Any, block_size: int):
+        self.operator = operator
+        self.dim = int(operator.dim)
+        self.block_size = block_size
+
+    def submit(self, vectors: np.ndarray) -> np.ndarray:
+        return np.array(vectors, dtype=np.float64)
+
+    def collect(self, pending: np.ndarray) -> tuple[np.ndarray, StepTiming]:
+        start = time.perf_counter()
+        products = self.operator.matmat(pending)
+        return products, StepTiming(hvp_max=time.perf_counter() - start)
+
+
+class WorkerError(RuntimeError):
+    """A worker failed to start or to compute; the message names the worker and its shard."""
+
+
+@dataclass(frozen=True)
+class PartialInfo:
+    """A worker's account of one pass (small; travels apart from the products).
+
+    ``count``: the shard's examples; ``seconds``: the worker's own product time;
+    ``error``: one line naming worker, shard and cause when the pass failed, else "".
+    """
+
+    count: int
+    seconds: float
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class NodeSumInfo:
+    """A node group's account of one pass: its examples, its first worker's product time,
+    the seconds spent summing the group's partials on the node, and any error line."""
+
+    count: int
+    seconds: float
+    node_reduce_seconds: float
+    error: str = ""
+
+
+def check_answer(error: str) -> None:
+    """Raise the :class:`WorkerError` a worker's answer reports, if any."""
+    if error:
+        raise WorkerError(error)
+
+
+def reduce_partials(products: Sequence[np.ndarray], counts: Sequence[int], num_examples: int) -> np.ndarray:
+    """C V = (Σ_k partial_k) / N in float64, summed in the order given (deterministic)."""
+    counted = sum(counts)
+    if counted != num_examples:
+        raise WorkerError(f"workers covered {counted} examples, the dataset has {num_examples}")
+    total = products[0].copy()
+    for partial in products[1:]:
+        total += partial
+    total /= num_examples
+    return total
