@@ -25,7 +25,7 @@ from raylanczos.config import (
     ScalingConfig,
 )
 from raylanczos.outputs.progress import configure_logging, quiet_framework_logs
-from raylanczos.outputs.render import PART_STATISTICS
+from raylanczos.outputs.record import PART_STATISTICS
 
 EXIT_ERROR = 2
 SCALING = ScalingConfig()
@@ -186,24 +186,26 @@ def error_line(err: BaseException) -> str:
 def closing_line(result: Any) -> str:
     """The statistics a reader wants first: extreme eigenvalues, trace, negative fraction;
     a table of them for a run of several parts (blocks, sweep points)."""
-    if result.parts:
+    from raylanczos.outputs.render import PartsResult
+
+    if isinstance(result, PartsResult):
         from raylanczos.outputs.compare import format_table
 
-        rows = [[row["part"], row["dim"], *(row[key] for key in PART_STATISTICS)] for row in result.summary["part_statistics"]]
+        rows = [[row.part, row.dim, *(row.statistics[key] for key in PART_STATISTICS)] for row in result.record.part_statistics]
         return format_table(["part", "n", *PART_STATISTICS], rows) + f"\n→ {result.out}"
-    return f"{_statistics(result.summary)}  → {result.out}"
+    return f"{_statistics(result.record)}  → {result.out}"
 
 
-def _statistics(summary: dict[str, Any]) -> str:
-    trace = f"trace ≈ {summary['trace_estimate']:.6g}"
-    if summary.get("trace_std_error") == summary.get("trace_std_error"):  # not NaN
-        trace += f" ± {summary['trace_std_error']:.2g}"
-    fraction = summary["negative_fraction"]
-    error = summary.get("negative_fraction_std_error")
-    negative = f"negative eigenvalues {100 * fraction:.3g}%" + (f" ± {100 * error:.2g}%" if error == error else "")
-    symbol = "G" if summary.get("config", {}).get("operator") == "ggn" else "H"
-    negative += f" (below -{summary['negative_threshold_relative']:g}·‖{symbol}‖)"
-    return f"λ_max {summary['lambda_max']:.6g}  λ_min {summary['lambda_min']:.6g}  {trace}  {negative}"
+def _statistics(record: Any) -> str:
+    stats = record.statistics
+    trace = f"trace ≈ {stats.trace_estimate:.6g}"
+    if stats.trace_std_error == stats.trace_std_error:  # not NaN
+        trace += f" ± {stats.trace_std_error:.2g}"
+    error = stats.negative_fraction_std_error
+    negative = f"negative eigenvalues {100 * stats.negative_fraction:.3g}%" + (f" ± {100 * error:.2g}%" if error == error else "")
+    symbol = "G" if record.config.operator == "ggn" else "H"
+    negative += f" (below -{stats.negative_threshold_relative:g}·‖{symbol}‖)"
+    return f"λ_max {stats.lambda_max:.6g}  λ_min {stats.lambda_min:.6g}  {trace}  {negative}"
 
 
 def _density_config(args: argparse.Namespace):

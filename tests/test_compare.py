@@ -17,7 +17,8 @@ import raylanczos as rl
 from raylanczos import cli
 from raylanczos.numerics import spectrum
 from raylanczos.outputs import compare
-from raylanczos.outputs.render import render_parts, render_spectrum
+from raylanczos.outputs.record import PartsRecord, RunInfo, SpectrumRecord
+from raylanczos.outputs.render import block_labels, render_parts, render_spectrum
 from raylanczos.outputs.store import OutputStore, npy_writer
 from tests.conftest import WORKER_RESOURCES
 from tests.matrices import matrix_with_spectrum
@@ -37,7 +38,7 @@ def write_run(directory: Path, eigenvalues: np.ndarray, *, operator: str = "hess
     store = OutputStore(directory)
     store.ensure_writable()
     store.write("tridiag.npy", npy_writer(spectrum.stack_tridiagonals(tridiagonals, order)))
-    return render_spectrum(tridiagonals, summary, store)
+    return render_spectrum(tridiagonals, SpectrumRecord.from_json(summary), store)
 
 
 def write_blocks_run(directory: Path) -> None:
@@ -48,7 +49,9 @@ def write_blocks_run(directory: Path) -> None:
     for name, eigenvalues in (("0", np.linspace(0.0, 1.0, 30)), ("1", np.linspace(-0.5, 2.0, 25))):
         parts[name] = write_run(directory / "blocks" / name, eigenvalues)
     config = {"problem": "dense", "order": 20, "num_params": 55, "operator": "hessian", "draws": 2}
-    render_parts(parts, {name: f"blocks/{name}" for name in parts}, {"config": config}, store)
+    paths = {name: f"blocks/{name}" for name in parts}
+    record = PartsRecord(RunInfo.from_json({"config": config}), paths, block_labels(parts), "blocks", [])
+    render_parts(parts, record, store)
 
 
 @pytest.fixture(scope="module")

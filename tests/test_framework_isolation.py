@@ -80,6 +80,7 @@ def test_rendering_and_loading_need_no_ray(tmp_path):
         import raylanczos as rl
         from raylanczos import cli
         from raylanczos.numerics import spectrum
+        from raylanczos.outputs.record import SpectrumRecord
         from raylanczos.outputs.render import render_spectrum
         from raylanczos.outputs.store import OutputStore, npy_writer
 
@@ -89,7 +90,7 @@ def test_rendering_and_loading_need_no_ray(tmp_path):
         store = OutputStore({str(tmp_path / "run")!r})
         store.write("tridiag.npy", npy_writer(spectrum.stack_tridiagonals(tridiagonals, 10)))
         summary = {{"config": {{"order": 10, "num_params": 50, "problem": "diag"}}, "steps_completed": [10, 10]}}
-        render_spectrum(tridiagonals, summary, store)
+        render_spectrum(tridiagonals, SpectrumRecord.from_json(summary), store)
         assert cli.main(["density", "--out", {str(tmp_path / "run")!r}, "--sigma2", "1e-4"]) == 0
         assert rl.load_result({str(tmp_path / "run")!r}).sigma2 == 1e-4
         print(loaded("ray", "jax", "jaxlib", "tensorflow", "keras"))

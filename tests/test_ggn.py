@@ -19,6 +19,7 @@ import raylanczos as rl
 from raylanczos import cli
 from raylanczos.backends import make_backend
 from raylanczos.examples import digits
+from raylanczos.outputs.record import record_from_json
 from raylanczos.outputs.render import plot_title
 from tests.conftest import WORKER_RESOURCES
 from tests.hessians import dense_ggn, tiny_ggn, tiny_hessian
@@ -133,4 +134,4 @@ def test_full_order_ggn_nodes_are_the_dense_eigenvalues(ray_session, source, ker
     assert "·‖G‖)" in cli.closing_line(result)
     written = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert written["config"]["operator"] == "ggn"
-    assert "Gauss–Newton density" in plot_title(written)
+    assert "Gauss–Newton density" in plot_title(record_from_json(written))

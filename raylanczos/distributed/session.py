@@ -5,10 +5,14 @@ from __future__ import annotations
 import logging
 import socket
 import warnings
+from typing import Any, Callable
 
 import ray
 
 from raylanczos.distributed.placement import alive_node_resources
+from raylanczos.distributed.policy import default_layout
+from raylanczos.distributed.workers import WorkerGroup
+from raylanczos.problem.data import Dataset, ShardPlan
 
 logger = logging.getLogger("raylanczos")
 
@@ -66,3 +70,71 @@ def single_machine() -> bool:
     here = ray.get_runtime_context().get_node_id()
     alive = [node for node in ray.nodes() if node.get("Alive")]
     return len(alive) == 1 and alive[0]["NodeID"] == here
+
+
+class RaySession:
+    """A run's Ray connection and worker group, kept across the points of a sweep.
+
+    The connection is made on first need (:meth:`connect`) and closed with the session if
+    this session made it. The group is reused for a point whose workers would be the same
+    (shard plan, resources, operator, block size); the workers then rebuild the problem with
+    the point's factory arguments, keeping the shard's data when the dataset is the same.
+    """
+
+    def __init__(self, address: str | None):
+        self.address = address
+        self.group: WorkerGroup | None = None
+        self._key: Any = None
+        self._connected = False
+        self._started_ray = False
+
+    def connect(self) -> None:
+        if not self._connected:
+            self._started_ray = connect(self.address)
+            self._connected = True
+
+    def default_layout(self, num_examples: int, data: Dataset) -> tuple[ShardPlan, dict[str, float]]:
+        """The default shard plan and worker resources on the connected cluster: one worker
+        per GPU, else one 1-core worker per core (see :func:`~raylanczos.distributed.policy.default_layout`)."""
+        self.connect()
+        resources = ray.cluster_resources()
+        layout = default_layout(int(resources.get("CPU", 1)), int(resources.get("GPU", 0)), local=single_machine())
+        workers = min(layout.num_workers, num_examples)
+        each = ", ".join(f"{v:g} {k.removeprefix('num_').upper().rstrip('S')}" for k, v in layout.resources.items())
+        logger.info(
+            "workers: %d × (%s): %s; choose with --workers and --cpus-per-worker/--gpus-per-worker", workers, each, layout.reason,
+        )
+        return ShardPlan.balanced(num_examples, workers).validate(data), layout.resources
+
+    def placement_timeout(self, configured: float | None) -> float:
+        """``configured``, or 0 s on a single machine (nothing will join) and 600 s on a cluster."""
+        if configured is not None:
+            return configured
+        self.connect()
+        return 0.0 if single_machine() else 600.0
+
+    def group_for(self, key: Any, start: Callable[[], WorkerGroup], arguments: dict[str, Any] | None, block_size: int) -> WorkerGroup:
+        """The group ``start()`` makes, or the current one moved to ``arguments`` if its ``key`` matches."""
+        self.connect()
+        if self.group is not None and key == self._key:
+            self.group.load_point(arguments, block_size)
+            return self.group
+        if self.group is not None:
+            self.group.shutdown()
+            self.group = None
+        self.group, self._key = start(), key
+        return self.group
+
+    def close(self) -> None:
+        if self.group is not None:
+            self.group.shutdown()
+            self.group = None
+        if self._started_ray:
+            ray.shutdown()
+            self._started_ray = False
+
+    def __enter__(self) -> "RaySession":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

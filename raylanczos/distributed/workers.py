@@ -233,6 +233,11 @@ class WorkerGroup:
         """Each worker's process id now (a worker restarted after a fault has a new one)."""
         return self.get([actor.__ray_call__.remote(_pid) for actor in self.actors])
 
+    def record_pids(self) -> None:
+        """Note in each worker's description its process id now, and whether it was restarted."""
+        for info, pid in zip(self.infos, self.current_pids()):
+            info.update(pid_at_end=pid, restarted=pid != info["pid"])
+
     def shutdown(self) -> None:
         for actor in self.actors:
             ray.kill(actor, no_restart=True)

@@ -56,11 +56,15 @@ def ritz_pairs(
 
 
 def best_pairs(current: RitzPairs | None, candidate: RitzPairs) -> RitzPairs:
-    """Rank by rank, the pair of the two with the smaller residual (ties keep ``current``)."""
+    """Rank by rank, the pair of the two with the larger Ritz value: the k-th largest Ritz
+    value never exceeds the k-th largest eigenvalue (Cauchy interlacing), so the larger is
+    the closer; equal values keep the smaller residual, then ``current``."""
     if current is None:
         return candidate
     k = min(len(current.values), len(candidate.values))
-    take = candidate.residuals[:k] < current.residuals[:k]
+    larger = candidate.values[:k] > current.values[:k]
+    tie = (candidate.values[:k] == current.values[:k]) & (candidate.residuals[:k] < current.residuals[:k])
+    take = larger | tie
     return RitzPairs(
         np.where(take, candidate.values[:k], current.values[:k]),
         np.where(take[:, None], candidate.vectors[:k], current.vectors[:k]),

@@ -18,12 +18,8 @@ import numpy as np
 from raylanczos.choices import check_int
 from raylanczos.numerics import spectrum
 from raylanczos.outputs.plot import plot_overlay
-from raylanczos.outputs.render import (
-    OPERATOR_TITLES,
-    PART_STATISTICS,
-    SpectrumResult,
-    load_result,
-)
+from raylanczos.outputs.record import PART_STATISTICS
+from raylanczos.outputs.render import PartsResult, SpectrumResult, load_result, operator_title
 from raylanczos.outputs.store import OutputStore
 
 #: The statistics columns of the comparison table (summary keys): those of a parts run's table.
@@ -63,9 +59,11 @@ def compare_runs(
             refused.append(f"{os.fspath(run)} (not a finished run: {err})")
             cause = cause or err
             continue
-        if result.density.size == 0:
-            parts = ", ".join(OutputStore(run).child(path).location for path in result.summary.get("parts", {}).values())
-            refused.append(f"{os.fspath(run)} (a blocks run's top level; compare its blocks: {parts})")
+        if isinstance(result, PartsResult):
+            parts = ", ".join(OutputStore(run).child(path).location for path in result.record.parts.values())
+            what = "a blocks run's top level; compare its blocks" if result.record.sweep is None else "a sweep's top level; compare its points"
+            refused.append(f"{os.fspath(run)} ({what}: {parts})")
+            continue
         results.append(result)
     if refused:
         raise ValueError(f"{len(refused)} of {len(runs)} runs have no density to compare: {'; '.join(refused)}") from cause
@@ -74,13 +72,13 @@ def compare_runs(
     high = max(float(r.grid[-1]) for r in results)
     grid = np.linspace(low, high, grid_points)
     curves = [(name, grid, spectrum.smoothed_density(r.nodes, r.weights, grid, r.sigma2)) for name, r in zip(names, results)]
-    operators = {r.summary["config"].get("operator", "hessian") for r in results}
-    what = " and ".join(OPERATOR_TITLES.get(o, o) for o in sorted(operators))
+    operators = {r.record.config.operator for r in results}
+    what = " and ".join(operator_title(o) for o in sorted(operators))
     figure.parent.mkdir(parents=True, exist_ok=True)
     plot_overlay(curves, figure, title=f"{what} densities of {len(results)} runs\n(one grid; each run's own σ²)")
     header = ["run", "num_params", *COLUMNS]
     rows = [
-        [name, int(r.summary["config"]["num_params"]), *(_number(r.summary.get(key)) for key in COLUMNS)]
+        [name, int(r.record.config.num_params), *(_number(getattr(r.record.statistics, key, None)) for key in COLUMNS)]
         for name, r in zip(names, results)
     ]
     with open(figure.with_suffix(".csv"), "w", newline="") as handle:
@@ -98,9 +96,8 @@ def default_labels(runs: Sequence[str | os.PathLike], results: Sequence[Spectrum
     names = [path if names.count(name) > 1 else name for path, name in zip(paths, names)]
     labels = []
     for name, result in zip(names, results):
-        operator = result.summary["config"].get("operator", "hessian")
-        part = result.summary.get("part")
-        labels.append(f"{name} ({OPERATOR_TITLES.get(operator, operator)}{', block ' + part if part else ''})")
+        part = result.record.part
+        labels.append(f"{name} ({operator_title(result.record.config.operator)}{', block ' + part.name if part else ''})")
     return labels
 
 

@@ -88,6 +88,12 @@ class ParameterLayout:
     def names(self) -> list[str]:
         return [block.name for block in self.blocks]
 
+    def subset(self, names: Iterable[str]) -> "ParameterLayout":
+        """The layout of the vector made of the named tensors only, in this layout's order,
+        offsets from 0: a parameter block's own layout."""
+        chosen = set(names)
+        return ParameterLayout.from_shapes((block.name, block.shape) for block in self.blocks if block.name in chosen)
+
     def split(self, vector: Any) -> dict[str, np.ndarray]:
         """``{name: array of the block's shape}``; the arrays are views of ``vector``."""
         return split_vector(vector, self)

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 from raylanczos.config import OptionError, OutputConfig
+from raylanczos.outputs.record import ConfigRecord, record_from_json
 from raylanczos.outputs.store import OutputStore
 from raylanczos.run.checkpoint import Checkpoint
 
@@ -82,11 +83,11 @@ def sweep_points(sweep: Mapping[str, Sequence[Any]], output: OutputConfig) -> li
     return points
 
 
-def sweep_title(problem: str, operator: str, name: str, first: Mapping[str, Any]) -> str:
+def sweep_title(problem: str, operator: str, name: str, first: ConfigRecord) -> str:
     """The overlay's title: what, across what, and the draws and steps of every point."""
     return (
         f"{operator} densities of {problem} across {name}\n"
-        f"{first['draws']} draws × {first['order']} steps, the same start vectors, each its own σ²"
+        f"{first.draws} draws × {first.order} steps, the same start vectors, each its own σ²"
     )
 
 
@@ -102,7 +103,7 @@ def _finished(store: OutputStore, arguments: dict[str, Any]) -> bool:
     """Whether ``store`` holds a finished run of the point with these factory arguments."""
     if not (store.exists("summary.json") and store.exists("spectrum.npz")):
         return False
-    return store.load_json("summary.json").get("config", {}).get("arguments") == arguments
+    return record_from_json(store.load_json("summary.json")).config.arguments == arguments
 
 
 def _has_checkpoint(store: OutputStore, checkpoint_dir: str | None) -> bool:

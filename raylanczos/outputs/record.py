@@ -1,0 +1,398 @@
+"""The run record: what ``summary.json`` holds, as frozen dataclasses.
+
+A finished spectrum (the whole model's, one block's, or one sweep point's) is a
+:class:`SpectrumRecord`; the top level of a run with parts (blocks, or a sweep's points) is
+a :class:`PartsRecord`. Both are written with :meth:`to_json` and read back with
+:func:`record_from_json`; every other module reads a run through their fields, never by
+indexing the JSON.
+
+The JSON keys are the ones users' scripts read, and they stay: new facts are new keys.
+``schema_version`` says which layout a file has; files without it (written before the
+record existed) load too, with None for what they lack.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from raylanczos.numerics.spectrum import SpectrumSummary
+
+#: The layout of summary.json this module writes (files without the key are version 1).
+SCHEMA_VERSION = 2
+
+
+@dataclass(frozen=True)
+class ConfigRecord:
+    """``summary["config"]``: what determined the numbers, and the problem's facts.
+
+    ``order`` and ``num_params`` are the operator's: a block's own dimension for a block.
+    A sweep's top level knows only ``problem`` and ``operator``.
+    """
+
+    problem: str
+    operator: str = "hessian"
+    arguments: dict[str, Any] | None = None
+    order: int | None = None
+    draws: int | None = None
+    draws_per_pass: int | None = None
+    seed: int | None = None
+    distribution: str | None = None
+    compute_dtype: str | None = None
+    model_dtype: str | None = None
+    blocks: list[dict[str, Any]] = field(default_factory=list)
+    backend: str | None = None
+    training: bool | None = None
+    num_params: int | None = None
+    num_examples: int | None = None
+    batch_size: int | None = None
+    shard_plan: dict[str, Any] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return _without_none(dataclasses.asdict(self), keep=("arguments", "training"))
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "ConfigRecord":
+        return _build(cls, data)
+
+
+@dataclass(frozen=True)
+class LayoutRecord:
+    """Where the products ran: the workers (their own descriptions), their resources, the
+    reduction and its node groups, the broadcast dtype, and the flat vector's layout
+    (``[{"name", "shape", "offset", "size"}, ...]``; a block's own layout for a block)."""
+
+    workers: list[dict[str, Any]]
+    worker_resources: dict[str, Any]
+    reduce: str
+    node_groups: list[list[int]]
+    broadcast_dtype: str
+    parameter_layout: list[dict[str, Any]]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "workers": self.workers,
+            "worker_resources": self.worker_resources,
+            "reduce": {"mode": self.reduce, "node_groups": self.node_groups},
+            "broadcast_dtype": self.broadcast_dtype,
+            "parameter_layout": self.parameter_layout,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "LayoutRecord | None":
+        if "workers" not in data:
+            return None
+        reduce = data.get("reduce") or {}
+        return cls(
+            workers=list(data["workers"]), worker_resources=dict(data.get("worker_resources") or {}),
+            reduce=reduce.get("mode", "flat"), node_groups=[list(g) for g in reduce.get("node_groups", [])],
+            broadcast_dtype=data.get("broadcast_dtype", ""), parameter_layout=list(data.get("parameter_layout") or []),
+        )
+
+
+@dataclass(frozen=True)
+class TimingRecord:
+    """Per-pass timings: ``rows`` of ``columns`` (seconds; bytes for ``bytes_*``; the pass
+    index and active draws), and each column's mean over passes (None for no pass)."""
+
+    columns: list[str]
+    rows: list[list[float]]
+    means: dict[str, float | None]
+
+    UNIT = "seconds (bytes for bytes_*)"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"columns": self.columns, "unit": self.UNIT, "rows": self.rows, **self.means}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "TimingRecord":
+        means = {key: value for key, value in data.items() if key.startswith("mean_")}
+        return cls(columns=list(data.get("columns", [])), rows=list(data.get("rows", [])), means=means)
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """What every spectrum of one run shares: versions, configuration, data, layout, timings."""
+
+    raylanczos_version: str
+    versions: dict[str, str]
+    config: ConfigRecord
+    dataset: dict[str, Any]
+    layout: LayoutRecord | None
+    timings: TimingRecord | None
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "schema_version": SCHEMA_VERSION,
+            "raylanczos_version": self.raylanczos_version,
+            "versions": self.versions,
+            "config": self.config.to_json(),
+            "dataset": self.dataset,
+        }
+        if self.layout is not None:
+            data.update(self.layout.to_json())
+        if self.timings is not None:
+            data["timings"] = self.timings.to_json()
+        return data
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "RunInfo":
+        return cls(
+            raylanczos_version=data.get("raylanczos_version", ""), versions=dict(data.get("versions") or {}),
+            config=ConfigRecord.from_json(data.get("config") or {}), dataset=dict(data.get("dataset") or {}),
+            layout=LayoutRecord.from_json(data),
+            timings=TimingRecord.from_json(data["timings"]) if "timings" in data else None,
+        )
+
+
+@dataclass(frozen=True)
+class DrawRecords:
+    """Per draw, in draw order: Lanczos steps completed, whether it ended in an invariant
+    subspace, ‖VᵀV − I‖_max, second re-orthogonalisation passes, and fresh products taken
+    where the look-ahead's estimate was not trusted."""
+
+    steps_completed: list[int]
+    breakdown: list[bool]
+    orthogonality_loss: list[float]
+    second_reorthogonalisation_passes: list[int]
+    fresh_products: list[int]
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "DrawRecords":
+        steps = list(data.get("steps_completed", []))
+        return cls(
+            steps_completed=steps,
+            breakdown=list(data.get("breakdown", [False] * len(steps))),
+            orthogonality_loss=list(data.get("orthogonality_loss", [])),
+            second_reorthogonalisation_passes=list(data.get("second_reorthogonalisation_passes", [])),
+            fresh_products=list(data.get("fresh_products", [])),
+        )
+
+
+@dataclass(frozen=True)
+class PartRecord:
+    """A block: its name (its directory), the pattern that chose it, its tensors, its dimension."""
+
+    name: str
+    pattern: str
+    parameters: list[str]
+    dim: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"part": self.name, "block": {"pattern": self.pattern, "parameters": self.parameters, "dim": self.dim}}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "PartRecord | None":
+        if not data.get("part"):
+            return None
+        block = data.get("block") or {}
+        return cls(data["part"], block.get("pattern", data["part"]), list(block.get("parameters", [])), int(block.get("dim", 0)))
+
+    @property
+    def label(self) -> str:
+        """The name, with the pattern when that differs: ``all_w (*/w)``."""
+        return self.name if self.pattern == self.name else f"{self.name} ({self.pattern})"
+
+
+@dataclass(frozen=True)
+class EigenvectorRecord:
+    """The top Ritz pairs written to ``file`` (float64 (K, n), rows follow ``layout``).
+
+    ``residual_norms``: ‖C y − θ y‖ from one extra pass of true products (operator units);
+    ``lanczos_residual_norms``: the estimate |β_m·u_m| from the Lanczos relation, which
+    rounding in the products makes optimistic (it can be exactly 0 at convergence).
+    """
+
+    file: str
+    shape: list[int]
+    values: list[float]
+    residual_norms: list[float]
+    lanczos_residual_norms: list[float] | None
+    layout: str
+
+    RESIDUAL_NOTE = "||H y - theta y|| from one extra pass of products; lanczos_residual_norms: |beta_m u_m| from the Lanczos relation"
+
+    def to_json(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["residual_norms_note"] = self.RESIDUAL_NOTE
+        return _without_none(data)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any] | None) -> "EigenvectorRecord | None":
+        if not data:
+            return None
+        return cls(
+            file=data.get("file", "eigenvectors.npy"), shape=list(data.get("shape", [])), values=list(data.get("values", [])),
+            residual_norms=list(data.get("residual_norms", [])), lanczos_residual_norms=data.get("lanczos_residual_norms"),
+            layout=data.get("layout", ""),
+        )
+
+
+@dataclass(frozen=True)
+class DensityRecord:
+    """How the density was drawn: the kernel's absolute variance ``sigma2`` (eigenvalue
+    units²), the relative or original-convention value it came from (None when not used),
+    the convention in words, and the grid (points, ends)."""
+
+    sigma2: float
+    sigma2_relative: float | None
+    sigma2_original: float | None
+    convention: str
+    units: str
+    grid_points: int
+    grid_min: float
+    grid_max: float
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any] | None) -> "DensityRecord | None":
+        return _build(cls, data) if data else None
+
+
+@dataclass(frozen=True)
+class SpectrumRecord:
+    """``summary.json`` of one spectrum. ``statistics`` and ``density`` are None until the
+    tridiagonals are rendered (:func:`raylanczos.outputs.render.render_spectrum`)."""
+
+    run: RunInfo
+    draws: DrawRecords
+    part: PartRecord | None = None
+    top_eigenvectors: EigenvectorRecord | None = None
+    statistics: SpectrumSummary | None = None
+    density: DensityRecord | None = None
+
+    @property
+    def config(self) -> ConfigRecord:
+        return self.run.config
+
+    def to_json(self) -> dict[str, Any]:
+        data = self.run.to_json()
+        if self.part is not None:
+            data.update(self.part.to_json())
+        data.update(self.draws.to_json())
+        if self.top_eigenvectors is not None:
+            data["top_eigenvectors"] = self.top_eigenvectors.to_json()
+        if self.statistics is not None:
+            data.update(dataclasses.asdict(self.statistics))
+        if self.density is not None:
+            data["density"] = self.density.to_json()
+        return data
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "SpectrumRecord":
+        names = {f.name for f in dataclasses.fields(SpectrumSummary)}
+        statistics = None
+        if "lambda_max" in data:
+            known = {name: data.get(name, float("nan")) for name in names}
+            statistics = SpectrumSummary(**known)
+        return cls(
+            run=RunInfo.from_json(data), draws=DrawRecords.from_json(data), part=PartRecord.from_json(data),
+            top_eigenvectors=EigenvectorRecord.from_json(data.get("top_eigenvectors")), statistics=statistics,
+            density=DensityRecord.from_json(data.get("density")),
+        )
+
+
+#: The statistics of each part in a parts run's ``part_statistics`` table and ``statistics.csv``.
+PART_STATISTICS = (
+    "lambda_max", "lambda_min", "trace_estimate", "trace_std_error", "negative_fraction",
+    "negative_fraction_std_error", "negative_mass",
+)
+
+
+@dataclass(frozen=True)
+class PartRow:
+    """One row of a parts run's table: the part, its dimension, and its statistics by name
+    (:data:`PART_STATISTICS`; NaN where an older run lacks one)."""
+
+    part: str
+    dim: int
+    statistics: dict[str, float]
+
+    @classmethod
+    def of(cls, name: str, record: SpectrumRecord) -> "PartRow":
+        values = dataclasses.asdict(record.statistics) if record.statistics is not None else {}
+        return cls(name, int(record.config.num_params or 0), {key: values.get(key, float("nan")) for key in PART_STATISTICS})
+
+    def to_json(self) -> dict[str, Any]:
+        return {"part": self.part, "dim": self.dim, **self.statistics}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "PartRow":
+        return cls(data["part"], int(data.get("dim", 0)), {key: data.get(key, float("nan")) for key in PART_STATISTICS})
+
+
+@dataclass(frozen=True)
+class SweepRecord:
+    """What a sweep varied: the factory argument ``name`` over ``values``."""
+
+    name: str
+    values: list[Any]
+
+
+@dataclass(frozen=True)
+class PartsRecord:
+    """``summary.json`` of a run with parts: the blocks of one run (``run`` set), or the
+    points of a sweep (``sweep`` set, and ``run`` holds only the problem and operator).
+
+    ``parts``: part name → sub-directory; ``part_labels``: part name → legend label;
+    ``parts_title``: the overlay's title; ``part_statistics``: one row per part.
+    """
+
+    run: RunInfo
+    parts: dict[str, str]
+    part_labels: dict[str, str]
+    parts_title: str
+    part_statistics: list[PartRow]
+    sweep: SweepRecord | None = None
+
+    @property
+    def config(self) -> ConfigRecord:
+        return self.run.config
+
+    def to_json(self) -> dict[str, Any]:
+        if self.sweep is not None:
+            data: dict[str, Any] = {
+                "schema_version": SCHEMA_VERSION,
+                "config": {"problem": self.config.problem, "operator": self.config.operator},
+                "sweep": {"name": self.sweep.name, "values": self.sweep.values},
+            }
+        else:
+            data = self.run.to_json()
+        data.update(
+            parts=dict(self.parts), part_labels=dict(self.part_labels), parts_title=self.parts_title,
+            part_statistics=[row.to_json() for row in self.part_statistics],
+        )
+        return data
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "PartsRecord":
+        sweep = data.get("sweep")
+        return cls(
+            run=RunInfo.from_json(data), parts=dict(data["parts"]), part_labels=dict(data.get("part_labels") or {}),
+            parts_title=data.get("parts_title", ""),
+            part_statistics=[PartRow.from_json(row) for row in data.get("part_statistics", [])],
+            sweep=SweepRecord(sweep["name"], list(sweep["values"])) if sweep else None,
+        )
+
+
+def record_from_json(data: Mapping[str, Any]) -> SpectrumRecord | PartsRecord:
+    """The record a ``summary.json`` holds: a parts run's top level, or one spectrum."""
+    if not isinstance(data, Mapping):
+        raise ValueError(f"summary.json must hold a JSON object, got {type(data).__name__}")
+    return PartsRecord.from_json(data) if data.get("parts") else SpectrumRecord.from_json(data)
+
+
+def _build(kind: type, data: Mapping[str, Any]) -> Any:
+    """``kind`` from the keys of ``data`` that are its fields (the others are ignored)."""
+    names = {f.name for f in dataclasses.fields(kind)}
+    return kind(**{key: value for key, value in data.items() if key in names})
+
+
+def _without_none(data: dict[str, Any], keep: tuple[str, ...] = ()) -> dict[str, Any]:
+    return {key: value for key, value in data.items() if value is not None or key in keep}
