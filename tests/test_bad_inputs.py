@@ -81,14 +81,20 @@ def plan(*workers: list[list[int]]) -> str:
     return json.dumps({"workers": [{"rows": rows} for rows in workers]})
 
 
+def _unrendered(ctx: Ctx) -> Path:
+    """The copy as a run killed before its render: a finished run's --resume reads no checkpoint."""
+    (ctx.copy / "summary.json").unlink()
+    return ctx.copy
+
+
 def _truncate_basis(ctx: Ctx) -> list[str]:
-    basis = ctx.copy / "checkpoint" / "basis_0.npy"
+    basis = _unrendered(ctx) / "checkpoint" / "basis_0.npy"
     basis.write_bytes(basis.read_bytes()[: basis.stat().st_size // 2])
     return run(TINY, str(ctx.copy), *RUN_CONFIG, "--resume")
 
 
 def _garbage_state(ctx: Ctx) -> list[str]:
-    (ctx.copy / "checkpoint" / "state.npz").write_bytes(b"garbage" * 100)
+    (_unrendered(ctx) / "checkpoint" / "state.npz").write_bytes(b"garbage" * 100)
     return run(TINY, str(ctx.copy), *RUN_CONFIG, "--resume")
 
 

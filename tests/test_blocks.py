@@ -17,6 +17,7 @@ import raylanczos as rl
 from raylanczos import cli
 from raylanczos.numerics import spectrum
 from raylanczos.operators.local import LocalHessian
+from raylanczos.outputs.render import PartsResult
 from raylanczos.problem.blocks import directory_name, select_blocks, top_level_groups
 from raylanczos.problem.layout import ParameterLayout
 from tests.conftest import WORKER_RESOURCES
@@ -143,7 +144,7 @@ def test_per_layer_run_through_the_cli(ray_session, tmp_path, capsys):
     assert (out / "density.png").stat().st_size > 0 and not (out / "spectrum.npz").exists()
 
     loaded = rl.load_result(out)
-    assert list(loaded.parts) == ["0", "1"] and loaded.density.size == 0
+    assert list(loaded.parts) == ["0", "1"] and isinstance(loaded, PartsResult)
     for name, part in loaded.parts.items():
         eigenvalues = np.linalg.eigvalsh(sub_block(name))
         scale = np.abs(eigenvalues).max()
@@ -167,10 +168,17 @@ def test_a_bad_block_pattern_is_one_error_line(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_pattern_block_at_full_order_matches_the_dense_sub_block(ray_session, tmp_path):
-    """``*/w``: the two weight matrices, not contiguous in the flat vector (n=296)."""
-    result = rl.hessian_spectrum(TINY, order=296, draws=1, blocks=("*/w",), out=tmp_path / "weights", **RUN)
+    """``*/w``: the two weight matrices, not contiguous in the flat vector (n=296). The
+    block's summary carries the block's own layout, so its eigenvectors split by name."""
+    result = rl.hessian_spectrum(
+        TINY, order=296, draws=1, blocks=("*/w",), out=tmp_path / "weights", top_eigenvectors=2, **RUN
+    )
     part = result.parts["all_w"]
     assert part.summary["block"] == {"pattern": "*/w", "parameters": ["0/w", "1/w"], "dim": 296}
+    vectors = np.load(tmp_path / "weights" / "blocks" / "all_w" / "eigenvectors.npy", allow_pickle=False)
+    written = json.loads((tmp_path / "weights" / "blocks" / "all_w" / "summary.json").read_text())
+    named = rl.split_vector(vectors[0], written["parameter_layout"])
+    assert {name: array.shape for name, array in named.items()} == {"0/w": (64, 4), "1/w": (4, 10)}
     eigenvalues = np.linalg.eigvalsh(sub_block("all_w"))
     scale = np.abs(eigenvalues).max()
     assert max(nearest_gaps(part.nodes[0], eigenvalues)) <= 1e-10 * scale

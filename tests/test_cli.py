@@ -140,3 +140,15 @@ def test_killed_run_resumes_bit_identically(ray_session, tmp_path, capsys, draws
     assert code == 0, err
     resumed = np.load(tmp_path / "killed" / "tridiag.npy")
     assert np.array_equal(resumed, np.load(tmp_path / "whole" / "tridiag.npy"))
+
+
+def test_resume_of_a_finished_run_renders_it_again_without_ray(finished_run, tmp_path):
+    """Nothing to compute: the run is re-rendered from its files, and Ray is never asked
+    (an address nothing answers on would be refused at once)."""
+    copy = tmp_path / "run"
+    shutil.copytree(finished_run, copy)
+    tridiag = (copy / "tridiag.npy").read_bytes()
+    args = ["run", "--problem", TINY, "--out", str(copy), "--order", "12", "--draws", "2", "--workers", "2", "--resume"]
+    assert cli.main([*args, *FAST, "--address", "127.0.0.1:1"]) == 0
+    assert (copy / "tridiag.npy").read_bytes() == tridiag
+    assert json.loads((copy / "summary.json").read_text())["lambda_max"] == json.loads((finished_run / "summary.json").read_text())["lambda_max"]

@@ -155,3 +155,16 @@ def test_one_basis_per_slot_is_required(indefinite):
     operator = InProcessOperator(Dense(a), 2)
     with pytest.raises(ValueError, match="2 slots, 1 bases"):
         SpectrumLoop(operator, [], 5, [allocate_basis(6, 200)], seed=0, distribution="gaussian", sweeps=BasisSweeps())
+
+
+def test_steps_done_counts_draws_in_progress(indefinite):
+    """The resume line's count: the finished draws' steps and those of the draws in progress."""
+    from raylanczos.run.runner import describe_progress, steps_done
+
+    states: list[LoopState] = []
+    run_loop(indefinite[1], draws=3, order=15, block=2, hooks=LoopHooks(checkpoint=lambda s: states.append(copy_state(s))))
+    middle = next(state for state in states if state.finished and any(state.slots))
+    in_progress = sum(entry[1].steps for entry in middle.slots if entry is not None)
+    assert in_progress > 0
+    assert steps_done(middle) == sum(record.steps for record in middle.finished.values()) + in_progress
+    assert describe_progress(middle).endswith(f"{len(middle.finished)} draw(s) finished, 1 in progress, {steps_done(middle)} Lanczos steps done")

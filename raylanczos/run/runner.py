@@ -197,8 +197,9 @@ def _finished_already(
     out: OutputStore, config: SpectrumConfig, plan: RunPlan, source: ProblemSource, arguments: dict[str, Any] | None
 ) -> bool:
     """Whether ``out`` holds a rendered run of the same problem, factory arguments, operator,
-    order, draws, seed, start distribution, compute dtype and blocks: a ``--resume`` of it
-    has nothing to compute. (Any other difference is the checkpoint's to refuse, naming it.)"""
+    order, draws, draws per pass, seed, start distribution, compute dtype and blocks: a
+    ``--resume`` of it has nothing to compute. (Any other difference is the checkpoint's to
+    refuse, naming it.)"""
     if not out.exists("summary.json"):
         return False
     try:
@@ -208,11 +209,12 @@ def _finished_already(
     held = previous.record.config
     wanted = (
         source_name(source), arguments, config.operator, min(config.order, plan.facts.num_params), config.draws,
-        config.seed, config.distribution, config.compute_dtype or "model", [p.pattern for p in plan.parts if p.name],
+        plan.block_size, config.seed, config.distribution, config.compute_dtype or "model",
+        [p.pattern for p in plan.parts if p.name],
     )
     return wanted == (
-        held.problem, held.arguments, held.operator, held.order, held.draws, held.seed, held.distribution,
-        held.compute_dtype, [block["pattern"] for block in held.blocks],
+        held.problem, held.arguments, held.operator, held.order, held.draws, held.draws_per_pass, held.seed,
+        held.distribution, held.compute_dtype, [block["pattern"] for block in held.blocks],
     )
 
 
