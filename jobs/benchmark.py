@@ -56,6 +56,7 @@ from raylanczos.benchmarking import describe_machine, median_seconds
 from raylanczos.config import DEFAULT_DRAWS_PER_PASS
 from raylanczos.distributed.policy import pin_to_cores
 from raylanczos.operators.local import LocalHessian
+from raylanczos.problem.data import BatchPlan
 from raylanczos.outputs.progress import configure_logging
 from raylanczos.problem.definition import build_problem
 
@@ -113,7 +114,7 @@ def jax_original(problem_path: str, order: int, seed: int) -> dict[str, float]:
     problem = build_problem(problem_path)
     flat, unravel = ravel_pytree(problem.params)
     arrays = problem.data.read(rl.ShardPlan.balanced(problem.num_examples, 1).shards[0])
-    batches = list(rl.data.BatchPlan(arrays, problem.batch_size))
+    batches = list(BatchPlan(arrays, problem.batch_size))
     n, total = flat.size, problem.num_examples
 
     def hvp(v, batches):

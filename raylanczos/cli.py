@@ -191,7 +191,7 @@ def closing_line(result: Any) -> str:
     if isinstance(result, PartsResult):
         from raylanczos.outputs.compare import format_table
 
-        rows = [[row.part, row.dim, *(row.statistics[key] for key in PART_STATISTICS)] for row in result.record.part_statistics]
+        rows = [[row.part, row.dim, *(row.statistics.get(key, float("nan")) for key in PART_STATISTICS)] for row in result.record.part_statistics]
         return format_table(["part", "n", *PART_STATISTICS], rows) + f"\n→ {result.out}"
     return f"{_statistics(result.record)}  → {result.out}"
 

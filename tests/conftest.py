@@ -27,6 +27,12 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
 
 #: Actor options for tests: fractional CPUs so three workers fit on a 2-CPU node.
 WORKER_RESOURCES = {"num_cpus": 0.5}
+#: The tiny digits MLP (310 parameters), and the configuration of the session's run of it.
+TINY = "raylanczos.examples.digits:tiny_problem"
+TINY_RUN = ["--order", "12", "--draws", "2", "--workers", "2"]
+#: Fractional CPUs so several workers fit on 2 CPUs; a timeout so no bug hangs the suite
+#: (60 s, not less: on a loaded 2-CPU machine a worker's start alone took up to ~20 s).
+FAST = ["--cpus-per-worker", "0.5", "--timeout", "60"]
 
 
 @pytest.fixture(scope="session")
@@ -50,6 +56,18 @@ def ray_cluster():
 def ray_session(ray_cluster):
     """The session's Ray, connected; ``address`` is what a second driver passes to connect."""
     return ray_cluster
+
+
+@pytest.fixture(scope="session")
+def tiny_run(ray_session, tmp_path_factory):
+    """One finished run of the tiny MLP through the command line (2 draws × 12 steps on 2
+    workers), shared by the tests that read a finished run or aim mistakes at one."""
+    from raylanczos import cli
+
+    out = tmp_path_factory.mktemp("tiny") / "run"
+    assert cli.main(["run", "--problem", TINY, "--out", str(out), *TINY_RUN, *FAST, "--no-pin-cpus", "--timeout", "120"]) == 0
+    assert (out / "summary.json").exists() and (out / "checkpoint" / "state.npz").exists()
+    return out
 
 
 def free_port() -> int:

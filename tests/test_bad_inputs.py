@@ -20,13 +20,10 @@ import pytest
 
 from raylanczos import cli
 from tests import bad_problems
+from tests.conftest import FAST, TINY, TINY_RUN
 
-TINY = "raylanczos.examples.digits:tiny_problem"
-#: Fractional CPUs so several workers fit on 2 CPUs; a timeout so no bug hangs the suite
-#: (60 s, not less: on a loaded 2-CPU machine a worker's start alone took up to ~20 s).
-FAST = ["--cpus-per-worker", "0.5", "--timeout", "60"]
-#: The finished run's configuration; resuming with exactly these reaches the checkpoint.
-RUN_CONFIG = ["--order", "8", "--draws", "2", "--workers", "2"]
+#: The session's finished run's configuration; resuming with exactly these reaches the checkpoint.
+RUN_CONFIG = TINY_RUN
 
 
 def snapshot(root: Path) -> dict[str, str]:
@@ -36,13 +33,9 @@ def snapshot(root: Path) -> dict[str, str]:
     }
 
 
-@pytest.fixture(scope="module")
-def finished_run(ray_session, tmp_path_factory) -> Path:
-    """One finished run of the tiny digits MLP: 2 draws × 8 steps on 2 workers."""
-    out = tmp_path_factory.mktemp("bad-inputs") / "run"
-    assert cli.main(["run", "--problem", TINY, "--out", str(out), *RUN_CONFIG, *FAST, "--timeout", "120"]) == 0
-    assert (out / "summary.json").exists() and (out / "checkpoint" / "state.npz").exists()
-    return out
+@pytest.fixture
+def finished_run(tiny_run) -> Path:
+    return tiny_run
 
 
 @dataclass

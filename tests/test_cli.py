@@ -15,10 +15,8 @@ import pytest
 
 import raylanczos as rl
 from raylanczos import cli
+from tests.conftest import FAST, TINY
 from tests.test_spectrum import reference_original_density
-
-TINY = "raylanczos.examples.digits:tiny_problem"
-FAST = ["--cpus-per-worker", "0.5"]
 
 
 def run_cli(capsys, *args: str) -> tuple[int, str]:
@@ -26,13 +24,9 @@ def run_cli(capsys, *args: str) -> tuple[int, str]:
     return code, capsys.readouterr().err
 
 
-@pytest.fixture(scope="module")
-def finished_run(ray_session, tmp_path_factory) -> Path:
-    """A 2-draw × 12-step run of the tiny MLP with 2 workers, through the CLI."""
-    out = tmp_path_factory.mktemp("cli") / "run"
-    args = ["run", "--problem", TINY, "--out", str(out), "--order", "12", "--draws", "2", "--workers", "2", "--no-pin-cpus"]
-    assert cli.main([*args, *FAST]) == 0
-    return out
+@pytest.fixture
+def finished_run(tiny_run) -> Path:
+    return tiny_run
 
 
 def test_run_writes_every_output(finished_run):

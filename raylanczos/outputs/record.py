@@ -308,7 +308,7 @@ PART_STATISTICS = (
 @dataclass(frozen=True)
 class PartRow:
     """One row of a parts run's table: the part, its dimension, and its statistics by name
-    (:data:`PART_STATISTICS`; NaN where an older run lacks one)."""
+    (:data:`PART_STATISTICS`; a row read from an older run has the ones it had)."""
 
     part: str
     dim: int
@@ -324,7 +324,7 @@ class PartRow:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> "PartRow":
-        return cls(data["part"], int(data.get("dim", 0)), {key: data.get(key, float("nan")) for key in PART_STATISTICS})
+        return cls(data["part"], int(data.get("dim", 0)), {key: data[key] for key in PART_STATISTICS if key in data})
 
 
 @dataclass(frozen=True)
