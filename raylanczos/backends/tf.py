@@ -21,14 +21,15 @@ TensorFlow and Keras, never JAX.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from raylanczos.backends import ShardBackend
-from raylanczos.problem.data import Batch, BatchPlan
+from raylanczos.backends.base import ShardBackend
+from raylanczos.errors import exception_line
+from raylanczos.problem.data import Batch
 from raylanczos.problem.definition import Problem, ProblemError, accepts_training
 from raylanczos.problem.layout import ParameterLayout, unique_names
 
@@ -82,12 +83,10 @@ class KerasBackend(ShardBackend):
         self.dtype = np.dtype(_widest_dtype(model.trainable_variables).as_numpy_dtype)
         self.num_params = self.layout.num_params
 
-        plan = BatchPlan(self._cast_data(arrays), problem.batch_size)
-        self.batch_sizes = plan.sizes
-        self.num_examples = sum(plan.sizes)
-        self._batches = [{k: tf.identity(tf.convert_to_tensor(v)) for k, v in batch.items()} for batch in plan]
+        batches = self._split_batches(arrays, problem.batch_size, self._cast_to)
+        self._batches = [{k: tf.identity(tf.convert_to_tensor(v)) for k, v in batch.items()} for batch in batches]
         self._loss = _bind_loss(problem.loss_fn, model, problem.training)
-        self._check_first_batch(plan.sizes[0])
+        self._check_first_batch(self.batch_sizes[0])
         sizes = [block.size for block in self.layout.blocks]
         if operator == "ggn":
             predict = _bind_loss(problem.predict, model, problem.training)
@@ -102,17 +101,25 @@ class KerasBackend(ShardBackend):
         """How often the summing ``tf.function`` has been traced (once per batch shape)."""
         return int(self._add_products.experimental_get_tracing_count())
 
-    def _block_sum(self, vectors: np.ndarray) -> np.ndarray:
-        tangents = tf.constant(vectors)
-        total = tf.zeros(vectors.shape, tf.float64)
-        for size, batch in zip(self.batch_sizes, self._batches):
-            total = self._add_products(total, tf.constant(float(size), tf.float64), tangents, batch)
-        return total.numpy()
+    @staticmethod
+    def host_placement() -> Any:
+        """Tensors made in this context live on the host CPU."""
+        return tf.device("/CPU:0")
 
-    def _batch_block_products(self, vectors: np.ndarray) -> Iterator[np.ndarray]:
-        tangents = tf.constant(vectors)
-        for batch in self._batches:
-            yield self._block_product(tangents, batch).numpy()
+    def _tangents(self, block: np.ndarray) -> tf.Tensor:
+        return tf.constant(block)
+
+    def _batch_product(self, tangents: tf.Tensor, batch: dict[str, tf.Tensor]) -> tf.Tensor:
+        return self._block_product(tangents, batch)
+
+    def _add_batch(self, total: tf.Tensor, size: int, tangents: tf.Tensor, batch: dict[str, tf.Tensor]) -> tf.Tensor:
+        return self._add_products(total, tf.constant(float(size), tf.float64), tangents, batch)
+
+    def _zero_sums(self, shape: tuple[int, int]) -> tf.Tensor:
+        return tf.zeros(shape, tf.float64)
+
+    def _to_host(self, products: tf.Tensor) -> np.ndarray:
+        return products.numpy()
 
     def _check_first_batch(self, size: int) -> None:
         """Run the loss and its gradient once, eagerly: no framework error (e.g. an output shape
@@ -128,7 +135,7 @@ class KerasBackend(ShardBackend):
             raise ProblemError(
                 f"loss_fn failed on the first batch ({size} examples: {arrays}); the model "
                 f"{self._model.name!r} has output shape {_output_shape(self._model)}: does it fit the labels? "
-                f"{type(err).__name__}: {_first_line(err)}"
+                f"{exception_line(err, first_line=True, limit=400)}"
             ) from err
         if shape != ():
             raise ProblemError(
@@ -139,16 +146,6 @@ class KerasBackend(ShardBackend):
                 f"loss_fn's value does not depend on the trainable weights of the model it is given "
                 f"({self._model.name!r}); it must call that model, its first argument, not another one"
             )
-
-    def _cast_data(self, arrays: Batch) -> Batch:
-        if self._cast_to is None:
-            return dict(arrays)
-        return {k: (v.astype(self._cast_to) if np.issubdtype(v.dtype, np.floating) else v) for k, v in arrays.items()}
-
-
-def host_placement() -> Any:
-    """Tensors made in this context live on the host CPU."""
-    return tf.device("/CPU:0")
 
 
 def check_keras() -> None:
@@ -190,7 +187,7 @@ def clone_in_dtype(model: Any, dtype: str) -> Any:
     except Exception as err:  # noqa: BLE001
         raise ProblemError(
             f"compute_dtype {dtype!r} rebuilds the model from its config, and model {name!r} cannot be rebuilt "
-            f"({type(err).__name__}: {_first_line(err)}); {hint}"
+            f"({exception_line(err, first_line=True, limit=400)}); {hint}"
         ) from err
     finally:
         keras.config.set_dtype_policy(previous)
@@ -322,9 +319,3 @@ def _output_shape(model: Any) -> str:
         return "unknown (a subclassed model declares none)"
     shapes = [tuple(o.shape) for o in outputs]
     return str(shapes[0]) if len(shapes) == 1 else str(shapes)
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    line = text[0] if text else ""
-    return line if len(line) <= 400 else line[:400] + "..."
