@@ -33,6 +33,8 @@ from raylanczos.problem.data import Batch
 from raylanczos.problem.definition import Problem, ProblemError, accepts_training
 from raylanczos.problem.layout import ParameterLayout, unique_names
 
+#: The most characters of a framework's message that a one-line loss failure quotes.
+CAUSE_LIMIT = 160
 #: Dtype names (and dtype-policy names) that :func:`clone_in_dtype` rewrites.
 FLOAT_DTYPE_NAMES = frozenset({"float16", "bfloat16", "float32", "float64", "mixed_float16", "mixed_bfloat16"})
 
@@ -86,7 +88,7 @@ class KerasBackend(ShardBackend):
         batches = self._split_batches(arrays, problem.batch_size, self._cast_to)
         self._batches = [{k: tf.identity(tf.convert_to_tensor(v)) for k, v in batch.items()} for batch in batches]
         self._loss = _bind_loss(problem.loss_fn, model, problem.training)
-        self._check_first_batch(self.batch_sizes[0])
+        self._check_first_batch(problem.inputs)
         sizes = [block.size for block in self.layout.blocks]
         if operator == "ggn":
             predict = _bind_loss(problem.predict, model, problem.training)
@@ -121,22 +123,18 @@ class KerasBackend(ShardBackend):
     def _to_host(self, products: tf.Tensor) -> np.ndarray:
         return products.numpy()
 
-    def _check_first_batch(self, size: int) -> None:
+    def _check_first_batch(self, inputs: str) -> None:
         """Run the loss and its gradient once, eagerly: no framework error (e.g. an output shape
-        that does not fit the labels), a scalar, and a value that depends on the model's weights."""
+        that does not fit the labels), a scalar, and a value that depends on the model's weights.
+        ``inputs`` is the batch entry the model is called on (the others are labels)."""
         batch = self._batches[0]
         try:
             with keras.StatelessScope(), tf.GradientTape(watch_accessed_variables=False) as tape:
                 tape.watch(self._variables)
                 loss = self._loss(batch)
             shape = tuple(tf.convert_to_tensor(loss).shape)
-        except Exception as err:  # noqa: BLE001 - any failure is the model's or the loss's, reported in full
-            arrays = ", ".join(f"{k} {tuple(v.shape)} {v.dtype.name}" for k, v in batch.items())
-            raise ProblemError(
-                f"loss_fn failed on the first batch ({size} examples: {arrays}); the model "
-                f"{self._model.name!r} has output shape {_output_shape(self._model)}: does it fit the labels? "
-                f"{exception_line(err, first_line=True, limit=400)}"
-            ) from err
+        except Exception as err:  # noqa: BLE001 - any failure is the model's or the loss's, reported in one line
+            raise ProblemError(_loss_failure(self._model, batch, inputs, self.training, err)) from err
         if shape != ():
             raise ProblemError(
                 f"loss_fn must return a scalar (the mean loss over the batch), got an array of shape {shape}"
@@ -314,8 +312,70 @@ def _is_floating(dtype: Any) -> bool:
 
 
 def _output_shape(model: Any) -> str:
+    """The model's declared output shape, e.g. ``(None, 5)`` (None: the batch axis)."""
     outputs = getattr(model, "outputs", None)
     if not outputs:
         return "unknown (a subclassed model declares none)"
     shapes = [tuple(o.shape) for o in outputs]
     return str(shapes[0]) if len(shapes) == 1 else str(shapes)
+
+
+def _loss_failure(model: Any, batch: dict[str, tf.Tensor], inputs: str, training: bool, err: Exception) -> str:
+    """One line for a loss that failed on the first ``batch``.
+
+    When the error is one that shapes or label values raise (``ValueError``,
+    ``InvalidArgumentError``) and a label (a batch entry other than ``inputs``) does not
+    fit the model's output on the batch, the line names both shapes and the fix, and leaves the framework's message
+    to the chained cause: ``labels y (64,) int32 (class ids up to 9) need outputs (64, 10);
+    the model 'm' has output shape (None, 5): give its last layer 10 units``. Otherwise it
+    names the batch's arrays, the model's output shape and the error's first line, cut to
+    :data:`CAUSE_LIMIT` characters.
+    """
+    shape_error = isinstance(err, (ValueError, tf.errors.InvalidArgumentError))
+    outputs = _output_on(model, batch, inputs, training) if shape_error else None
+    declared = _output_shape(model) if getattr(model, "outputs", None) or outputs is None else str(outputs)
+    for name, labels in batch.items():
+        need = None if name == inputs or outputs is None else _needed_outputs(labels, outputs)
+        if need is None:
+            continue
+        shape = tuple(labels.shape)
+        ids = f" (class ids up to {need[-1] - 1})" if labels.dtype.is_integer and need != shape else ""
+        same_rank = len(need) == len(outputs) and need[:-1] == outputs[:-1]
+        fix = f"give its last layer {need[-1]} units" if same_rank else f"make it output {need}"
+        return (
+            f"loss_fn failed on the first batch: labels {name} {shape} {labels.dtype.name}{ids} need outputs {need}; "
+            f"the model {model.name!r} has output shape {declared}: {fix}"
+        )
+    arrays = ", ".join(f"{k} {tuple(v.shape)} {v.dtype.name}" for k, v in batch.items())
+    return (
+        f"loss_fn failed on the first batch ({arrays}); the model {model.name!r} has output shape {declared}: "
+        f"{exception_line(err, first_line=True, limit=CAUSE_LIMIT)}"
+    )
+
+
+def _output_on(model: Any, batch: dict[str, tf.Tensor], inputs: str, training: bool) -> tuple[int, ...] | None:
+    """The shape of the model's output on ``batch[inputs]``; None when there is no such entry,
+    the output is not one array, or the model fails on it (the loss's error then says why)."""
+    if inputs not in batch:
+        return None
+    try:
+        with keras.StatelessScope():
+            outputs = model(batch[inputs], training=training)
+    except Exception:  # noqa: BLE001 - reported through the loss's own error
+        return None
+    shape = getattr(outputs, "shape", None)
+    return tuple(shape) if shape is not None and len(shape) > 0 else None
+
+
+def _needed_outputs(labels: tf.Tensor, outputs: tuple[int, ...]) -> tuple[int, ...] | None:
+    """The output shape ``labels`` need, or None when ``outputs`` (a shape) fits them.
+
+    Integer labels of shape ``outputs[:-1]`` (or that with a trailing 1) are class ids:
+    they need at least max + 1 outputs in the last axis. Other labels need outputs of
+    their own shape.
+    """
+    shape = tuple(labels.shape)
+    if labels.dtype.is_integer and shape in (outputs[:-1], outputs[:-1] + (1,)):
+        classes = int(tf.reduce_max(labels)) + 1
+        return outputs[:-1] + (classes,) if outputs[-1] < classes else None
+    return shape if shape != outputs else None
