@@ -184,7 +184,7 @@ CASES = [
     Case(
         "keras-output-shape",
         lambda c: run("tests.keras_problems:five_class_head", c.fresh),
-        ("y (64, 10)", "'five_classes' has output shape (None, 5)", "does it fit the labels?"),
+        ("y (64, 10)", "'five_classes' has output shape (None, 5)", "give its last layer 10 units"),
     ),
     # --- output directories and checkpoints ---
     Case("out-not-writable", _not_writable, ("not writable", "blocker/run")),

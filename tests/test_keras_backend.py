@@ -177,17 +177,59 @@ def test_data_of_different_lengths_is_refused():
         rl.Problem.from_keras(tiny_problem().params, digits_keras.mean_cross_entropy, {"x": x, "y": y[:-1]}, 256)
 
 
+def five_class_head() -> keras.Model:
+    return keras.Sequential([keras.Input((64,)), keras.layers.Dense(5)], name="five_classes")
+
+
 def test_output_shape_that_does_not_fit_the_labels_is_refused():
-    """A 5-class head against one-hot labels of 10 classes: named shapes, not a TF traceback."""
-    model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(5)], name="five_classes")
+    """A 5-class head against one-hot labels of 10 classes: named shapes and the fix in one
+    short line, not a TF traceback; TensorFlow's error is kept as the cause."""
     x, y = digits_keras.load_digits()
 
     def loss_fn(model, batch):
         return keras.ops.mean(keras.losses.categorical_crossentropy(batch["y"], model(batch["x"]), from_logits=True))
 
-    problem = rl.Problem.from_keras(model, loss_fn, {"x": x, "y": np.eye(10, dtype=np.float32)[y]}, 256)
-    with pytest.raises(rl.ProblemError, match=r"y \(256, 10\).*'five_classes' has output shape \(None, 5\)"):
+    problem = rl.Problem.from_keras(five_class_head(), loss_fn, {"x": x, "y": np.eye(10, dtype=np.float32)[y]}, 256)
+    with pytest.raises(rl.ProblemError, match=r"y \(256, 10\).*'five_classes' has output shape \(None, 5\)") as caught:
         make_backend(problem, problem.data.arrays)
+    line = str(caught.value)
+    assert line == (
+        "loss_fn failed on the first batch: labels y (256, 10) float32 need outputs (256, 10); "
+        "the model 'five_classes' has output shape (None, 5): give its last layer 10 units"
+    )
+    assert isinstance(caught.value.__cause__, ValueError)
+
+
+def test_class_ids_beyond_the_outputs_are_one_short_line():
+    """Integer labels 0–9 against 5 logits: TensorFlow's message names its op and dumps every
+    label of the batch; the line names the labels' need and the fix in under 200 characters."""
+    x, y = digits_keras.load_digits()
+    problem = rl.Problem.from_keras(five_class_head(), digits_keras.mean_cross_entropy, {"x": x, "y": y}, 64)
+    with pytest.raises(rl.ProblemError) as caught:
+        make_backend(problem, problem.data.arrays)
+    line = str(caught.value)
+    assert len(line) <= 200 and "\n" not in line, line
+    assert line == (
+        "loss_fn failed on the first batch: labels y (64,) int32 (class ids up to 9) need outputs (64, 10); "
+        "the model 'five_classes' has output shape (None, 5): give its last layer 10 units"
+    )
+    assert "Label values" in str(caught.value.__cause__) and "Label values" not in line
+
+
+def test_a_loss_failure_that_is_not_about_the_labels_quotes_the_error():
+    """A loss reading a batch entry that does not exist: its KeyError, not a story about labels."""
+    x, y = digits_keras.load_digits()
+
+    def loss_fn(model, batch):
+        return keras.ops.mean(model(batch["pixels"]))
+
+    problem = rl.Problem.from_keras(five_class_head(), loss_fn, {"x": x, "y": y}, 64)
+    with pytest.raises(rl.ProblemError) as caught:
+        make_backend(problem, problem.data.arrays)
+    assert str(caught.value) == (
+        "loss_fn failed on the first batch (x (64, 64) float32, y (64,) int32); "
+        "the model 'five_classes' has output shape (None, 5): KeyError: 'pixels'"
+    )
 
 
 def test_training_mode_needs_a_training_parameter():

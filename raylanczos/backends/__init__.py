@@ -1,7 +1,7 @@
 """Backends: the curvature-vector products of one shard, in the problem's framework.
 
 Every backend is built from a :class:`~raylanczos.Problem`, a shard's arrays and the
-operator to multiply by, and is a :class:`ShardBackend`:
+operator to multiply by, and is a :class:`ShardBackend` (:mod:`raylanczos.backends.base`):
 
 - ``num_params``: n, the length of the flat parameter vector;
 - ``num_examples``, ``batch_sizes``: the shard's examples and its batches' sizes;
@@ -17,71 +17,22 @@ operator to multiply by, and is a :class:`ShardBackend`:
 - ``batch_products(vectors)``: the per-batch (first row, stop row, float64 (B, n))
   products, for diagnostics such as :meth:`ShardBackend.first_non_finite_batch`.
 
-Frameworks are imported only inside the backend that needs them: ``"jax"`` imports JAX
-(:mod:`raylanczos.backends.jax`), ``"keras"`` imports TensorFlow and Keras
-(:mod:`raylanczos.backends.tf`) and never JAX.
+The base class owns the loop over the batches, their weighting and the float64 sums; a
+framework's backend gives the product on one batch. Frameworks are imported only inside
+the backend that needs them: ``"jax"`` imports JAX (:mod:`raylanczos.backends.jax`),
+``"keras"`` imports TensorFlow and Keras (:mod:`raylanczos.backends.tf`) and never JAX.
 """
 
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
 
-import numpy as np
-
+from raylanczos.backends.base import ShardBackend
 from raylanczos.choices import BACKENDS, COMPUTE_DTYPES, check_choice
 from raylanczos.problem.data import Batch
 from raylanczos.problem.definition import Problem, ProblemError
-from raylanczos.problem.layout import ParameterLayout
 
-
-class ShardBackend:
-    """What every backend shares: the block's shape check, the batch bookkeeping and the
-    search for a non-finite batch. Subclasses set the attributes listed in the module
-    docstring and implement :meth:`_block_sum` and :meth:`_batch_block_products`."""
-
-    num_params: int
-    num_examples: int
-    batch_sizes: list[int]
-    dtype: np.dtype
-    layout: ParameterLayout
-    training: bool | None
-    operator: str
-    accumulates_on_device: bool
-    accumulation_note: str = ""
-
-    def product_sum(self, vectors: np.ndarray) -> tuple[np.ndarray, int]:
-        """Σ_b |b| · C_b v for each row v of ``vectors`` float64 (B, n): (float64 (B, n), examples)."""
-        return self._block_sum(self.check_block(vectors)), self.num_examples
-
-    def batch_products(self, vectors: np.ndarray) -> Iterator[tuple[int, int, np.ndarray]]:
-        """(first row, stop row, C_b v as float64 (B, n)) per batch, rows relative to the shard."""
-        first = 0
-        for size, product in zip(self.batch_sizes, self._batch_block_products(self.check_block(vectors))):
-            yield first, first + size, product
-            first += size
-
-    def first_non_finite_batch(self, vectors: np.ndarray) -> tuple[int, int, int] | None:
-        """``(first row, stop row, non-finite entries)`` of the first batch whose product
-        has NaN or infinite entries, or None when every batch's product is finite."""
-        for first, stop, product in self.batch_products(vectors):
-            bad = product.size - int(np.count_nonzero(np.isfinite(product)))
-            if bad:
-                return first, stop, bad
-        return None
-
-    def check_block(self, vectors: np.ndarray) -> np.ndarray:
-        """``vectors`` as float64 (B, n), or ``ValueError`` quoting the shape received."""
-        block = np.asarray(vectors, dtype=np.float64)
-        if block.ndim != 2 or block.shape[1] != self.num_params or block.shape[0] == 0:
-            raise ValueError(f"expected a block of vectors of shape (B, {self.num_params}), got shape {block.shape}")
-        return block
-
-    def _block_sum(self, vectors: np.ndarray) -> np.ndarray:  # pragma: no cover - interface
-        raise NotImplementedError
-
-    def _batch_block_products(self, vectors: np.ndarray) -> Iterator[np.ndarray]:  # pragma: no cover - interface
-        raise NotImplementedError
+__all__ = ["ShardBackend", "make_backend"]
 
 
 def make_backend(
@@ -101,14 +52,19 @@ def make_backend(
     """
     check_choice("compute_dtype", compute_dtype, COMPUTE_DTYPES)
     problem.check_operator(operator)
-    if problem.backend == "jax":
-        from raylanczos.backends.jax import JaxBackend, host_placement
+    backend = _backend_class(problem.backend)
+    with backend.host_placement() if on_host else contextlib.nullcontext():
+        return backend(problem, arrays, compute_dtype=compute_dtype, operator=operator)
 
-        with host_placement() if on_host else contextlib.nullcontext():
-            return JaxBackend(problem, arrays, compute_dtype=compute_dtype, operator=operator)
-    if problem.backend == "keras":
-        from raylanczos.backends.tf import KerasBackend, host_placement
 
-        with host_placement() if on_host else contextlib.nullcontext():
-            return KerasBackend(problem, arrays, compute_dtype=compute_dtype, operator=operator)
-    raise ProblemError(f"unknown backend {problem.backend!r}; expected one of {BACKENDS}")
+def _backend_class(name: str) -> type[ShardBackend]:
+    """The backend class of framework ``name``, its module imported now (and only it)."""
+    if name == "jax":
+        from raylanczos.backends.jax import JaxBackend
+
+        return JaxBackend
+    if name == "keras":
+        from raylanczos.backends.tf import KerasBackend
+
+        return KerasBackend
+    raise ProblemError(f"unknown backend {name!r}; expected one of {BACKENDS}")

@@ -23,7 +23,7 @@ digits conv net's convolutions 30× slower inside the loop body: 19.8 s per HVP 
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import jax
 import jax.extend as jex
@@ -31,8 +31,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from raylanczos.backends import ShardBackend
-from raylanczos.problem.data import Batch, BatchPlan
+from raylanczos.backends.base import ShardBackend
+from raylanczos.errors import exception_line
+from raylanczos.problem.data import Batch
 from raylanczos.problem.definition import Problem, ProblemError
 from raylanczos.problem.layout import ParameterLayout, unique_names
 
@@ -63,15 +64,13 @@ class JaxBackend(ShardBackend):
     def __init__(self, problem: Problem, arrays: Batch, *, compute_dtype: str | None = None, operator: str = "hessian"):
         self._x64 = compute_dtype == "float64"
         self.operator = operator
-        with self._precision():
+        with self._product_scope():
             self._params, unravel = self._flat_params(problem, compute_dtype)
             self.layout = pytree_layout(unravel(self._params))
             self.dtype = np.dtype(self._params.dtype)
             self.num_params = int(self._params.size)
-            plan = BatchPlan(self._cast_data(arrays), problem.batch_size)
-            self.batch_sizes = plan.sizes
-            self.num_examples = sum(plan.sizes)
-            self._batches = [jax.device_put(batch) for batch in plan]
+            cast_to = np.dtype(np.float64) if self._x64 else None
+            self._batches = [jax.device_put(batch) for batch in self._split_batches(arrays, problem.batch_size, cast_to)]
             self._check_loss(problem, unravel)
             product = _product_function(problem, unravel, operator)
             self._block_product = jax.jit(_blocked(product))
@@ -102,37 +101,36 @@ class JaxBackend(ShardBackend):
             shape = jax.eval_shape(lambda p: problem.loss_fn(unravel(p), batch), self._params).shape
         except Exception as err:  # noqa: BLE001 - any failure is the loss's, reported in one line
             raise ProblemError(
-                f"loss_fn failed on the first batch ({_describe_batch(batch)}): {_exception_line(err)}"
+                f"loss_fn failed on the first batch ({_describe_batch(batch)}): {exception_line(err, first_line=True)}"
             ) from err
         if shape != ():
             raise ProblemError(
                 f"loss_fn must return a scalar (the mean loss over the batch), got an array of shape {shape}"
             )
 
-    def _block_sum(self, vectors: np.ndarray) -> np.ndarray:
-        if self._add_products is None:
-            total = np.zeros(vectors.shape, dtype=np.float64)
-            for size, products in zip(self.batch_sizes, self._batch_block_products(vectors)):
-                total += size * products
-            return total
-        with jax.enable_x64(True):
-            tangents = jnp.asarray(vectors, dtype=self.dtype)
-            total = jnp.zeros(vectors.shape, dtype=jnp.float64)
-            for size, batch in zip(self.batch_sizes, self._batches):
-                total = self._add_products(total, np.float64(size), self._params, tangents, batch)
-            return np.asarray(total)
+    @staticmethod
+    def host_placement() -> contextlib.AbstractContextManager:
+        """Arrays made in this context live on the host CPU."""
+        return jax.default_device(jax.devices("cpu")[0])
 
-    def _batch_block_products(self, vectors: np.ndarray) -> Iterator[np.ndarray]:
-        """Dispatch every batch's products, one ahead of the host's conversion of the last."""
-        with self._precision():
-            tangents = jnp.asarray(vectors, dtype=self.dtype)
-            pending = None
-            for batch in self._batches:
-                products = self._block_product(self._params, tangents, batch)
-                if pending is not None:
-                    yield np.asarray(pending, dtype=np.float64)
-                pending = products
-            yield np.asarray(pending, dtype=np.float64)
+    def _tangents(self, block: np.ndarray) -> jax.Array:
+        return jnp.asarray(block, dtype=self.dtype)
+
+    def _batch_product(self, tangents: jax.Array, batch: Batch) -> jax.Array:
+        return self._block_product(self._params, tangents, batch)
+
+    def _add_batch(self, total: jax.Array, size: int, tangents: jax.Array, batch: Batch) -> jax.Array:
+        return self._add_products(total, np.float64(size), self._params, tangents, batch)
+
+    def _zero_sums(self, shape: tuple[int, int]) -> jax.Array:
+        return jnp.zeros(shape, dtype=jnp.float64)
+
+    def _to_host(self, products: jax.Array) -> np.ndarray:
+        return np.asarray(products, dtype=np.float64)
+
+    def _summing_scope(self) -> contextlib.AbstractContextManager:
+        """64-bit types on, for the float64 sums (the products keep the model's dtype)."""
+        return jax.enable_x64(True)
 
     def _host_sum_reason(self, product: Callable) -> str:
         """Why the batch sums cannot be kept on the device ("" when they can).
@@ -150,12 +148,8 @@ class JaxBackend(ShardBackend):
             return "sums on the host: the loss builds float64 arrays when traced with 64-bit types"
         return ""
 
-    def _cast_data(self, arrays: Batch) -> Batch:
-        if not self._x64:
-            return dict(arrays)
-        return {k: (v.astype(np.float64) if np.issubdtype(v.dtype, np.floating) else v) for k, v in arrays.items()}
-
-    def _precision(self) -> contextlib.AbstractContextManager:
+    def _product_scope(self) -> contextlib.AbstractContextManager:
+        """64-bit types on in the float64 mode (``compute_dtype="float64"``)."""
         return jax.enable_x64(True) if self._x64 else contextlib.nullcontext()
 
 
@@ -205,11 +199,6 @@ def _adding(product: Callable) -> Callable:
     return add_products
 
 
-def host_placement() -> contextlib.AbstractContextManager:
-    """Arrays made in this context live on the host CPU."""
-    return jax.default_device(jax.devices("cpu")[0])
-
-
 def jaxpr_dtypes(jaxpr: Any) -> set[np.dtype]:
     """Every dtype a traced program computes, its sub-programs (jit, custom rules, loops) included."""
     found = {np.dtype(var.aval.dtype) for var in jaxpr.invars if hasattr(var.aval, "dtype")}
@@ -226,12 +215,6 @@ def jaxpr_dtypes(jaxpr: Any) -> set[np.dtype]:
 
 def _describe_batch(batch: Batch) -> str:
     return ", ".join(f"{k!r} {tuple(v.shape)} {v.dtype}" for k, v in batch.items())
-
-
-def _exception_line(err: BaseException) -> str:
-    """``Type: message``, the message's first line (a KeyError's message is the key)."""
-    text = str(err).strip().splitlines()
-    return f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
 
 
 def pytree_layout(params) -> ParameterLayout:

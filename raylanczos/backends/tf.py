@@ -21,17 +21,20 @@ TensorFlow and Keras, never JAX.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from raylanczos.backends import ShardBackend
-from raylanczos.problem.data import Batch, BatchPlan
+from raylanczos.backends.base import ShardBackend
+from raylanczos.errors import exception_line
+from raylanczos.problem.data import Batch
 from raylanczos.problem.definition import Problem, ProblemError, accepts_training
 from raylanczos.problem.layout import ParameterLayout, unique_names
 
+#: The most characters of a framework's message that a one-line loss failure quotes.
+CAUSE_LIMIT = 160
 #: Dtype names (and dtype-policy names) that :func:`clone_in_dtype` rewrites.
 FLOAT_DTYPE_NAMES = frozenset({"float16", "bfloat16", "float32", "float64", "mixed_float16", "mixed_bfloat16"})
 
@@ -82,12 +85,10 @@ class KerasBackend(ShardBackend):
         self.dtype = np.dtype(_widest_dtype(model.trainable_variables).as_numpy_dtype)
         self.num_params = self.layout.num_params
 
-        plan = BatchPlan(self._cast_data(arrays), problem.batch_size)
-        self.batch_sizes = plan.sizes
-        self.num_examples = sum(plan.sizes)
-        self._batches = [{k: tf.identity(tf.convert_to_tensor(v)) for k, v in batch.items()} for batch in plan]
+        batches = self._split_batches(arrays, problem.batch_size, self._cast_to)
+        self._batches = [{k: tf.identity(tf.convert_to_tensor(v)) for k, v in batch.items()} for batch in batches]
         self._loss = _bind_loss(problem.loss_fn, model, problem.training)
-        self._check_first_batch(plan.sizes[0])
+        self._check_first_batch(problem.inputs)
         sizes = [block.size for block in self.layout.blocks]
         if operator == "ggn":
             predict = _bind_loss(problem.predict, model, problem.training)
@@ -102,34 +103,38 @@ class KerasBackend(ShardBackend):
         """How often the summing ``tf.function`` has been traced (once per batch shape)."""
         return int(self._add_products.experimental_get_tracing_count())
 
-    def _block_sum(self, vectors: np.ndarray) -> np.ndarray:
-        tangents = tf.constant(vectors)
-        total = tf.zeros(vectors.shape, tf.float64)
-        for size, batch in zip(self.batch_sizes, self._batches):
-            total = self._add_products(total, tf.constant(float(size), tf.float64), tangents, batch)
-        return total.numpy()
+    @staticmethod
+    def host_placement() -> Any:
+        """Tensors made in this context live on the host CPU."""
+        return tf.device("/CPU:0")
 
-    def _batch_block_products(self, vectors: np.ndarray) -> Iterator[np.ndarray]:
-        tangents = tf.constant(vectors)
-        for batch in self._batches:
-            yield self._block_product(tangents, batch).numpy()
+    def _tangents(self, block: np.ndarray) -> tf.Tensor:
+        return tf.constant(block)
 
-    def _check_first_batch(self, size: int) -> None:
+    def _batch_product(self, tangents: tf.Tensor, batch: dict[str, tf.Tensor]) -> tf.Tensor:
+        return self._block_product(tangents, batch)
+
+    def _add_batch(self, total: tf.Tensor, size: int, tangents: tf.Tensor, batch: dict[str, tf.Tensor]) -> tf.Tensor:
+        return self._add_products(total, tf.constant(float(size), tf.float64), tangents, batch)
+
+    def _zero_sums(self, shape: tuple[int, int]) -> tf.Tensor:
+        return tf.zeros(shape, tf.float64)
+
+    def _to_host(self, products: tf.Tensor) -> np.ndarray:
+        return products.numpy()
+
+    def _check_first_batch(self, inputs: str) -> None:
         """Run the loss and its gradient once, eagerly: no framework error (e.g. an output shape
-        that does not fit the labels), a scalar, and a value that depends on the model's weights."""
+        that does not fit the labels), a scalar, and a value that depends on the model's weights.
+        ``inputs`` is the batch entry the model is called on (the others are labels)."""
         batch = self._batches[0]
         try:
             with keras.StatelessScope(), tf.GradientTape(watch_accessed_variables=False) as tape:
                 tape.watch(self._variables)
                 loss = self._loss(batch)
             shape = tuple(tf.convert_to_tensor(loss).shape)
-        except Exception as err:  # noqa: BLE001 - any failure is the model's or the loss's, reported in full
-            arrays = ", ".join(f"{k} {tuple(v.shape)} {v.dtype.name}" for k, v in batch.items())
-            raise ProblemError(
-                f"loss_fn failed on the first batch ({size} examples: {arrays}); the model "
-                f"{self._model.name!r} has output shape {_output_shape(self._model)}: does it fit the labels? "
-                f"{type(err).__name__}: {_first_line(err)}"
-            ) from err
+        except Exception as err:  # noqa: BLE001 - any failure is the model's or the loss's, reported in one line
+            raise ProblemError(_loss_failure(self._model, batch, inputs, self.training, err)) from err
         if shape != ():
             raise ProblemError(
                 f"loss_fn must return a scalar (the mean loss over the batch), got an array of shape {shape}"
@@ -139,16 +144,6 @@ class KerasBackend(ShardBackend):
                 f"loss_fn's value does not depend on the trainable weights of the model it is given "
                 f"({self._model.name!r}); it must call that model, its first argument, not another one"
             )
-
-    def _cast_data(self, arrays: Batch) -> Batch:
-        if self._cast_to is None:
-            return dict(arrays)
-        return {k: (v.astype(self._cast_to) if np.issubdtype(v.dtype, np.floating) else v) for k, v in arrays.items()}
-
-
-def host_placement() -> Any:
-    """Tensors made in this context live on the host CPU."""
-    return tf.device("/CPU:0")
 
 
 def check_keras() -> None:
@@ -190,7 +185,7 @@ def clone_in_dtype(model: Any, dtype: str) -> Any:
     except Exception as err:  # noqa: BLE001
         raise ProblemError(
             f"compute_dtype {dtype!r} rebuilds the model from its config, and model {name!r} cannot be rebuilt "
-            f"({type(err).__name__}: {_first_line(err)}); {hint}"
+            f"({exception_line(err, first_line=True, limit=400)}); {hint}"
         ) from err
     finally:
         keras.config.set_dtype_policy(previous)
@@ -317,6 +312,7 @@ def _is_floating(dtype: Any) -> bool:
 
 
 def _output_shape(model: Any) -> str:
+    """The model's declared output shape, e.g. ``(None, 5)`` (None: the batch axis)."""
     outputs = getattr(model, "outputs", None)
     if not outputs:
         return "unknown (a subclassed model declares none)"
@@ -324,7 +320,62 @@ def _output_shape(model: Any) -> str:
     return str(shapes[0]) if len(shapes) == 1 else str(shapes)
 
 
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    line = text[0] if text else ""
-    return line if len(line) <= 400 else line[:400] + "..."
+def _loss_failure(model: Any, batch: dict[str, tf.Tensor], inputs: str, training: bool, err: Exception) -> str:
+    """One line for a loss that failed on the first ``batch``.
+
+    When the error is one that shapes or label values raise (``ValueError``,
+    ``InvalidArgumentError``) and a label (a batch entry other than ``inputs``) does not
+    fit the model's output on the batch, the line names both shapes and the fix, and leaves the framework's message
+    to the chained cause: ``labels y (64,) int32 (class ids up to 9) need outputs (64, 10);
+    the model 'm' has output shape (None, 5): give its last layer 10 units``. Otherwise it
+    names the batch's arrays, the model's output shape and the error's first line, cut to
+    :data:`CAUSE_LIMIT` characters.
+    """
+    shape_error = isinstance(err, (ValueError, tf.errors.InvalidArgumentError))
+    outputs = _output_on(model, batch, inputs, training) if shape_error else None
+    declared = _output_shape(model) if getattr(model, "outputs", None) or outputs is None else str(outputs)
+    for name, labels in batch.items():
+        need = None if name == inputs or outputs is None else _needed_outputs(labels, outputs)
+        if need is None:
+            continue
+        shape = tuple(labels.shape)
+        ids = f" (class ids up to {need[-1] - 1})" if labels.dtype.is_integer and need != shape else ""
+        same_rank = len(need) == len(outputs) and need[:-1] == outputs[:-1]
+        fix = f"give its last layer {need[-1]} units" if same_rank else f"make it output {need}"
+        return (
+            f"loss_fn failed on the first batch: labels {name} {shape} {labels.dtype.name}{ids} need outputs {need}; "
+            f"the model {model.name!r} has output shape {declared}: {fix}"
+        )
+    arrays = ", ".join(f"{k} {tuple(v.shape)} {v.dtype.name}" for k, v in batch.items())
+    return (
+        f"loss_fn failed on the first batch ({arrays}); the model {model.name!r} has output shape {declared}: "
+        f"{exception_line(err, first_line=True, limit=CAUSE_LIMIT)}"
+    )
+
+
+def _output_on(model: Any, batch: dict[str, tf.Tensor], inputs: str, training: bool) -> tuple[int, ...] | None:
+    """The shape of the model's output on ``batch[inputs]``; None when there is no such entry,
+    the output is not one array, or the model fails on it (the loss's error then says why)."""
+    if inputs not in batch:
+        return None
+    try:
+        with keras.StatelessScope():
+            outputs = model(batch[inputs], training=training)
+    except Exception:  # noqa: BLE001 - reported through the loss's own error
+        return None
+    shape = getattr(outputs, "shape", None)
+    return tuple(shape) if shape is not None and len(shape) > 0 else None
+
+
+def _needed_outputs(labels: tf.Tensor, outputs: tuple[int, ...]) -> tuple[int, ...] | None:
+    """The output shape ``labels`` need, or None when ``outputs`` (a shape) fits them.
+
+    Integer labels of shape ``outputs[:-1]`` (or that with a trailing 1) are class ids:
+    they need at least max + 1 outputs in the last axis. Other labels need outputs of
+    their own shape.
+    """
+    shape = tuple(labels.shape)
+    if labels.dtype.is_integer and shape in (outputs[:-1], outputs[:-1] + (1,)):
+        classes = int(tf.reduce_max(labels)) + 1
+        return outputs[:-1] + (classes,) if outputs[-1] < classes else None
+    return shape if shape != outputs else None

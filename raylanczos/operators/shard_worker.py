@@ -22,6 +22,7 @@ import numpy as np
 
 from raylanczos.backends import ShardBackend, make_backend
 from raylanczos.distributed.policy import pin_to_cores
+from raylanczos.errors import exception_line
 from raylanczos.operators.contract import NodeSumInfo, PartialInfo
 from raylanczos.outputs.progress import quiet_framework_logs
 from raylanczos.problem.data import Shard
@@ -190,5 +191,4 @@ class ShardWorker:
         )
 
     def _error_line(self, err: BaseException) -> str:
-        message = " ".join(str(err).split())
-        return f"{self.where} failed: {type(err).__name__}: {message}" if message else f"{self.where} failed: {type(err).__name__}"
+        return f"{self.where} failed: {exception_line(err)}"
