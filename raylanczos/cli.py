@@ -24,6 +24,7 @@ from raylanczos.config import (
     OptionError,
     ScalingConfig,
 )
+from raylanczos.errors import one_line
 from raylanczos.outputs.progress import configure_logging, quiet_framework_logs
 from raylanczos.outputs.record import PART_STATISTICS
 
@@ -180,7 +181,7 @@ def error_line(err: BaseException) -> str:
         text = err.for_option(FLAGS.get(err.option, "--" + err.option.replace("_", "-")))
     else:
         text = str(err)
-    return " ".join(text.split()) or type(err).__name__
+    return one_line(text) or type(err).__name__
 
 
 def closing_line(result: Any) -> str:

@@ -19,7 +19,12 @@ from raylanczos.choices import check_int
 from raylanczos.numerics import spectrum
 from raylanczos.outputs.plot import plot_overlay
 from raylanczos.outputs.record import PART_STATISTICS
-from raylanczos.outputs.render import PartsResult, SpectrumResult, load_result, operator_title
+from raylanczos.outputs.render import (
+    PartsResult,
+    SpectrumResult,
+    load_result,
+    operator_title,
+)
 from raylanczos.outputs.store import OutputStore
 
 #: The statistics columns of the comparison table (summary keys): those of a parts run's table.

@@ -32,8 +32,6 @@ import numpy as np
 from raylanczos.config import DensityConfig
 from raylanczos.numerics import spectrum
 from raylanczos.outputs.plot import plot_density, plot_overlay
-from raylanczos.outputs.store import OutputStore, json_writer, npy_writer, npz_writer
-
 from raylanczos.outputs.record import (
     DensityRecord,
     PartRow,
@@ -41,6 +39,7 @@ from raylanczos.outputs.record import (
     SpectrumRecord,
     record_from_json,
 )
+from raylanczos.outputs.store import OutputStore, json_writer, npy_writer, npz_writer
 
 SIGMA2_UNITS = "sigma2 is an absolute variance (eigenvalue units squared)"
 RENDERED_NAMES = ("spectrum.npz", "summary.json", "density.png")

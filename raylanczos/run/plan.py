@@ -16,7 +16,12 @@ from typing import Any
 import numpy as np
 
 from raylanczos.backends import make_backend
-from raylanczos.config import DEFAULT_DRAWS_PER_PASS, OptionError, ScalingConfig, SpectrumConfig
+from raylanczos.config import (
+    DEFAULT_DRAWS_PER_PASS,
+    OptionError,
+    ScalingConfig,
+    SpectrumConfig,
+)
 from raylanczos.outputs.progress import byte_size
 from raylanczos.outputs.record import ConfigRecord
 from raylanczos.problem.blocks import select_blocks

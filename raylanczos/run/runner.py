@@ -22,20 +22,51 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from raylanczos.config import DensityConfig, OutputConfig, ScalingConfig, SpectrumConfig, build_configs
+from raylanczos.config import (
+    DensityConfig,
+    OutputConfig,
+    ScalingConfig,
+    SpectrumConfig,
+    build_configs,
+)
 from raylanczos.distributed.hessian import DistributedHessian
 from raylanczos.distributed.session import RaySession
 from raylanczos.distributed.workers import WorkerGroup, WorkerOptions
 from raylanczos.numerics.basis import BasisSweeps
 from raylanczos.operators.contract import TIMING_COLUMNS, BlockOperator
 from raylanczos.outputs.progress import Progress, make_progress, reporting
-from raylanczos.outputs.record import ConfigRecord, LayoutRecord, PartsRecord, RunInfo, SweepRecord, TimingRecord
-from raylanczos.outputs.render import Result, load_result, operator_title, render_parts, rerender
+from raylanczos.outputs.record import (
+    ConfigRecord,
+    LayoutRecord,
+    PartsRecord,
+    RunInfo,
+    SweepRecord,
+    TimingRecord,
+)
+from raylanczos.outputs.render import (
+    Result,
+    load_result,
+    operator_title,
+    render_parts,
+    rerender,
+)
 from raylanczos.outputs.store import OutputStore
 from raylanczos.problem.definition import ProblemSource, build_problem, source_name
 from raylanczos.run.bases import new_bases
-from raylanczos.run.loop import DrawTask, FinishedDraw, LoopHooks, LoopState, SpectrumLoop
-from raylanczos.run.plan import RunPlan, chosen_shard_plan, config_record, plan_run, run_identity
+from raylanczos.run.loop import (
+    DrawTask,
+    FinishedDraw,
+    LoopHooks,
+    LoopState,
+    SpectrumLoop,
+)
+from raylanczos.run.plan import (
+    RunPlan,
+    chosen_shard_plan,
+    config_record,
+    plan_run,
+    run_identity,
+)
 from raylanczos.run.sink import RunOutputs, prepare_output
 from raylanczos.run.sweep import SweepPoint, sweep_points, sweep_title
 
