@@ -8,6 +8,7 @@ environment with only the ``tf`` extra: the run must work and load no JAX module
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -96,3 +97,24 @@ def test_rendering_and_loading_need_no_ray(tmp_path):
         print(loaded("ray", "jax", "jaxlib", "tensorflow", "keras"))
     """)
     assert out == "[]"
+
+
+def test_jax_keeps_compiled_products_in_the_cache_unless_told_not_to(tmp_path):
+    """A JAX backend caches its compiled programs under ``$RAYLANCZOS_CACHE`` by default, so a
+    second run of the same model starts without compiling; ``RAYLANCZOS_COMPILATION_CACHE=off``
+    and a ``JAX_COMPILATION_CACHE_DIR`` of the user's own are respected."""
+    code = """
+        import os, numpy as np
+        from raylanczos.examples import digits
+        from raylanczos.operators.local import LocalHessian
+        LocalHessian(digits.tiny_problem()).matvec(np.ones(310))
+        print("ok")
+    """
+    for setting, expect_files in (({}, True), ({"RAYLANCZOS_COMPILATION_CACHE": "off"}, False)):
+        cache = tmp_path / ("on" if expect_files else "off")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_")}
+        env.update(RAYLANCZOS_CACHE=str(cache), **setting)
+        result = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=300, env=env)
+        assert result.returncode == 0, result.stderr[-2000:]
+        compiled = list((cache / "jax-compilation").glob("*")) if (cache / "jax-compilation").exists() else []
+        assert bool(compiled) == expect_files, (setting, compiled)

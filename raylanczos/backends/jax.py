@@ -32,6 +32,7 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from raylanczos.backends.base import ShardBackend
+from raylanczos.cache import compilation_cache_dir
 from raylanczos.errors import exception_line
 from raylanczos.problem.data import Batch
 from raylanczos.problem.definition import Problem, ProblemError
@@ -62,6 +63,7 @@ class JaxBackend(ShardBackend):
     training = None
 
     def __init__(self, problem: Problem, arrays: Batch, *, compute_dtype: str | None = None, operator: str = "hessian"):
+        use_compilation_cache()
         self._x64 = compute_dtype == "float64"
         self.operator = operator
         with self._product_scope():
@@ -152,6 +154,18 @@ class JaxBackend(ShardBackend):
         """64-bit types on in the float64 mode (``compute_dtype="float64"``)."""
         return jax.enable_x64(True) if self._x64 else contextlib.nullcontext()
 
+
+
+def use_compilation_cache() -> None:
+    """Keep compiled products in raylanczos' cache directory (see :mod:`raylanczos.cache`),
+    so that a later run of the same model on this machine starts without compiling. Every
+    program is cached, however fast it compiled; the numbers do not change."""
+    directory = compilation_cache_dir()
+    if directory is None or jax.config.jax_compilation_cache_dir:
+        return
+    jax.config.update("jax_compilation_cache_dir", str(directory))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 def _product_function(problem: Problem, unravel: Callable, operator: str) -> Callable:
     """``(flat params, tangent, batch) -> C_b v`` for the Hessian or the Gauss–Newton matrix."""

@@ -16,6 +16,8 @@ from typing import Callable
 
 import numpy as np
 
+from raylanczos.cache import cache_dir
+
 BATCH_SIZE = 256  # 1797 = 7 · 256 + 5: the last batch is ragged
 
 
@@ -47,14 +49,6 @@ def init_params(hidden: tuple[int, ...], seed: int) -> list[dict[str, np.ndarray
         }
         for a, b in zip(widths[:-1], widths[1:])
     ]
-
-
-def cache_dir() -> Path:
-    """Where trained example weights are kept: ``$RAYLANCZOS_CACHE``, else
-    ``$XDG_CACHE_HOME/raylanczos`` (default ``~/.cache/raylanczos``)."""
-    if os.environ.get("RAYLANCZOS_CACHE"):
-        return Path(os.environ["RAYLANCZOS_CACHE"])
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "raylanczos"
 
 
 def cached_layers(key: str, compute: Callable[[], list[dict[str, np.ndarray]]]) -> list[dict[str, np.ndarray]]:
