@@ -50,7 +50,9 @@ def test_run_writes_every_output(finished_run):
     assert summary["config"]["draws_per_pass"] == 2, "the default B, clamped to the 2 draws"
     assert timings.shape == (12, len(summary["timings"]["columns"])), "one row per pass over the data"
     assert np.all(timings[:, summary["timings"]["columns"].index("hvp_max")] > 0), "every pass records the slowest worker"
-    assert np.all(timings[:, summary["timings"]["columns"].index("bytes_received")] == 2 * 310 * 8), "one node: one partial"
+    assert summary["reduce"] == {"mode": "node", "node_groups": [[0, 1]], "sums_on_driver": True}
+    received = timings[:, summary["timings"]["columns"].index("bytes_received")]
+    assert np.all(received == 2 * (2 * 310 * 8)), "the driver's node alone: the driver sums both partials itself"
     assert summary["lambda_max"] == pytest.approx(max(summary["top_ritz_values"]))
     assert len(summary["workers"]) == 2 and all(w["node_id"] for w in summary["workers"])
     assert all(w["cores"] == sorted(os.sched_getaffinity(0)) for w in summary["workers"]), "--no-pin-cpus"

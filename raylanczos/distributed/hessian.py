@@ -65,6 +65,12 @@ class DistributedHessian:
     ``broadcast_dtype`` is float32 when every worker computes in float32 (the block is
     rounded to float32 once on the driver instead of on each worker: the same numbers,
     half the bytes), else float64. Partial products always come back in float64.
+
+    ``sums_on_driver``: whether the driver sums the workers' partials itself. It does for
+    the flat reduction, and for the node reduction when every worker shares the driver's
+    node in one group in worker order: the sum then runs in the same order either way (the
+    same bits), and the driver reads the partials from its own node's object store without
+    waiting for a node sum.
     """
 
     def __init__(
@@ -92,6 +98,8 @@ class DistributedHessian:
             raise ValueError(f"node groups {self.groups} do not cover the {len(group.actors)} workers exactly once")
         compute = {info["compute_dtype"] for info in group.infos}
         self.broadcast_dtype = np.dtype(np.float32 if compute == {"float32"} else np.float64)
+        one_local_group = len(self.groups) == 1 and self.groups[0] == sorted(self.groups[0]) and group.on_driver_node()
+        self.sums_on_driver = reduce == "flat" or one_local_group
 
     def submit(self, vectors: np.ndarray) -> PendingProducts:
         """Start C·v for every row of ``vectors`` (B, n) on every worker (one ``ray.put``)."""
@@ -100,7 +108,7 @@ class DistributedHessian:
         ref = ray.put(block)
         actors = self.group.actors
         infos, info_workers, products, product_workers = [], [], [], []
-        if self.reduce == "flat":
+        if self.sums_on_driver:
             for worker, actor in enumerate(actors):
                 info, product = actor.partial_products.options(num_returns=2).remote(ref, self.arguments)
                 infos.append(info), info_workers.append(worker), products.append(product), product_workers.append(worker)

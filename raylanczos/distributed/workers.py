@@ -183,6 +183,11 @@ class WorkerGroup:
             groups.setdefault(info["node_id"], []).append(index)
         return list(groups.values())
 
+    def on_driver_node(self) -> bool:
+        """Whether every worker was placed on the driver's node."""
+        here = ray.get_runtime_context().get_node_id()
+        return all(info["node_id"] == here for info in self.infos)
+
     def nodes_in_use(self) -> int:
         """The nodes the workers run on now: their bundles' nodes, where a fault moved them."""
         return len(set(placement_group_table(self.placement)["bundles_to_node_id"].values()))

@@ -60,8 +60,10 @@ class ConfigRecord:
 @dataclass(frozen=True)
 class LayoutRecord:
     """Where the products ran: the workers (their own descriptions), their resources, the
-    reduction and its node groups, the broadcast dtype, and the flat vector's layout
-    (``[{"name", "shape", "offset", "size"}, ...]``; a block's own layout for a block)."""
+    reduction and its node groups, whether the driver summed the partials itself (one
+    local group; the same order, so the same bits), the broadcast dtype, and the flat
+    vector's layout (``[{"name", "shape", "offset", "size"}, ...]``; a block's own layout
+    for a block)."""
 
     workers: list[dict[str, Any]]
     worker_resources: dict[str, Any]
@@ -69,12 +71,16 @@ class LayoutRecord:
     node_groups: list[list[int]]
     broadcast_dtype: str
     parameter_layout: list[dict[str, Any]]
+    sums_on_driver: bool | None = None
 
     def to_json(self) -> dict[str, Any]:
+        reduce = {"mode": self.reduce, "node_groups": self.node_groups}
+        if self.sums_on_driver is not None:
+            reduce["sums_on_driver"] = self.sums_on_driver
         return {
             "workers": self.workers,
             "worker_resources": self.worker_resources,
-            "reduce": {"mode": self.reduce, "node_groups": self.node_groups},
+            "reduce": reduce,
             "broadcast_dtype": self.broadcast_dtype,
             "parameter_layout": self.parameter_layout,
         }
@@ -88,6 +94,7 @@ class LayoutRecord:
             workers=list(data["workers"]), worker_resources=dict(data.get("worker_resources") or {}),
             reduce=reduce.get("mode", "flat"), node_groups=[list(g) for g in reduce.get("node_groups", [])],
             broadcast_dtype=data.get("broadcast_dtype", ""), parameter_layout=list(data.get("parameter_layout") or []),
+            sums_on_driver=reduce.get("sums_on_driver"),
         )
 
 

@@ -217,7 +217,8 @@ def run_spectrum(
         raylanczos_version=_version("raylanczos"), versions=_versions(), config=config, dataset=problem.data.describe(),
         layout=LayoutRecord(
             workers=[dict(info) for info in group.infos], worker_resources=group.resources, reduce=settings.scaling.reduce,
-            node_groups=operator.groups, broadcast_dtype=str(operator.broadcast_dtype), parameter_layout=plan.facts.layout.to_json(),
+            node_groups=operator.groups, broadcast_dtype=str(operator.broadcast_dtype),
+            parameter_layout=plan.facts.layout.to_json(), sums_on_driver=operator.sums_on_driver,
         ),
         timings=timing_record(state.timings),
     )
