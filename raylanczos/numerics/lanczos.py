@@ -107,16 +107,40 @@ def start_vector(dim: int, *, seed: int, draw: int = 0, distribution: str = "gau
       distribution: one of :data:`START_DISTRIBUTIONS`: ``"gaussian"`` (entries N(0, 1))
         or ``"rademacher"`` (entries ±1), normalised to unit norm either way.
     """
+    v = start_entries(dim, seed=seed, draw=draw, distribution=distribution)
+    return v / np.linalg.norm(v)
+
+
+#: Entries drawn at a time while skipping to a slice's first entry (8 MB of float64).
+SKIP_CHUNK = 1 << 20
+
+
+def start_entries(
+    dim: int, *, seed: int, draw: int = 0, distribution: str = "gaussian", first: int = 0, stop: int | None = None
+) -> np.ndarray:
+    """Entries [first, stop) of a draw's start vector before normalisation, float64[stop − first].
+
+    The same numbers as the whole vector's (see :func:`start_vector`): the generator's
+    stream is drawn and dropped, :data:`SKIP_CHUNK` entries at a time, up to ``first``, so
+    a keeper holding one slice draws its own entries in O(first) time and O(chunk) memory.
+    """
     check_int("dim", dim)
     check_distribution(distribution)
     if seed < 0 or draw < 0:
         raise ValueError(f"seed and draw must be >= 0, got seed={seed!r}, draw={draw!r}")
+    stop = dim if stop is None else stop
+    if not 0 <= first <= stop <= dim:
+        raise ValueError(f"entries [{first}, {stop}) are not inside a start vector of {dim}")
     rng = np.random.default_rng([seed, draw])
-    if distribution == "gaussian":
-        v = rng.standard_normal(dim)
-    else:
-        v = rng.integers(0, 2, size=dim).astype(np.float64) * 2.0 - 1.0
-    return v / np.linalg.norm(v)
+
+    def entries(count: int) -> np.ndarray:
+        if distribution == "gaussian":
+            return rng.standard_normal(count)
+        return rng.integers(0, 2, size=count).astype(np.float64) * 2.0 - 1.0
+
+    for skipped in range(0, first, SKIP_CHUNK):
+        entries(min(SKIP_CHUNK, first - skipped))
+    return entries(stop - first)
 
 
 def check_distribution(distribution: str) -> str:

@@ -131,7 +131,15 @@ class Zero:
     into: Register
 
 
-Op = Union[Load, Axpy, Divide, Dot, Project, Subtract, Combine, Copy, Move, Zero]
+@dataclass(frozen=True)
+class Release:
+    """The slot's draw has ended: its vectors are no longer the kernel's (its basis storage
+    is kept for the next draw)."""
+
+    slot: int
+
+
+Op = Union[Load, Axpy, Divide, Dot, Project, Subtract, Combine, Copy, Move, Zero, Release]
 
 
 def reductions_size(ops: Sequence[Op]) -> int:
@@ -220,15 +228,20 @@ class VectorKernel:
         return out
 
     def _apply(self, op: Op, out: np.ndarray, at: int) -> int:
-        arrays = self.slots[op.slot]
         if isinstance(op, Load):
-            product = self.products[op.slot]
-            w = np.array(product, dtype=np.float64, copy=True)
-            if w.shape != arrays.pending.shape:
-                raise ValueError(f"matvec returned shape {w.shape}, expected {arrays.pending.shape}")
+            w = np.array(self.products[op.slot], dtype=np.float64, copy=True)
+            expected = (self.slots[op.slot].basis.shape[1],)
+            if w.shape != expected:
+                raise ValueError(f"matvec returned shape {w.shape}, expected {expected}")
             self._set(op.slot, "w", w)
             out[at] = np.size(w) - np.count_nonzero(np.isfinite(w))
             return at + 1
+        if isinstance(op, Dot):
+            out[at] = float(self._get(op.slot, op.x) @ self._get(op.slot, op.y))
+            return at + 1
+        if isinstance(op, Project):
+            out[at : at + op.rows] = self.sweeps.dots(self.slots[op.slot].basis[: op.rows], self._get(op.slot, op.x))
+            return at + op.rows
         if isinstance(op, Axpy):
             x, y = self._get(op.slot, op.x), self._get(op.slot, op.y)
             if op.a == 1.0:
@@ -238,25 +251,22 @@ class VectorKernel:
         elif isinstance(op, Divide):
             x = self._get(op.slot, op.x)
             x /= op.divisor
-        elif isinstance(op, Dot):
-            out[at] = float(self._get(op.slot, op.x) @ self._get(op.slot, op.y))
-            return at + 1
-        elif isinstance(op, Project):
-            out[at : at + op.rows] = self.sweeps.dots(arrays.basis[: op.rows], self._get(op.slot, op.x))
-            return at + op.rows
         elif isinstance(op, Subtract):
             rows = op.coefficients.shape[0]
-            self.sweeps.subtract(arrays.basis[:rows], self._get(op.slot, op.x), op.coefficients)
+            self.sweeps.subtract(self.slots[op.slot].basis[:rows], self._get(op.slot, op.x), op.coefficients)
         elif isinstance(op, Combine):
             rows = op.coefficients.shape[0]
-            self._set(op.slot, op.into, self.sweeps.combine(arrays.basis[:rows], op.coefficients))
+            self._set(op.slot, op.into, self.sweeps.combine(self.slots[op.slot].basis[:rows], op.coefficients))
         elif isinstance(op, Copy):
             self._set(op.slot, op.into, np.array(self._get(op.slot, op.x), copy=True))
         elif isinstance(op, Move):
             self._set(op.slot, op.into, self._get(op.slot, op.x))
             self._drop(op.slot, op.x)
         elif isinstance(op, Zero):
-            self._set(op.slot, op.into, np.zeros(arrays.pending.shape[0], dtype=np.float64))
+            self._set(op.slot, op.into, np.zeros(self.slots[op.slot].basis.shape[1], dtype=np.float64))
+        elif isinstance(op, Release):
+            self.slots.pop(op.slot, None)
+            self.products.pop(op.slot, None)
         else:
             raise TypeError(f"not a vector operation: {op!r}")
         return at
