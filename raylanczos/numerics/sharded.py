@@ -268,7 +268,7 @@ class Keeper:
         coefficients = np.asarray(coefficients, dtype=np.float64)
         return coefficients @ self.kernel.slots[slot].basis[: coefficients.shape[1]]
 
-    def rows(self, slot: int, count: int) -> np.ndarray:
+    def leading_rows(self, slot: int, count: int) -> np.ndarray:
         """The slot's first ``count`` basis rows on this slice, a float64 (count, slice part) copy."""
         return np.array(self.kernel.slots[slot].basis[:count])
 

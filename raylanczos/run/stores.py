@@ -163,7 +163,7 @@ class KeptBasis:
         if not isinstance(rows, slice) or rows.step not in (None, 1) or rows.start not in (None, 0):
             raise TypeError(f"a kept basis gives its leading rows, basis[:k]; got [{rows!r}]")
         count = min(self.shape[0] if rows.stop is None else rows.stop, self.shape[0])
-        return np.concatenate(self.space.call("rows", self.slot, count), axis=1)
+        return np.concatenate(self.space.call("leading_rows", self.slot, count), axis=1)
 
 
 @dataclass
