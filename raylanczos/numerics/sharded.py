@@ -263,6 +263,14 @@ class Keeper:
         basis = self.kernel.slots[slot].basis[:rows]
         return (basis @ basis.T)[np.triu_indices(rows)]
 
+    def orthogonality(self, grams: Sequence[np.ndarray], rows: int) -> float:
+        """‖V Vᵀ − I‖_max from every keeper's :meth:`gram`, added in keeper order (so the
+        O(m²) partials travel between keepers, not to the driver)."""
+        gram = np.zeros((rows, rows))
+        gram[np.triu_indices(rows)] = sum_in_order(grams)
+        gram[np.diag_indices(rows)] -= 1.0
+        return float(np.max(np.abs(gram))) if rows else 0.0
+
     def combine_rows(self, slot: int, coefficients: np.ndarray) -> np.ndarray:
         """C V[:k] on this slice, (c, slice part) for C float64 (c, k): rows of Ritz vectors."""
         coefficients = np.asarray(coefficients, dtype=np.float64)
@@ -294,6 +302,8 @@ class KeeperGroup(Protocol):
 
     def call_each(self, method: str, arguments: Sequence[tuple[Any, ...]]) -> list[Any]: ...
 
+    def call_one(self, index: int, method: str, *args: Any) -> Any: ...
+
 
 class InProcessKeepers:
     """:class:`Keeper` objects in this process (for tests and the single-process reference)."""
@@ -307,6 +317,9 @@ class InProcessKeepers:
 
     def call_each(self, method: str, arguments: Sequence[tuple[Any, ...]]) -> list[Any]:
         return [getattr(keeper, method)(*args) for keeper, args in zip(self.keepers, arguments)]
+
+    def call_one(self, index: int, method: str, *args: Any) -> Any:
+        return getattr(self.keepers[index], method)(*args)
 
 
 def payload_bytes(value: Any) -> int:
@@ -366,10 +379,14 @@ class ShardedSpace:
         self.bytes_received += sum(payload_bytes(answer) for answer in answers)
         return answers
 
-    def flush(self) -> None:
-        """Send the deferred rounds now (before a checkpoint, say)."""
+    def call_one(self, index: int, method: str, *args: Any) -> Any:
+        """``method(*args)`` on keeper ``index`` alone (the deferred rounds go to all first)."""
         if self.deferred:
             self.call("run", [])
+        self.bytes_sent += payload_bytes([method, *args])
+        answer = self.keepers.call_one(index, method, *args)
+        self.bytes_received += payload_bytes(answer)
+        return answer
 
     def take_bytes(self) -> tuple[int, int]:
         """(sent, received) since the last call, and start counting again."""

@@ -244,13 +244,9 @@ class KeeperStore:
         self.space.call_each("receive", [(pieces, products.count) for pieces in products.pieces])
 
     def orthogonality(self, slot: int, lanczos: LanczosScalars) -> float:
-        """‖V Vᵀ − I‖_max of the draw's basis, from the keepers' partial Gram matrices."""
-        rows = lanczos.steps
-        packed = sum_in_order(self.space.call("gram", slot, rows))
-        gram = np.zeros((rows, rows))
-        gram[np.triu_indices(rows)] = packed
-        gram[np.diag_indices(rows)] -= 1.0
-        return float(np.max(np.abs(gram))) if rows else 0.0
+        """‖V Vᵀ − I‖_max of the draw's basis: keeper 0 adds every keeper's partial Gram
+        matrix (references, where the keepers are actors) in keeper order."""
+        return self.space.call_one(0, "orthogonality", self.space.call("gram", slot, lanczos.steps), lanczos.steps)
 
     def view(self, slot: int, task: Any, lanczos: LanczosScalars) -> KeptLanczos:
         fields = {name: getattr(lanczos, name) for name in LanczosScalars.__dataclass_fields__}
