@@ -24,7 +24,8 @@ from raylanczos.numerics.basis import BasisSweeps, allocate_basis
 from raylanczos.numerics.sharded import SliceLayout
 from raylanczos.numerics.spectrum import gauss_quadrature
 from raylanczos.operators.contract import TIMING_COLUMNS
-from raylanczos.run.loop import DrawTask, SpectrumLoop
+from raylanczos.run.checkpoint import Checkpoint
+from raylanczos.run.loop import DrawTask, LoopHooks, LoopState, SpectrumLoop
 from raylanczos.run.stores import KeeperStore
 from tests.hessians import digits_hessian
 
@@ -63,8 +64,15 @@ def group(three_nodes):
     workers.shutdown()
 
 
-def run(group: WorkerGroup, state: str, order: int, arguments: dict) -> tuple:
-    """D = 2 draws × ``order`` steps, B = 2 per pass, with the given state; (loop state, keepers' infos)."""
+def run(
+    group: WorkerGroup, state: str, order: int, arguments: dict, *, checkpoint: Checkpoint | None = None,
+    resumed: LoopState | None = None, stop_after: int | None = None,
+) -> tuple:
+    """D = 2 draws × ``order`` steps, B = 2 per pass, with the given state; (loop state, keepers' infos).
+
+    Sharded: with ``checkpoint``, the keepers keep their files in its keeper directories
+    (reopened to continue ``resumed``), and the loop saves after every pass, stopping (None
+    returned) after ``stop_after``."""
     dim = group.infos[0]["num_params"]
     tasks = [DrawTask(d, "", d, dim) for d in range(DRAWS)]
     if state == "driver":
@@ -73,13 +81,38 @@ def run(group: WorkerGroup, state: str, order: int, arguments: dict) -> tuple:
         loop = SpectrumLoop(operator, tasks, order, bases, seed=SEED, distribution="gaussian", sweeps=BasisSweeps())
         return loop.run(), None
     layout = SliceLayout.balanced(dim, len(GROUPS))
-    keepers = KeeperActors(keeper_nodes(group.infos, GROUPS), layout, B, order + 1, timeout=TIMEOUT_S)
+    directories = [checkpoint.keeper_directory(i) for i in range(layout.parts)] if checkpoint else None
+    keepers = KeeperActors(
+        keeper_nodes(group.infos, GROUPS), layout, B, order + 1, directories=directories, resume=resumed is not None,
+        timeout=TIMEOUT_S,
+    )
     try:
         operator = SlicedHessian(group, EXAMPLES, bounds=layout.bounds, block_size=B, groups=GROUPS, arguments=arguments)
-        store = KeeperStore(keepers, dim, dtype=str(operator.broadcast_dtype), seed=SEED, distribution="gaussian")
-        return SpectrumLoop(operator, tasks, order, store, seed=SEED, distribution="gaussian").run(), keepers.infos
+        store = KeeperStore(
+            keepers, dim, dtype=str(operator.broadcast_dtype), seed=SEED, distribution="gaussian",
+            resume_half=checkpoint.pending_half if resumed is not None else None,
+        )
+        hooks = LoopHooks()
+        if checkpoint is not None:
+            checkpoint.keep_slices(store)
+
+            def save(loop_state: LoopState) -> None:
+                checkpoint.save(loop_state)
+                if loop_state.passes == stop_after:
+                    raise Stopped
+
+            hooks = LoopHooks(checkpoint=save)
+        loop = SpectrumLoop(operator, tasks, order, store, seed=SEED, distribution="gaussian", hooks=hooks)
+        try:
+            return loop.run(resumed), keepers.infos
+        except Stopped:
+            return None, keepers.infos
     finally:
         keepers.shutdown()
+
+
+class Stopped(Exception):
+    """The driver stops after a pass (its checkpoint written), as if killed there."""
 
 
 def column(state, name: str) -> list[float]:
@@ -133,6 +166,29 @@ def test_the_driver_moves_the_same_bytes_at_n_20000_and_1000000(group):
     assert counted[20_000] == counted[1_000_000]
     assert max(counted[20_000][0]) <= BUDGET and max(counted[20_000][1]) <= BUDGET
     group.load_point({"kind": "digits"}, B)
+
+
+@pytest.mark.slow
+def test_keepers_on_ray_write_their_slices_and_a_resumed_run_repeats_the_bits(group, tmp_path):
+    """Each keeper actor writes its own slices in its checkpoint directory after every pass;
+    the driver stops after pass 7 (of 12), new keepers reopen the files, and the run ends
+    with the undisturbed run's bits."""
+    arguments = {"kind": "digits"}
+    whole, _ = run(group, "sharded", 12, arguments)
+    identity = {"problem": PROBLEM, "order": 12, "state": "sharded"}
+    checkpoint = Checkpoint(tmp_path)
+    bounds = SliceLayout.balanced(group.infos[0]["num_params"], len(GROUPS)).bounds
+    checkpoint.begin(identity, GROUPS, slices=bounds)
+    assert run(group, "sharded", 12, arguments, checkpoint=checkpoint, stop_after=7)[0] is None
+    assert sorted(p.name for p in tmp_path.glob("keeper_*")) == ["keeper_0", "keeper_1", "keeper_2"]
+    reopened = Checkpoint(tmp_path)
+    reopened.check_slices(bounds)
+    state, _, groups = reopened.load(identity, [2410] * DRAWS)
+    assert state.passes == 7 and groups == GROUPS
+    resumed, _ = run(group, "sharded", 12, arguments, checkpoint=reopened, resumed=state)
+    for draw in range(DRAWS):
+        assert np.array_equal(resumed.finished[draw].alpha, whole.finished[draw].alpha)
+        assert np.array_equal(resumed.finished[draw].beta, whole.finished[draw].beta)
 
 
 def test_a_keeper_without_room_or_node_is_named(ray_cluster):
