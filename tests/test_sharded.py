@@ -20,7 +20,7 @@ from raylanczos.numerics.spectrum import gauss_quadrature
 from raylanczos.operators.contract import InProcessOperator, InProcessSlicedOperator
 from raylanczos.run.checkpoint import Checkpoint, CheckpointError
 from raylanczos.run.loop import DrawTask, LoopHooks, SpectrumLoop
-from raylanczos.run.stores import KeeperStore
+from raylanczos.run.stores import KeeperStore, choose_state
 from tests.matrices import matrix_with_spectrum
 
 N, ORDER, B, SEED = 300, 40, 2, 5
@@ -83,6 +83,18 @@ def ritz_values(record) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- slices
+
+
+def test_the_state_is_the_drivers_while_the_bases_fit():
+    assert choose_state(None, 4, 2 * 10**9, 8.0) == (
+        "driver", "state: driver: 4 × 2 GB = 8 GB of bases fit basis_memory_gb 8 (choose with --state)"
+    )
+    state, reason = choose_state(None, 1, 728 * 10**9, 8.0)
+    assert state == "sharded" and reason.startswith("state: sharded: 1 × 728 GB = 728 GB of bases exceed basis_memory_gb 8;")
+    assert choose_state("sharded", 1, 10, 8.0)[0] == "sharded"
+    with pytest.raises(ValueError, match="state must be one of 'driver', 'sharded', got 'keepers'"):
+        choose_state("keepers", 1, 10, 8.0)
+
 
 
 def test_slices_are_contiguous_and_not_empty():

@@ -133,8 +133,8 @@ class Zero:
 
 @dataclass(frozen=True)
 class Release:
-    """The slot's draw has ended: its vectors are no longer the kernel's (its basis storage
-    is kept for the next draw)."""
+    """The slot's draw has ended: its vectors and work vector are no longer the kernel's
+    (its basis storage is kept for the next draw; an incoming ``"start"`` stays)."""
 
     slot: int
 
@@ -267,6 +267,7 @@ class VectorKernel:
         elif isinstance(op, Release):
             self.slots.pop(op.slot, None)
             self.products.pop(op.slot, None)
+            self.scratch.pop((op.slot, "w"), None)
         else:
             raise TypeError(f"not a vector operation: {op!r}")
         return at

@@ -24,6 +24,7 @@ from typing import Any, Mapping, Protocol, Sequence
 
 import numpy as np
 
+from raylanczos.choices import STATES, check_choice
 from raylanczos.numerics.basis import BasisSweeps
 from raylanczos.numerics.lanczos import (
     LanczosScalars,
@@ -52,6 +53,26 @@ from raylanczos.operators.contract import SlicedBlock, SlicedProducts
 
 #: A row of the next block: (slot, its task, ``"pending"`` or ``"start"``), or None (zeros).
 BlockRow = tuple[int, Any, str] | None
+
+
+def choose_state(requested: str | None, block_size: int, basis_bytes: int, budget_gb: float) -> tuple[str, str]:
+    """Where a run keeps its Lanczos vectors, and the start-up line that says why.
+
+    ``requested``: ``"driver"``, ``"sharded"`` (``--state``), or None for the default: the
+    driver while its B bases of ``basis_bytes`` (n·(m+1)·8) fit ``budget_gb``
+    (``basis_memory_gb``), else sharded.
+    """
+    total = block_size * basis_bytes
+    sizes = f"{block_size} × {basis_bytes / 1e9:.3g} GB = {total / 1e9:.3g} GB of bases"
+    if requested is not None:
+        check_choice("state", requested, STATES)
+        return requested, f"state: {requested} (chosen with --state); {sizes}"
+    if total <= budget_gb * 1e9:
+        return "driver", f"state: driver: {sizes} fit basis_memory_gb {budget_gb:g} (choose with --state)"
+    return "sharded", (
+        f"state: sharded: {sizes} exceed basis_memory_gb {budget_gb:g}; keepers hold slices of them on the "
+        "workers' nodes (choose with --state)"
+    )
 
 
 class VectorStore(Protocol):
