@@ -23,6 +23,8 @@ StartDistribution = Literal["gaussian", "rademacher"]
 ProgressMode = Literal["auto", "bar", "lines", "none"]
 #: The framework a problem is written in.
 Backend = Literal["jax", "keras"]
+#: Where the Lanczos vectors live: on the driver, or in slices kept on the workers' nodes.
+StateHolder = Literal["driver", "sharded"]
 
 OPERATORS: tuple[str, ...] = get_args(Operator)
 REDUCTIONS: tuple[str, ...] = get_args(Reduction)
@@ -30,6 +32,7 @@ COMPUTE_DTYPES: tuple[str | None, ...] = (None, *get_args(ComputeDtype))
 START_DISTRIBUTIONS: tuple[str, ...] = get_args(StartDistribution)
 PROGRESS_MODES: tuple[str, ...] = get_args(ProgressMode)
 BACKENDS: tuple[str, ...] = get_args(Backend)
+STATES: tuple[str, ...] = get_args(StateHolder)
 
 
 def check_int(name: str, value: Any, minimum: int = 1) -> int:

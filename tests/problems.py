@@ -79,3 +79,22 @@ def hangs_in_workers() -> rl.Problem:
 def tiny_at_step(step: int = 300) -> rl.Problem:
     """The tiny digits MLP after ``step`` steps of full-batch Adam (a training checkpoint)."""
     return digits.make_problem(hidden=(4,), train_steps=step)
+
+
+def digits_or_quadratic(kind: str = "digits", n: int = 20_000) -> rl.Problem:
+    """``"digits"``: the digits MLP (2,410 parameters). ``"quadratic"``: n parameters w and
+    the 1797 digits rows' mean pixel a, loss mean_b ½ (1 + a_b) Σᵢ dᵢ wᵢ² with
+    d = linspace(0.1, 1, n) but d_{n−1} = 4: a diagonal Hessian with one outlier, for
+    products of any n at O(n) cost on the same shard plan."""
+    if kind == "digits":
+        return digits.problem()
+    x, _ = digits.load_digits()
+    curvature = np.linspace(0.1, 1.0, n, dtype=np.float32)
+    curvature[-1] = 4.0
+    curvature = jnp.asarray(curvature)
+
+    def loss(params, batch):
+        return 0.5 * jnp.mean(1.0 + batch["a"]) * jnp.sum(curvature * params["w"] ** 2)
+
+    data = rl.ArrayDataset({"a": x.mean(axis=1).astype(np.float32)})
+    return rl.Problem.from_jax({"w": np.ones(n, dtype=np.float32)}, loss, data, batch_size=256)

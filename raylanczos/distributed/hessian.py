@@ -11,6 +11,11 @@ in float64 in a fixed order and divided by N:
   driver, which sums those in group order. The groups are fixed for the run (and kept in
   its checkpoint), so a worker moved to another node by a fault keeps its group, and the
   numbers stay the same.
+
+With a sharded Lanczos state (:class:`SlicedHessian`) the block is not put by the driver:
+the workers assemble it from the keepers' slices, and each node's sum leaves as one piece
+per keeper slice, which the keepers add in node order (a reduce-scatter through Ray's
+object store; see :mod:`raylanczos.distributed.keepers`).
 """
 
 from __future__ import annotations
@@ -24,9 +29,12 @@ import ray
 
 from raylanczos.choices import REDUCTIONS, check_choice
 from raylanczos.distributed.workers import WorkerGroup
+from raylanczos.numerics.sharded import payload_bytes
 from raylanczos.operators.contract import (
     NodeSumInfo,
     PartialInfo,
+    SlicedBlock,
+    SlicedProducts,
     StepTiming,
     WorkerError,
     check_answer,
@@ -152,3 +160,84 @@ class DistributedHessian:
 
     def matvec(self, vector: np.ndarray) -> np.ndarray:
         return self.matmat(np.asarray(vector)[None, :])[0]
+
+
+@dataclass(frozen=True)
+class PendingPieces:
+    """A sliced block product in flight: the answers' references and when it started."""
+
+    infos: list[ray.ObjectRef]
+    info_workers: list[int]
+    pieces: list[ray.ObjectRef]
+    leaders: list[int]
+    submitted: float
+    broadcast: float
+    bytes_sent: int
+
+
+class SlicedHessian(DistributedHessian):
+    """The operator C for a sharded Lanczos state: the block comes as the keepers' slices
+    (:class:`~raylanczos.operators.contract.SlicedBlock`, object references) and the
+    products leave as each node group's sum cut into the keepers' slices
+    (:class:`~raylanczos.operators.contract.SlicedProducts`), for keeper i to add in node
+    order. Only references and a few numbers per worker pass through the driver.
+
+    ``bounds`` are the slices' bounds (keeper i holds [bounds[i], bounds[i + 1])). The
+    reduction is always by node group (``reduce="flat"`` is a group per worker).
+    """
+
+    def __init__(self, group: WorkerGroup, num_examples: int, *, bounds: Sequence[int], **options: Any):
+        super().__init__(group, num_examples, **options)
+        if self.reduce == "flat":
+            self.groups = [[worker] for members in self.groups for worker in members]
+        self.bounds = tuple(int(b) for b in bounds)
+        if self.bounds[-1] != self.dim:
+            raise ValueError(f"slices {list(self.bounds)} do not cover the workers' {self.dim} parameters")
+
+    def submit(self, block: SlicedBlock) -> PendingPieces:
+        """Start the products of the keepers' block on every worker: members put their
+        partials in their node's object store; each group's first worker adds them and puts
+        its sum's slices there."""
+        start = time.perf_counter()
+        slices = list(block.pieces)
+        actors = self.group.actors
+        infos, info_workers, pieces, leaders = [], [], [], []
+        sent = 0
+        for members in self.groups:
+            leader, others = members[0], members[1:]
+            member_products = []
+            for worker in others:
+                info, product = actors[worker].partial_products_put.options(num_returns=2).remote(slices, self.arguments)
+                infos.append(info), info_workers.append(worker), member_products.append(product)
+            info, cut = actors[leader].node_sum_pieces.options(num_returns=2).remote(
+                slices, member_products, 0, self.bounds, self.arguments
+            )
+            infos.append(info), info_workers.append(leader), pieces.append(cut), leaders.append(leader)
+            sent += payload_bytes([slices] * len(members)) + payload_bytes([member_products, self.bounds, self.arguments])
+        submitted = time.perf_counter()
+        return PendingPieces(infos, info_workers, pieces, leaders, submitted, submitted - start, sent)
+
+    def collect(self, pending: PendingPieces) -> tuple[SlicedProducts, StepTiming]:
+        """Where each keeper finds its pieces of the node sums (in node order), and what the
+        product cost; every worker's answer is checked first."""
+        infos: list[PartialInfo | NodeSumInfo] = self.group.get(pending.infos, pending.info_workers)
+        for info in infos:
+            check_answer(info.error)
+        counted = sum(info.count for info in infos)
+        if counted != self.num_examples:
+            raise WorkerError(f"workers covered {counted} examples, the dataset has {self.num_examples}")
+        cuts = self.group.get(pending.pieces, pending.leaders)
+        gathered = time.perf_counter()
+        hvp_max = max(info.seconds for info in infos)
+        node_reduce = max((info.node_reduce_seconds for info in infos if isinstance(info, NodeSumInfo)), default=0.0)
+        keepers = len(self.bounds) - 1
+        products = SlicedProducts(tuple(tuple(cut[i] for cut in cuts) for i in range(keepers)), self.num_examples)
+        timing = StepTiming(
+            broadcast=pending.broadcast,
+            hvp_max=hvp_max,
+            gather=max(gathered - pending.submitted - hvp_max, 0.0),
+            node_reduce=node_reduce,
+            bytes_sent=pending.bytes_sent,
+            bytes_received=payload_bytes(infos) + payload_bytes(cuts),
+        )
+        return products, timing

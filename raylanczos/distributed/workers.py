@@ -27,7 +27,7 @@ from raylanczos.distributed.placement import (
     placement_shortfall,
 )
 from raylanczos.distributed.policy import DriverThreads, cpu_slots, driver_threads
-from raylanczos.operators.contract import NodeSumInfo, WorkerError, check_answer
+from raylanczos.operators.contract import NodeSumInfo, PartialInfo, WorkerError, check_answer
 from raylanczos.operators.shard_worker import ShardWorker
 from raylanczos.problem.data import ShardPlan
 from raylanczos.problem.definition import ProblemSource, factory_search_path
@@ -38,12 +38,47 @@ logger = logging.getLogger("raylanczos")
 class ShardActor(ShardWorker):
     """A :class:`~raylanczos.operators.shard_worker.ShardWorker` as a Ray actor: its node
     sum fetches the group's other partials (object references, in group order) from this
-    node's object store."""
+    node's object store.
+
+    With a sharded Lanczos state the block arrives as the keepers' slices (object
+    references in keeper order, concatenated here: the all-gather), the members put their
+    partials in their node's object store, and the node's sum leaves cut into one piece per
+    keeper slice, each put in this node's object store (the first half of the
+    reduce-scatter): no vector passes through the driver.
+    """
 
     def node_sum_of_refs(
         self, vectors: np.ndarray, member_refs: Sequence[Any], own_index: int, arguments: Mapping[str, Any] | None = None
     ) -> tuple[NodeSumInfo, np.ndarray | None]:
         return self.node_sum(vectors, lambda: ray.get(list(member_refs)), own_index, arguments)
+
+    def partial_products_put(
+        self, slice_refs: Sequence[Any], arguments: Mapping[str, Any] | None = None
+    ) -> tuple[PartialInfo, Any]:
+        """This shard's partial products of the block the keepers' slices make up, as an
+        object reference (None when the pass failed)."""
+        info, products = self.partial_products(_assembled(slice_refs), arguments)
+        return info, None if products is None else ray.put(products)
+
+    def node_sum_pieces(
+        self, slice_refs: Sequence[Any], member_refs: Sequence[Any], own_index: int, bounds: Sequence[int],
+        arguments: Mapping[str, Any] | None = None,
+    ) -> tuple[NodeSumInfo, list[Any] | None]:
+        """The node's sum of partial products (:meth:`node_sum`) of the keepers' block, as one
+        object reference per slice [bounds[i], bounds[i + 1]) (None when the pass failed)."""
+
+        def members() -> list[np.ndarray | None]:
+            return [None if ref is None else ray.get(ref) for ref in ray.get(list(member_refs))]
+
+        info, total = self.node_sum(_assembled(slice_refs), members, own_index, arguments)
+        if total is None:
+            return info, None
+        return info, [ray.put(np.ascontiguousarray(total[:, lo:hi])) for lo, hi in zip(bounds[:-1], bounds[1:])]
+
+
+def _assembled(slice_refs: Sequence[Any]) -> np.ndarray:
+    """The (B, n) block from the keepers' slices (object references, in keeper order)."""
+    return np.concatenate(ray.get(list(slice_refs)), axis=1)
 
 
 @dataclass(frozen=True)

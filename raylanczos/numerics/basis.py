@@ -77,17 +77,25 @@ class BasisSweeps:
     def project_out(self, basis: np.ndarray, w: np.ndarray) -> np.ndarray:
         """One classical Gram–Schmidt pass, in place: ``w -= Vᵀ (V w)``; returns ``V w``,
         float64[k] (``basis`` V float64 (k, n), rows possibly strided; ``w`` float64[n])."""
-        spans = column_spans(w.shape[0])
-        partials = self._map(lambda span: basis[:, span] @ w[span], spans)
+        coefficients = self.dots(basis, w)
+        self.subtract(basis, w, coefficients)
+        return coefficients
+
+    def dots(self, basis: np.ndarray, w: np.ndarray) -> np.ndarray:
+        """``V w``, float64[k]: the spans' partial products added in span order."""
+        partials = self._map(lambda span: basis[:, span] @ w[span], column_spans(w.shape[0]))
         coefficients = partials[0].copy()
         for partial in partials[1:]:
             coefficients += partial
+        return coefficients
 
-        def subtract(span: slice) -> None:
+    def subtract(self, basis: np.ndarray, w: np.ndarray, coefficients: np.ndarray) -> None:
+        """``w -= Vᵀ c`` in place, span by span (``coefficients`` c float64[k])."""
+
+        def subtract_span(span: slice) -> None:
             w[span] -= basis[:, span].T @ coefficients
 
-        self._map(subtract, spans)
-        return coefficients
+        self._map(subtract_span, column_spans(w.shape[0]))
 
     def combine(self, basis: np.ndarray, coefficients: np.ndarray) -> np.ndarray:
         """``Vᵀ x``, float64[n], for V = ``basis`` (k, n) and x = ``coefficients`` float64[k]."""

@@ -12,14 +12,18 @@ no Python loop over basis vectors): one pass, and a second only when the first r
 more than 1 − 1/√2 of the norm (the DGKS criterion; "twice is enough", Giraud, Langou &
 Rozložník 2005).
 
-The state (:class:`LanczosState`) is plain data, advanced one matrix-vector product at a
-time by :func:`accept` and :func:`reorthogonalize`, with the thresholds in one frozen
-:class:`LanczosOptions` and the sweep kernel passed in. So a driver can compute the
-product anywhere (a Ray worker group, a GPU), checkpoint between steps (the state
-serialises from its fields, :func:`state_arrays`), and resume. The next vector to
-multiply is known before the O(n·k) re-orthogonalisation (look-ahead, see :func:`accept`),
-so a driver can overlap that work with the next product. This module depends on numpy
-and scipy only.
+The state is plain data: the recurrence's scalars (:class:`LanczosScalars`: α, β, norms,
+phase, counters) and, when this process holds them, the vectors (:class:`LanczosState`:
+the basis, the pending vector and its correction). It is advanced one matrix-vector
+product at a time by :func:`accept` and :func:`reorthogonalize`, with the thresholds in
+one frozen :class:`LanczosOptions`. Both halves are written once, for B draws in lockstep,
+against the vector interface of :mod:`raylanczos.numerics.vectors` (:func:`accept_block`,
+:func:`reorthogonalize_block`): their vectors may be whole in this process or sliced over
+keepers, and the step does not know which. So a driver can compute the product anywhere
+(a Ray worker group, a GPU), checkpoint between steps (the state serialises from its
+fields, :func:`state_arrays`), and resume. The next vector to multiply is known before
+the O(n·k) re-orthogonalisation (look-ahead, see :func:`accept`), so a driver can overlap
+that work with the next product. This module depends on numpy and scipy only.
 """
 
 from __future__ import annotations
@@ -28,16 +32,31 @@ import dataclasses
 import enum
 import os
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from raylanczos.choices import START_DISTRIBUTIONS, check_choice, check_int
 from raylanczos.numerics.basis import BasisSweeps, allocate_basis
+from raylanczos.numerics.vectors import (
+    Axpy,
+    Combine,
+    Copy,
+    Divide,
+    Dot,
+    Load,
+    LocalSpace,
+    Move,
+    Op,
+    Project,
+    Subtract,
+    VectorKernel,
+    VectorSpace,
+    Zero,
+    root,
+)
 
 Matvec = Callable[[np.ndarray], np.ndarray]
-
-#: The start-vector distributions :func:`start_vector` draws from.
 
 
 @dataclass(frozen=True)
@@ -88,16 +107,40 @@ def start_vector(dim: int, *, seed: int, draw: int = 0, distribution: str = "gau
       distribution: one of :data:`START_DISTRIBUTIONS`: ``"gaussian"`` (entries N(0, 1))
         or ``"rademacher"`` (entries ±1), normalised to unit norm either way.
     """
+    v = start_entries(dim, seed=seed, draw=draw, distribution=distribution)
+    return v / np.linalg.norm(v)
+
+
+#: Entries drawn at a time while skipping to a slice's first entry (8 MB of float64).
+SKIP_CHUNK = 1 << 20
+
+
+def start_entries(
+    dim: int, *, seed: int, draw: int = 0, distribution: str = "gaussian", first: int = 0, stop: int | None = None
+) -> np.ndarray:
+    """Entries [first, stop) of a draw's start vector before normalisation, float64[stop − first].
+
+    The same numbers as the whole vector's (see :func:`start_vector`): the generator's
+    stream is drawn and dropped, :data:`SKIP_CHUNK` entries at a time, up to ``first``, so
+    a keeper holding one slice draws its own entries in O(first) time and O(chunk) memory.
+    """
     check_int("dim", dim)
     check_distribution(distribution)
     if seed < 0 or draw < 0:
         raise ValueError(f"seed and draw must be >= 0, got seed={seed!r}, draw={draw!r}")
+    stop = dim if stop is None else stop
+    if not 0 <= first <= stop <= dim:
+        raise ValueError(f"entries [{first}, {stop}) are not inside a start vector of {dim}")
     rng = np.random.default_rng([seed, draw])
-    if distribution == "gaussian":
-        v = rng.standard_normal(dim)
-    else:
-        v = rng.integers(0, 2, size=dim).astype(np.float64) * 2.0 - 1.0
-    return v / np.linalg.norm(v)
+
+    def entries(count: int) -> np.ndarray:
+        if distribution == "gaussian":
+            return rng.standard_normal(count)
+        return rng.integers(0, 2, size=count).astype(np.float64) * 2.0 - 1.0
+
+    for skipped in range(0, first, SKIP_CHUNK):
+        entries(min(SKIP_CHUNK, first - skipped))
+    return entries(stop - first)
 
 
 def check_distribution(distribution: str) -> str:
@@ -129,20 +172,14 @@ def as_matvec(operator: Any, dim: int | None = None) -> tuple[Matvec, int]:
 
 
 @dataclass
-class LanczosState:
-    """The resumable state of one Lanczos run (one SLQ draw), as plain data.
+class LanczosScalars:
+    """The recurrence of one Lanczos run (one SLQ draw) but its vectors, as plain data:
+    what a driver keeps when keepers hold the vectors (O(m) floats).
 
     Attributes:
       alpha: float64[m], diagonal of T; entries ≥ ``steps`` are unset (zero).
       beta: float64[m], ``beta[j]`` = ‖residual‖ after step j; ``beta[:steps-1]`` is the
         off-diagonal of T and ``beta[steps-1]`` the norm of the final residual.
-      basis: float64 (≥ m + 1, n) (in memory or a memmap); rows ``[:steps + 1]`` are the
-        orthonormal Krylov basis v₀ … v_steps (row m is the final residual direction;
-        zero after a breakdown). Not serialised with the rest (see :func:`state_arrays`).
-      pending: float64[n], the unit vector to multiply next (in phase MULTIPLY) or the
-        normalised three-term residual u awaiting re-orthogonalisation.
-      correction: float64[n], V T̂ c, subtracted from the product of ``pending`` (zero
-        when ``pending`` is a basis vector itself).
       pending_norm: ρ, the norm of u's component outside the basis before it (1 for v₀).
       direction_norm: ‖three-term residual‖ of the step awaiting re-orthogonalisation.
       steps: Lanczos steps completed (products accepted).
@@ -155,9 +192,6 @@ class LanczosState:
 
     alpha: np.ndarray
     beta: np.ndarray
-    basis: np.ndarray
-    pending: np.ndarray
-    correction: np.ndarray
     pending_norm: float = 1.0
     direction_norm: float = 0.0
     steps: int = 0
@@ -168,10 +202,6 @@ class LanczosState:
     fresh_products: int = 0
 
     @property
-    def dim(self) -> int:
-        return self.basis.shape[1]
-
-    @property
     def order(self) -> int:
         return self.alpha.shape[0]
 
@@ -179,15 +209,43 @@ class LanczosState:
     def done(self) -> bool:
         return self.phase is Phase.DONE
 
+    def tridiagonal(self) -> tuple[np.ndarray, np.ndarray]:
+        """(α, β) of T after the steps completed: float64[k] and float64[k − 1] copies."""
+        k = self.steps
+        return self.alpha[:k].copy(), self.beta[: max(k - 1, 0)].copy()
+
+
+@dataclass
+class LanczosState(LanczosScalars):
+    """The resumable state of one Lanczos run whose vectors this process holds whole.
+
+    Attributes (besides :class:`LanczosScalars`'):
+      basis: float64 (≥ m + 1, n) (in memory or a memmap); rows ``[:steps + 1]`` are the
+        orthonormal Krylov basis v₀ … v_steps (row m is the final residual direction;
+        zero after a breakdown). Not serialised with the rest (see :func:`state_arrays`).
+      pending: float64[n], the unit vector to multiply next (in phase MULTIPLY) or the
+        normalised three-term residual u awaiting re-orthogonalisation.
+      correction: float64[n], V T̂ c, subtracted from the product of ``pending`` (zero
+        when ``pending`` is a basis vector itself).
+    """
+
+    basis: np.ndarray = dataclasses.field(kw_only=True)
+    pending: np.ndarray = dataclasses.field(kw_only=True)
+    correction: np.ndarray = dataclasses.field(kw_only=True)
+
+    @property
+    def dim(self) -> int:
+        return self.basis.shape[1]
+
     @property
     def vector(self) -> np.ndarray:
         """The unit vector to multiply next, float64[n] (a read-only view of :attr:`pending`)."""
         return read_only(self.pending)
 
-    def tridiagonal(self) -> tuple[np.ndarray, np.ndarray]:
-        """(α, β) of T after the steps completed: float64[k] and float64[k − 1] copies."""
-        k = self.steps
-        return self.alpha[:k].copy(), self.beta[: max(k - 1, 0)].copy()
+
+def start_scalars(order: int) -> LanczosScalars:
+    """The scalars of a run of ``order`` steps (already clamped to n) before its first product."""
+    return LanczosScalars(alpha=np.zeros(order, dtype=np.float64), beta=np.zeros(order, dtype=np.float64))
 
 
 def start_state(v0: np.ndarray, order: int, *, basis: np.ndarray | None = None) -> LanczosState:
@@ -205,13 +263,7 @@ def start_state(v0: np.ndarray, order: int, *, basis: np.ndarray | None = None) 
     else:
         _check_basis(basis, order, dim)
     basis[0] = v0
-    return LanczosState(
-        alpha=np.zeros(order, dtype=np.float64),
-        beta=np.zeros(order, dtype=np.float64),
-        basis=basis,
-        pending=np.array(basis[0]),
-        correction=np.zeros(dim, dtype=np.float64),
-    )
+    return with_vectors(start_scalars(order), basis=basis, pending=np.array(basis[0]), correction=np.zeros(dim, dtype=np.float64))
 
 
 def first_vector(v0: np.ndarray) -> np.ndarray:
@@ -249,32 +301,9 @@ def accept(state: LanczosState, product: np.ndarray, options: LanczosOptions = L
     basis, close to an invariant subspace) the vector to multiply becomes v_{j+1} itself
     and its product is taken afresh.
     """
-    if state.phase is not Phase.MULTIPLY:
-        raise RuntimeError(f"accept() needs phase MULTIPLY, the state is in phase {state.phase.name} after {state.steps} steps")
-    j = state.steps
-    w = np.array(product, dtype=np.float64, copy=True)
-    if w.shape != (state.dim,):
-        raise ValueError(f"matvec returned shape {w.shape}, expected ({state.dim},)")
-    if not np.all(np.isfinite(w)):
-        bad = int(np.size(w) - np.count_nonzero(np.isfinite(w)))
-        raise ValueError(f"matvec returned {bad} non-finite entries at Lanczos step {j}")
-    w -= state.correction
-    w /= state.pending_norm  # now A v_j
-    state.scale = max(state.scale, float(np.linalg.norm(w)))
-    if j > 0:
-        w -= state.beta[j - 1] * state.basis[j - 1]
-    v = state.basis[j]
-    state.alpha[j] = float(v @ w)
-    w -= state.alpha[j] * v
-    state.steps = j + 1
-    norm = float(np.linalg.norm(w))
-    if norm <= options.breakdown_rtol * state.scale:
-        _end(state, j)
-        return
-    w /= norm
-    state.pending = w
-    state.direction_norm = norm
-    state.phase = Phase.REORTHOGONALIZE
+    kernel = VectorKernel({0: state})
+    kernel.receive({0: product})
+    accept_block([(0, state)], LocalSpace(kernel), options)
 
 
 def reorthogonalize(
@@ -286,38 +315,7 @@ def reorthogonalize(
     ``state.vector`` was replaced by v_{j+1}, so that a product of the previous vector
     already started must be discarded and taken again.
     """
-    if state.phase is not Phase.REORTHOGONALIZE:
-        raise RuntimeError(f"reorthogonalize() follows accept(); the state is in phase {state.phase.name}")
-    sweeps = sweeps or BasisSweeps()
-    j = state.steps - 1
-    basis = state.basis[: j + 1]
-    w = state.pending.copy()
-    coefficients = sweeps.project_out(basis, w)
-    rho = float(np.linalg.norm(w))
-    if rho < options.dgks_eta:
-        coefficients += sweeps.project_out(basis, w)
-        rho = float(np.linalg.norm(w))
-        state.second_passes += 1
-    beta = state.direction_norm * rho
-    state.beta[j] = beta
-    if beta <= options.breakdown_rtol * state.scale:
-        _end(state, j)
-        return False
-    w /= rho
-    state.basis[j + 1] = w
-    if state.steps >= state.order:
-        state.phase = Phase.DONE
-        return False
-    state.phase = Phase.MULTIPLY
-    if rho < options.lookahead_min_rho:
-        state.pending, state.pending_norm = w.copy(), 1.0
-        state.correction = np.zeros(state.dim, dtype=np.float64)
-        state.fresh_products += 1
-        return True
-    mixed = tridiagonal_times(state.alpha[: j + 1], state.beta[: j + 1], coefficients)
-    state.correction = sweeps.combine(state.basis[: j + 2], mixed)
-    state.pending_norm = rho
-    return False
+    return bool(reorthogonalize_block([(0, state)], LocalSpace(VectorKernel({0: state}, sweeps)), options))
 
 
 def advance(
@@ -332,24 +330,131 @@ def advance(
         reorthogonalize(state, sweeps, options)
 
 
-def _end(state: LanczosState, j: int) -> None:
-    """The residual after step j vanished: an invariant subspace (or the last step)."""
+#: Slots and their states, advanced together: ``[(slot, scalars), ...]``.
+Entries = Sequence[tuple[int, LanczosScalars]]
+
+
+def accept_block(entries: Entries, space: VectorSpace, options: LanczosOptions = LanczosOptions()) -> None:
+    """:func:`accept` for every state of ``entries`` at once, its vectors in ``space``.
+
+    Two rounds: (1) w = (A·pending − correction)/ρ, ‖w‖² (the scale), w −= β_{j−1} v_{j−1},
+    α_j = v_j·w and the product's non-finite count; (2) w −= α_j v_j and ‖w‖². Then, unless
+    the draw ends, u = w/‖w‖ becomes the slot's pending vector (no reduction: a space may
+    send it with its next message).
+    """
+    for _, state in entries:
+        if state.phase is not Phase.MULTIPLY:
+            raise RuntimeError(
+                f"accept() needs phase MULTIPLY, the state is in phase {state.phase.name} after {state.steps} steps"
+            )
+    first: list[Op] = []
+    for slot, state in entries:
+        j = state.steps
+        first += [Load(slot), Axpy(slot, 1.0, "correction", "w"), Divide(slot, "w", state.pending_norm), Dot(slot, "w", "w")]
+        if j > 0:
+            first.append(Axpy(slot, float(state.beta[j - 1]), j - 1, "w"))
+        first.append(Dot(slot, j, "w"))
+    reduced = iter(space.run(first))
+    sums = [(next(reduced), next(reduced), next(reduced)) for _ in entries]
+    for (_, state), (bad, _, _) in zip(entries, sums):
+        if bad:
+            raise ValueError(f"matvec returned {int(bad)} non-finite entries at Lanczos step {state.steps}")
+    for (_, state), (_, square, alpha) in zip(entries, sums):
+        state.scale = max(state.scale, root(square))
+        state.alpha[state.steps] = alpha
+    reduced = iter(space.run([op for slot, state in entries for op in (
+        Axpy(slot, float(state.alpha[state.steps]), state.steps, "w"), Dot(slot, "w", "w"),
+    )]))
+    last: list[Op] = []
+    for slot, state in entries:
+        j = state.steps
+        state.steps = j + 1
+        norm = root(next(reduced))
+        if norm <= options.breakdown_rtol * state.scale:
+            last += _end(slot, state, j)
+            continue
+        last += [Divide(slot, "w", norm), Move(slot, "w", "pending")]
+        state.direction_norm = norm
+        state.phase = Phase.REORTHOGONALIZE
+    space.run(last)
+
+
+def reorthogonalize_block(
+    entries: Entries, space: VectorSpace, options: LanczosOptions = LanczosOptions()
+) -> list[int]:
+    """:func:`reorthogonalize` for every state of ``entries`` at once, its vectors in ``space``;
+    returns the slots whose vector to multiply was replaced by v_{j+1} (a fresh product).
+
+    Rounds: (1) w = pending, c = V w; (2) w −= Vᵀ c, ρ² = ‖w‖²; and for the slots where
+    ρ < ``dgks_eta`` a second pass (3, 4) alike. Then, with no reduction, v_{j+1} = w/ρ
+    into the basis and the correction V T̂ c for the look-ahead product (or a fresh one).
+    """
+    for _, state in entries:
+        if state.phase is not Phase.REORTHOGONALIZE:
+            raise RuntimeError(f"reorthogonalize() follows accept(); the state is in phase {state.phase.name}")
+    coefficients = space.run([op for slot, state in entries for op in (Copy(slot, "pending", "w"), Project(slot, "w", state.steps))])
+    rho = _subtract(entries, space, coefficients)
+    second = [i for i, value in enumerate(rho) if value < options.dgks_eta]
+    if second:
+        again = [entries[i] for i in second]
+        more = space.run([Project(slot, "w", state.steps) for slot, state in again])
+        for i, value, extra in zip(second, _subtract(again, space, more), more):
+            coefficients[i] = coefficients[i] + extra
+            rho[i] = value
+            entries[i][1].second_passes += 1
+    restarted: list[int] = []
+    last: list[Op] = []
+    for (slot, state), norm, found in zip(entries, rho, coefficients):
+        j = state.steps - 1
+        beta = state.direction_norm * norm
+        state.beta[j] = beta
+        if beta <= options.breakdown_rtol * state.scale:
+            last += _end(slot, state, j)
+            continue
+        last += [Divide(slot, "w", norm), Copy(slot, "w", j + 1)]
+        if state.steps >= state.order:
+            state.phase = Phase.DONE
+            continue
+        state.phase = Phase.MULTIPLY
+        if norm < options.lookahead_min_rho:
+            last += [Move(slot, "w", "pending"), Zero(slot, "correction")]
+            state.pending_norm = 1.0
+            state.fresh_products += 1
+            restarted.append(slot)
+            continue
+        mixed = tridiagonal_times(state.alpha[: j + 1], state.beta[: j + 1], found)
+        last.append(Combine(slot, mixed, "correction"))
+        state.pending_norm = norm
+    space.run(last)
+    return restarted
+
+
+def _subtract(entries: Entries, space: VectorSpace, coefficients: Sequence[np.ndarray]) -> list[float]:
+    """w −= Vᵀ c for each slot's summed coefficients; the norms left, ρ."""
+    ops = [op for (slot, _), c in zip(entries, coefficients) for op in (Subtract(slot, "w", c), Dot(slot, "w", "w"))]
+    return [root(square) for square in space.run(ops)]
+
+
+def _end(slot: int, state: LanczosScalars, j: int) -> list[Op]:
+    """The residual after step j vanished: an invariant subspace (or the last step). Returns
+    the operation that zeroes the slot's next basis row."""
     state.breakdown = state.steps < state.order
     state.beta[j] = 0.0
-    state.basis[state.steps] = 0.0
     state.phase = Phase.DONE
+    return [Zero(slot, state.steps)]
 
 
 #: Fields of :class:`LanczosState` that hold n-vectors (a checkpoint may keep them apart).
 VECTOR_FIELDS = ("pending", "correction")
 
 
-def state_arrays(state: LanczosState) -> dict[str, np.ndarray]:
+def state_arrays(state: LanczosScalars) -> dict[str, np.ndarray]:
     """Every field but the basis, as arrays ``numpy.savez`` can store safely (no pickles).
 
-    The n-vector fields (:data:`VECTOR_FIELDS`) are read-only views, not copies (a step
-    replaces these arrays, never writes into them), so a checkpoint of a large model does
-    not copy 2·n·8 bytes per step before writing them. ``phase`` is stored as its name.
+    The n-vector fields of a :class:`LanczosState` (:data:`VECTOR_FIELDS`) are read-only
+    views, not copies (a step replaces these arrays, never writes into them), so a
+    checkpoint of a large model does not copy 2·n·8 bytes per step before writing them.
+    ``phase`` is stored as its name.
     """
     arrays: dict[str, np.ndarray] = {}
     for field in dataclasses.fields(state):
@@ -367,34 +472,47 @@ def state_arrays(state: LanczosState) -> dict[str, np.ndarray]:
     return arrays
 
 
-def state_from_arrays(arrays: dict[str, np.ndarray], basis: np.ndarray) -> LanczosState:
-    """Rebuild a state from :func:`state_arrays` and its basis (validated; the basis is not copied)."""
-    kinds = {field.name: field.type for field in dataclasses.fields(LanczosState)}
-    missing = sorted(set(kinds) - {"basis"} - set(arrays))
+def scalars_from_arrays(arrays: dict[str, np.ndarray]) -> LanczosScalars:
+    """Rebuild a run's scalars from :func:`state_arrays` (validated)."""
+    missing = sorted({field.name for field in dataclasses.fields(LanczosScalars)} - set(arrays))
     if missing:
         raise ValueError(f"a Lanczos state needs the fields {missing}")
     alpha = np.array(arrays["alpha"], dtype=np.float64)
     beta = np.array(arrays["beta"], dtype=np.float64)
     if alpha.ndim != 1 or beta.shape != alpha.shape:
         raise ValueError(f"state alpha/beta shapes differ: {alpha.shape} vs {beta.shape}")
-    order = alpha.shape[0]
-    dim = basis.shape[1] if basis.ndim == 2 else -1
-    _check_basis(basis, order, dim)
-    values: dict[str, Any] = {"alpha": alpha, "beta": beta, "basis": basis}
-    for name in VECTOR_FIELDS:
-        vector = np.array(arrays[name], dtype=np.float64)
-        if vector.shape != (dim,):
-            raise ValueError(f"state {name} vector has shape {vector.shape}, expected ({dim},)")
-        values[name] = vector
-    values["phase"] = Phase(str(arrays["phase"]))
+    values: dict[str, Any] = {"alpha": alpha, "beta": beta, "phase": Phase(str(arrays["phase"]))}
     for name in ("pending_norm", "direction_norm", "scale"):
         values[name] = float(arrays[name])
     for name in ("steps", "second_passes", "fresh_products"):
         values[name] = int(arrays[name])
     values["breakdown"] = bool(arrays["breakdown"])
-    if not 0 <= values["steps"] <= order:
-        raise ValueError(f"state steps={values['steps']} outside [0, {order}]")
-    return LanczosState(**values)
+    if not 0 <= values["steps"] <= alpha.shape[0]:
+        raise ValueError(f"state steps={values['steps']} outside [0, {alpha.shape[0]}]")
+    return LanczosScalars(**values)
+
+
+def state_from_arrays(arrays: dict[str, np.ndarray], basis: np.ndarray) -> LanczosState:
+    """Rebuild a state from :func:`state_arrays` and its basis (validated; the basis is not copied)."""
+    missing = sorted({field.name for field in dataclasses.fields(LanczosState)} - {"basis"} - set(arrays))
+    if missing:
+        raise ValueError(f"a Lanczos state needs the fields {missing}")
+    scalars = scalars_from_arrays(arrays)
+    dim = basis.shape[1] if basis.ndim == 2 else -1
+    _check_basis(basis, scalars.order, dim)
+    vectors = {}
+    for name in VECTOR_FIELDS:
+        vector = np.array(arrays[name], dtype=np.float64)
+        if vector.shape != (dim,):
+            raise ValueError(f"state {name} vector has shape {vector.shape}, expected ({dim},)")
+        vectors[name] = vector
+    return with_vectors(scalars, basis=basis, **vectors)
+
+
+def with_vectors(scalars: LanczosScalars, *, basis: np.ndarray, pending: np.ndarray, correction: np.ndarray) -> LanczosState:
+    """A :class:`LanczosState` of these scalars and vectors (neither copied)."""
+    fields = {field.name: getattr(scalars, field.name) for field in dataclasses.fields(LanczosScalars)}
+    return LanczosState(**fields, basis=basis, pending=pending, correction=correction)
 
 
 def _check_basis(basis: np.ndarray, order: int, dim: int) -> None:

@@ -37,7 +37,9 @@ def ritz_pairs(
     """The k largest (or smallest) Ritz pairs of a run of ``len(alpha)`` steps.
 
     Args:
-      basis: the run's Lanczos basis, float64 (≥ len(alpha), n), one vector per row.
+      basis: the run's Lanczos basis, float64 (≥ len(alpha), n), one vector per row; or a
+        basis held in slices, with ``combine(C)`` = C V[:k] assembled slice by slice (see
+        :class:`~raylanczos.run.stores.KeptBasis`).
       alpha, beta: T's diagonal float64[k_T] and off-diagonal float64[k_T − 1].
       residual_norm: β_{k_T−1}, the norm of the run's final residual (0 at breakdown).
       k: how many pairs (clamped to the run's steps).
@@ -50,9 +52,17 @@ def ritz_pairs(
     else:
         values, vectors = eigh_tridiagonal(alpha, beta)
     order = np.argsort(values)[::-1][:k] if largest else np.argsort(values)[:k]
-    ritz = vectors[:, order].T @ np.asarray(basis[:size])
+    ritz = combine_rows(basis, vectors[:, order].T)
     residuals = abs(residual_norm) * np.abs(vectors[-1, order])
     return RitzPairs(values[order], ritz, residuals)
+
+
+def combine_rows(basis, coefficients: np.ndarray) -> np.ndarray:
+    """C V[:k], float64 (c, n), for C = ``coefficients`` float64 (c, k): of a basis array, or
+    by a sliced basis's own ``combine``."""
+    if isinstance(basis, np.ndarray):
+        return coefficients @ np.asarray(basis[: coefficients.shape[1]])
+    return basis.combine(coefficients)
 
 
 def best_pairs(current: RitzPairs | None, candidate: RitzPairs) -> RitzPairs:

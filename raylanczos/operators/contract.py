@@ -1,9 +1,13 @@
 """The block-operator contract between the loop and whatever computes the products.
 
 A *block operator* has ``dim``, ``block_size``, ``submit(vectors) -> pending`` and
-``collect(pending) -> (products, StepTiming)`` for float64 (B, n) blocks. The loop drives
-it; the distributed Hessian (:mod:`raylanczos.distributed.hessian`) and
-:class:`InProcessOperator` implement it. A shard's worker answers a pass with a small
+``collect(pending) -> (products, StepTiming)``. With the Lanczos state on the driver the
+vectors and products are float64 (B, n) blocks; with a sharded state they stay sliced:
+the block arrives as the keepers' slices (:class:`SlicedBlock`, an all-gather for the
+workers) and the products leave as each keeper's pieces (:class:`SlicedProducts`, a
+reduce-scatter). The loop drives it; the distributed Hessian
+(:mod:`raylanczos.distributed.hessian`), :class:`InProcessOperator` and
+:class:`InProcessSlicedOperator` implement it. A shard's worker answers a pass with a small
 account (:class:`PartialInfo`, :class:`NodeSumInfo`) apart from its products, and
 reports failures as one line in that account (:class:`WorkerError` on the driver).
 """
@@ -70,6 +74,46 @@ class InProcessOperator:
         start = time.perf_counter()
         products = self.operator.matmat(pending)
         return products, StepTiming(hvp_max=time.perf_counter() - start)
+
+
+@dataclass(frozen=True)
+class SlicedBlock:
+    """The next block as the keepers published it: ``pieces[i]`` is keeper i's slice,
+    (B, slice length) in the compute dtype (an array, or an object reference to one);
+    concatenated in keeper order they are the (B, n) block."""
+
+    pieces: tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class SlicedProducts:
+    """A block's products as the keepers receive them: ``pieces[i]`` are keeper i's pieces,
+    one per node sum in node order (arrays or object references), to be added in that
+    order and divided by ``count``."""
+
+    pieces: tuple[tuple[Any, ...], ...]
+    count: int
+
+
+class InProcessSlicedOperator:
+    """An in-process operator (``matmat``, ``dim``) for a sharded state: the block is
+    assembled from the keepers' slices, multiplied in :meth:`collect`, and cut into one
+    piece per keeper (the products are normalised already: ``count`` 1)."""
+
+    def __init__(self, operator: Any, block_size: int, bounds: Sequence[int]):
+        self.operator = operator
+        self.dim = int(operator.dim)
+        self.block_size = block_size
+        self.bounds = tuple(bounds)
+
+    def submit(self, block: SlicedBlock) -> np.ndarray:
+        return np.concatenate([np.asarray(piece, dtype=np.float64) for piece in block.pieces], axis=1)
+
+    def collect(self, pending: np.ndarray) -> tuple[SlicedProducts, StepTiming]:
+        start = time.perf_counter()
+        products = self.operator.matmat(pending)
+        pieces = tuple((products[:, lo:hi],) for lo, hi in zip(self.bounds[:-1], self.bounds[1:]))
+        return SlicedProducts(pieces, 1), StepTiming(hvp_max=time.perf_counter() - start)
 
 
 class WorkerError(RuntimeError):

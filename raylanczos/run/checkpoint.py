@@ -12,6 +12,11 @@ cache directory or ``--checkpoint-dir``)::
                        in one of two halves used in turn, so the half ``state.npz`` names
                        is never the one being written
     eigenvectors.npz   the best top Ritz pairs so far (only with top eigenvectors asked for)
+    keeper_<i>/        with a sharded state (``slices`` in config.json): keeper i's own
+                       files, written by the keeper (:class:`~raylanczos.numerics.sharded.Keeper`):
+                       basis_<s>.npy float64 (m + 1, slice length) and pending.npy
+                       (2 · B · 2, slice length); then there are no basis_<s>.npy or
+                       pending.npy at the top, and state.npz holds the slots' scalars only
 
 Everything is numbers or JSON: arrays are read with ``allow_pickle=False``, so a tampered
 file cannot run code; ``state.npz`` is written atomically (a temporary file, then a
@@ -31,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from raylanczos.numerics.basis import allocate_basis, open_basis
-from raylanczos.numerics.lanczos import VECTOR_FIELDS, state_arrays, state_from_arrays
+from raylanczos.numerics.lanczos import VECTOR_FIELDS, scalars_from_arrays, state_arrays, state_from_arrays
 from raylanczos.numerics.ritz import RitzPairs
 from raylanczos.operators.contract import TIMING_COLUMNS
 from raylanczos.outputs.store import OutputStore, json_default, json_writer, npz_writer
@@ -55,14 +60,45 @@ FINISHED_FIELDS = {
 
 
 class Checkpoint:
-    """The local checkpoint directory of a run: identity, loop state, bases and pending rows."""
+    """The local checkpoint directory of a run: identity, loop state, bases and pending rows
+    (or, with a sharded state, the keepers' directories)."""
 
     def __init__(self, directory: str | os.PathLike):
         self.directory = Path(directory)
         self.store = OutputStore(self.directory)
         self.pending_path = self.directory / "pending.npy"
         self._pending: np.ndarray | None = None
+        self._keepers: Any = None
         self._half = 0
+
+    @property
+    def pending_half(self) -> int:
+        """The half of the pending files that the last saved (or loaded) state refers to."""
+        return self._half
+
+    def keeper_directory(self, index: int) -> Path:
+        """Where keeper ``index`` of a sharded state keeps its slices."""
+        return self.directory / f"keeper_{index}"
+
+    def keep_slices(self, keepers: Any) -> None:
+        """A sharded state: :meth:`save` has ``keepers`` (a
+        :class:`~raylanczos.run.stores.KeeperStore`) write their slices first."""
+        self._keepers = keepers
+
+    def slices(self) -> tuple[int, ...] | None:
+        """The slice bounds the checkpointed run began with (None: the driver held the state)."""
+        saved = self._read(lambda: self.store.load_json("config.json"))
+        bounds = saved.get("slices") if isinstance(saved, dict) else None
+        return tuple(int(b) for b in bounds) if bounds is not None else None
+
+    def check_slices(self, bounds: tuple[int, ...] | None) -> None:
+        """Refuse a resume whose state is held otherwise than the checkpoint's."""
+        saved = self.slices()
+        if saved != (tuple(bounds) if bounds is not None else None):
+            held = lambda b: "on the driver" if b is None else f"in {len(b) - 1} slices {list(b)}"  # noqa: E731
+            raise CheckpointError(
+                f"checkpoint in {self.directory} holds the Lanczos state {held(saved)}, this run holds it {held(bounds)}"
+            )
 
     def exists(self) -> bool:
         """Whether a run checkpointed a pass here (one that failed before its first pass did not)."""
@@ -71,18 +107,21 @@ class Checkpoint:
     def basis_path(self, slot: int) -> Path:
         return self.directory / f"basis_{slot}.npy"
 
-    def begin(self, identity: dict[str, Any], node_groups: list[list[int]]) -> None:
+    def begin(self, identity: dict[str, Any], node_groups: list[list[int]], slices: tuple[int, ...] | None = None) -> None:
         """Start a new checkpoint for a run of this identity (an older one is replaced).
 
         ``node_groups`` (worker indices per node group) fix the order of the node sums for
         the run: a resumed run sums in the same groups wherever its workers now run.
+        ``slices``: the bounds of a sharded state's slices (keeper i holds
+        [slices[i], slices[i + 1])), fixed for the run; None when the driver holds the state.
         """
         self.directory.mkdir(parents=True, exist_ok=True)
         for name in ("state.npz", "eigenvectors.npz"):
             self.store.remove(name)
-        self.store.write(
-            "config.json", json_writer({"identity": identity, "hash": identity_hash(identity), "node_groups": node_groups})
-        )
+        record = {"identity": identity, "hash": identity_hash(identity), "node_groups": node_groups}
+        if slices is not None:
+            record["slices"] = list(slices)
+        self.store.write("config.json", json_writer(record))
 
     def new_bases(self, slots: int, rows: int, dim: int) -> list[np.ndarray]:
         """One memory-mapped float64 (rows, dim) basis per slot, and the pending rows."""
@@ -90,8 +129,11 @@ class Checkpoint:
         return [allocate_basis(rows, dim, self.basis_path(slot)) for slot in range(slots)]
 
     def save(self, state: LoopState) -> None:
-        """Record the loop after a pass: the slots' vectors first, then ``state.npz`` (atomically)."""
+        """Record the loop after a pass: the slots' vectors first (by the keepers, in
+        parallel, with a sharded state), then ``state.npz`` (atomically)."""
         self._half = 1 - self._half
+        if self._keepers is not None:
+            self._keepers.save(self._half)
         arrays: dict[str, np.ndarray] = {}
         slot_tasks = np.full(len(state.slots), -1, dtype=np.int64)
         for slot, entry in enumerate(state.slots):
@@ -101,7 +143,8 @@ class Checkpoint:
             slot_tasks[slot] = task
             fields = state_arrays(lanczos)
             for row, name in enumerate(VECTOR_FIELDS):
-                self._pending[self._half, slot, row, : lanczos.dim] = fields.pop(name)
+                if name in fields:
+                    self._pending[self._half, slot, row, : lanczos.dim] = fields.pop(name)
             arrays.update({f"slot{slot}/{name}": value for name, value in fields.items()})
         finished = [state.finished[task] for task in sorted(state.finished)]
         width = max((len(record.alpha) for record in finished), default=0)
@@ -143,7 +186,9 @@ class Checkpoint:
         """The loop state, the slots' bases and the node groups of a run with exactly this ``identity``.
 
         ``task_dims`` are the tasks' dimensions (a slot's state uses the first ``dim``
-        columns of its basis and pending rows).
+        columns of its basis and pending rows). With a sharded state (``slices`` in
+        config.json) the slots hold their scalars, there are no bases, and the keepers read
+        their own files back (at :attr:`pending_half`).
         """
         saved = self._read(lambda: self.store.load_json("config.json"))
         previous = saved.get("identity", {}) if isinstance(saved, dict) else {}
@@ -152,19 +197,25 @@ class Checkpoint:
             details = "; ".join(f"{k}: checkpoint {previous.get(k)!r}, now {identity.get(k)!r}" for k in differing[:5])
             raise CheckpointError(f"checkpoint in {self.directory} is from a different configuration ({details or 'hash differs'})")
         arrays = self._read(lambda: self.store.load_npz("state.npz"))
+        sharded = saved.get("slices") is not None
         try:
             slot_tasks = [int(task) for task in arrays["slot_tasks"]]
-            bases = [self._read(lambda slot=slot: open_basis(self.basis_path(slot))) for slot in range(len(slot_tasks))]
-            pending = self._read(lambda: open_basis(self.pending_path))
-            self._pending = pending.reshape(2, len(slot_tasks), 2, pending.shape[1])
             self._half = int(arrays["pending_half"])
+            bases = []
+            if not sharded:
+                bases = [self._read(lambda slot=slot: open_basis(self.basis_path(slot))) for slot in range(len(slot_tasks))]
+                pending = self._read(lambda: open_basis(self.pending_path))
+                self._pending = pending.reshape(2, len(slot_tasks), 2, pending.shape[1])
             slots = []
             for slot, task in enumerate(slot_tasks):
                 if task < 0:
                     slots.append(None)
                     continue
-                dim = task_dims[task]
                 fields = {key.split("/", 1)[1]: value for key, value in arrays.items() if key.startswith(f"slot{slot}/")}
+                if sharded:
+                    slots.append((task, scalars_from_arrays(fields)))
+                    continue
+                dim = task_dims[task]
                 for row, name in enumerate(VECTOR_FIELDS):
                     fields[name] = self._pending[self._half, slot, row, :dim]
                 order = fields["alpha"].shape[0]

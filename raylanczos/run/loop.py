@@ -1,10 +1,13 @@
 """The run's loop: D draws × m Lanczos steps, B draws per pass over the data.
 
 The loop knows no Ray: it drives any *block operator* (``dim``, ``block_size``,
-``submit(vectors) -> pending`` and ``collect(pending) -> (products, StepTiming)``, for
-float64 (B, n) blocks) — the distributed Hessian, or :class:`InProcessOperator` in one
-process. It keeps B Lanczos states in lockstep, one per *slot*: each pass multiplies all
-B vectors at once, and each state is advanced and re-orthogonalised against its own basis.
+``submit(vectors) -> pending`` and ``collect(pending) -> (products, StepTiming)``) — the
+distributed Hessian, or an in-process operator — and keeps the vectors in a *vector
+store* (:mod:`raylanczos.run.stores`): on the driver (the block and products are float64
+(B, n) arrays), or sliced over keepers (the block is their published slices and the
+products go to them; the driver keeps only scalars). It keeps B Lanczos states in
+lockstep, one per *slot*: each pass multiplies all B vectors at once, and each state is
+advanced and re-orthogonalised against its own basis, all slots in the same rounds.
 A draw that ends (its m steps, or a breakdown) frees its slot, and the next waiting draw
 starts there, so the block stays full until the last draws. Empty slots multiply a zero
 vector, so every pass has the same shape.
@@ -28,16 +31,13 @@ import numpy as np
 from raylanczos.numerics.basis import BasisSweeps
 from raylanczos.numerics.lanczos import (
     LanczosOptions,
-    LanczosState,
+    LanczosScalars,
     Phase,
-    accept,
-    first_vector,
-    reorthogonalize,
-    start_state,
-    start_vector,
+    accept_block,
+    reorthogonalize_block,
 )
-from raylanczos.numerics.spectrum import orthogonality_loss
 from raylanczos.operators.contract import TIMING_COLUMNS, BlockOperator
+from raylanczos.run.stores import BlockRow, DriverStore, VectorStore
 
 
 @dataclass(frozen=True)
@@ -90,12 +90,14 @@ class FinishedDraw:
 class LoopState:
     """Where the loop stands, as plain data (what a checkpoint holds besides the bases).
 
-    ``slots``: one entry per slot, ``(task index, LanczosState)`` or None when free;
+    ``slots``: one entry per slot, ``(task index, state)`` or None when free (the state is
+    a :class:`~raylanczos.numerics.lanczos.LanczosState` with its vectors on the driver,
+    its :class:`~raylanczos.numerics.lanczos.LanczosScalars` when keepers hold them);
     ``next_task``: the first task not yet started; ``finished``: finished draws by task
     index; ``timings``: one row of :data:`TIMING_COLUMNS` per pass.
     """
 
-    slots: list[tuple[int, LanczosState] | None]
+    slots: list[tuple[int, LanczosScalars] | None]
     next_task: int = 0
     finished: dict[int, FinishedDraw] = field(default_factory=dict)
     timings: list[list[float]] = field(default_factory=list)
@@ -111,12 +113,13 @@ class LoopHooks:
     """What the loop calls out to (all optional).
 
     ``checkpoint(state)``: after every pass; ``finished(task, lanczos_state, record)``:
-    when a draw ends, before its slot is reused (to write its vectors, say);
-    ``progress(state, row)``: after every pass, with the pass's timing row.
+    when a draw ends, before its slot is reused (to write its vectors, say): the state has
+    a ``basis`` (an array on the driver, a :class:`~raylanczos.run.stores.KeptBasis` when
+    keepers hold it); ``progress(state, row)``: after every pass, with the pass's timing row.
     """
 
     checkpoint: Callable[[LoopState], None] | None = None
-    finished: Callable[[DrawTask, LanczosState, FinishedDraw], None] | None = None
+    finished: Callable[[DrawTask, LanczosScalars, FinishedDraw], None] | None = None
     progress: Callable[[LoopState, list[float]], None] | None = None
 
 
@@ -129,9 +132,11 @@ class SpectrumLoop:
       tasks: the draws, in order; task i's start vector is
         ``start_vector(task.dim, seed=seed, draw=task.draw, distribution=distribution)``.
       order: m, Lanczos steps per draw (each task's clamped to its dimension).
-      bases: one float64 (≥ m + 1, ≥ max task dim) array per slot (memory or memmap).
+      bases: where the vectors live: one float64 (≥ m + 1, ≥ max task dim) array per slot
+        (memory or memmap: the driver holds the vectors), or a vector store
+        (:mod:`raylanczos.run.stores`, e.g. keepers holding slices).
       seed, distribution: the start vectors' seed and distribution.
-      sweeps: the basis-sweep kernel for re-orthogonalisation.
+      sweeps: the basis-sweep kernel for re-orthogonalisation (with ``bases`` arrays).
       options: the Lanczos step's thresholds.
       hooks: checkpoint, finished-draw and progress callbacks.
     """
@@ -141,26 +146,25 @@ class SpectrumLoop:
         operator: BlockOperator,
         tasks: Sequence[DrawTask],
         order: int,
-        bases: Sequence[np.ndarray],
+        bases: Sequence[np.ndarray] | VectorStore,
         *,
         seed: int,
         distribution: str,
-        sweeps: BasisSweeps,
+        sweeps: BasisSweeps | None = None,
         options: LanczosOptions = LanczosOptions(),
         hooks: LoopHooks = LoopHooks(),
     ):
-        if len(bases) != operator.block_size:
-            raise ValueError(f"need one basis per slot: {operator.block_size} slots, {len(bases)} bases")
+        if hasattr(bases, "space"):
+            self.store = bases
+        else:
+            if len(bases) != operator.block_size:
+                raise ValueError(f"need one basis per slot: {operator.block_size} slots, {len(bases)} bases")
+            self.store = DriverStore(bases, operator.dim, sweeps or BasisSweeps(), seed=seed, distribution=distribution)
         self.operator = operator
         self.tasks = list(tasks)
         self.order = order
-        self.bases = list(bases)
-        self.seed = seed
-        self.distribution = distribution
-        self.sweeps = sweeps
         self.options = options
         self.hooks = hooks
-        self._starts: dict[int, np.ndarray] = {}
 
     @property
     def total_steps(self) -> int:
@@ -170,22 +174,22 @@ class SpectrumLoop:
     def run(self, state: LoopState | None = None) -> LoopState:
         """Run to the end, from ``state`` (a resumed checkpoint) or from the start."""
         state = state or LoopState.empty(self.operator.block_size)
+        self.store.adopt([(slot, self.tasks[task], lanczos) for slot, (task, lanczos) in self._occupied(state)])
         self._fill(state, self._assign(state))
         in_flight = self._submit(state, {})
+        space = self.store.space
         while self._occupied(state):
             started = time.perf_counter()
             products, timing = self.operator.collect(in_flight)
             active = len(self._occupied(state))
-            for slot, (task, lanczos) in self._occupied(state):
-                accept(lanczos, self.tasks[task].restrict(products[slot]), self.options)
+            self.store.receive(products, {slot: self.tasks[task] for slot, (task, _) in self._occupied(state)})
+            accept_block([(slot, lanczos) for slot, (_, lanczos) in self._occupied(state)], space, self.options)
             ending = [slot for slot, (_, lanczos) in self._occupied(state) if _ends_this_step(lanczos)]
             incoming = self._assign(state, ending)
             in_flight = self._submit(state, incoming)
             reorth_started = time.perf_counter()
-            restarted = False
-            for _, (_, lanczos) in self._occupied(state):
-                if lanczos.phase is Phase.REORTHOGONALIZE:
-                    restarted |= reorthogonalize(lanczos, self.sweeps, self.options)
+            waiting = [(slot, lanczos) for slot, (_, lanczos) in self._occupied(state) if lanczos.phase is Phase.REORTHOGONALIZE]
+            restarted = bool(reorthogonalize_block(waiting, space, self.options)) if waiting else False
             reorth = time.perf_counter() - reorth_started
             # A draw that broke down in re-orthogonalisation ends now too; its look-ahead
             # row, like a row whose vector was replaced for a fresh product, is stale: the
@@ -200,9 +204,10 @@ class SpectrumLoop:
             for slot in ending:
                 self._finish(state, slot)
             state.passes += 1
+            sent, received = self.store.take_bytes()
             row = [
                 state.passes, active, timing.broadcast, timing.hvp_max, timing.gather, timing.node_reduce,
-                timing.reduce, reorth, 0.0, 0.0, timing.bytes_sent, timing.bytes_received,
+                timing.reduce, reorth, 0.0, 0.0, timing.bytes_sent + sent, timing.bytes_received + received,
             ]
             state.timings.append(row)
             checkpoint_started = time.perf_counter()
@@ -224,34 +229,27 @@ class SpectrumLoop:
 
     def _fill(self, state: LoopState, incoming: dict[int, int]) -> None:
         """Start the assigned tasks' states in their slots (after their predecessors were recorded)."""
+        described = {slot: self.tasks[task] for slot, task in incoming.items()}
+        self.store.prepare(described)
+        started = self.store.begin(described, self.order)
         for slot, task in incoming.items():
-            description = self.tasks[task]
-            basis = self.bases[slot][:, : description.dim]
-            state.slots[slot] = (task, start_state(self._start_vector(description), min(self.order, description.dim), basis=basis))
-        self._starts.clear()
+            state.slots[slot] = (task, started[slot])
         if incoming:
             state.next_task = max(incoming.values()) + 1
-
-    def _start_vector(self, task: DrawTask) -> np.ndarray:
-        """Task's start vector, drawn once between its submission and its state's start."""
-        if task.index not in self._starts:
-            self._starts[task.index] = start_vector(task.dim, seed=self.seed, draw=task.draw, distribution=self.distribution)
-        return self._starts[task.index]
 
     def _submit(self, state: LoopState, incoming: dict[int, int]) -> Any:
         """Submit the block: each live slot's next vector, the start vector of a task about
         to take a slot, zeros elsewhere; None (nothing submitted) when no row is live."""
-        block = np.zeros((self.operator.block_size, self.operator.dim))
-        live = False
+        rows: list[BlockRow] = [None] * self.operator.block_size
         for slot, (task, lanczos) in self._occupied(state):
             if slot not in incoming and not lanczos.done and lanczos.steps < lanczos.order:
-                self.tasks[task].embed(lanczos.vector, block[slot])
-                live = True
+                rows[slot] = (slot, self.tasks[task], "pending")
         for slot, task in incoming.items():
-            description = self.tasks[task]
-            description.embed(first_vector(self._start_vector(description)), block[slot])
-            live = True
-        return self.operator.submit(block) if live else None
+            rows[slot] = (slot, self.tasks[task], "start")
+        if all(row is None for row in rows):
+            return None
+        self.store.prepare({slot: self.tasks[task] for slot, task in incoming.items()})
+        return self.operator.submit(self.store.block(rows))
 
     def _finish(self, state: LoopState, slot: int) -> None:
         task, lanczos = state.slots[slot]
@@ -261,20 +259,21 @@ class SpectrumLoop:
             beta=lanczos.beta.copy(),
             steps=lanczos.steps,
             breakdown=lanczos.breakdown,
-            orthogonality=orthogonality_loss(lanczos.basis[: lanczos.steps]),
+            orthogonality=self.store.orthogonality(slot, lanczos),
             second_passes=lanczos.second_passes,
             fresh_products=lanczos.fresh_products,
         )
         if self.hooks.finished is not None:
-            self.hooks.finished(self.tasks[task], lanczos, record)
+            self.hooks.finished(self.tasks[task], self.store.view(slot, self.tasks[task], lanczos), record)
         state.finished[task] = record
         state.slots[slot] = None
+        self.store.release(slot)
 
     @staticmethod
     def _occupied(state: LoopState):
         return [(slot, entry) for slot, entry in enumerate(state.slots) if entry is not None]
 
 
-def _ends_this_step(lanczos: LanczosState) -> bool:
+def _ends_this_step(lanczos: LanczosScalars) -> bool:
     """Whether a state that has just accepted its product ends with this step."""
     return lanczos.phase is Phase.DONE or lanczos.steps >= lanczos.order
