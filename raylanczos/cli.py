@@ -20,6 +20,7 @@ from raylanczos.config import (
     PROGRESS_MODES,
     REDUCTIONS,
     START_DISTRIBUTIONS,
+    STATES,
     DensityConfig,
     OptionError,
     ScalingConfig,
@@ -93,6 +94,11 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("--shards", default=None, help='JSON shard plan: {"workers": [{"rows": [[start, stop]]} | {"files": [...]}, ...]}')
     where.add_argument("--reduce", choices=REDUCTIONS, default=SCALING.reduce,
                        help=f"sum each node's partial products on the node (node) or on the driver (flat); default {SCALING.reduce}")
+    where.add_argument("--state", choices=STATES, default=None,
+                       help="where the Lanczos vectors live: the driver's memory (driver) or slices on keepers, one per "
+                       "node (sharded; the driver moves only scalars); default driver while the bases fit --basis-memory-gb")
+    where.add_argument("--basis-memory-gb", type=float, default=SCALING.basis_memory_gb,
+                       help=f"the driver's memory for the bases, GB (default {SCALING.basis_memory_gb:g})")
     where.add_argument("--address", default=None, help="Ray address (default: a running Ray, else a new local one)")
     where.add_argument("--timeout", type=float, default=SCALING.timeout,
                        help=f"seconds to wait for a worker to start or to answer one pass (default {SCALING.timeout:g})")
@@ -240,6 +246,7 @@ def _run(args: argparse.Namespace):
     scaling = ScalingConfig(
         num_workers=args.num_workers, worker_resources=resources, shards=args.shards, pin_cpus=args.pin_cpus,
         reduce=args.reduce, address=args.address, timeout=args.timeout, placement_timeout=args.placement_timeout,
+        state=args.state, basis_memory_gb=args.basis_memory_gb,
         max_restarts=args.max_restarts,
     )
     output = OutputConfig(

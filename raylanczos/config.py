@@ -27,6 +27,7 @@ from raylanczos.choices import (  # the command line takes its choices from here
     PROGRESS_MODES,  # noqa: F401 - re-exported for the command line
     REDUCTIONS,
     START_DISTRIBUTIONS,
+    STATES,
     check_choice,
     check_int,
 )
@@ -135,7 +136,8 @@ class SpectrumConfig:
         fit in ``budget_bytes`` of driver memory (at least 1); never more than ``tasks``."""
         if self.draws_per_pass is not None:
             return min(self.draws_per_pass, tasks)
-        return max(1, min(DEFAULT_DRAWS_PER_PASS, tasks, int(budget_bytes // max(basis_bytes, 1))))
+        fit = tasks if math.isinf(budget_bytes) else int(budget_bytes // max(basis_bytes, 1))
+        return max(1, min(DEFAULT_DRAWS_PER_PASS, tasks, fit))
 
 
 @dataclass(frozen=True)
@@ -162,6 +164,9 @@ class ScalingConfig:
       basis_memory_gb: the driver's memory for the bases (GB): the default draws per pass
         is capped to the bases that fit, and without a checkpoint, bases of B·n·(m+1)·8 bytes
         above it are memory-mapped to temporary files instead of held in RAM.
+      state: where the Lanczos vectors live: ``"driver"`` (the driver's bases), ``"sharded"``
+        (keepers on the workers' nodes hold slices of them; the driver moves only scalars),
+        or None: the driver while B bases fit ``basis_memory_gb``, else sharded.
       thread_policy: ``(pinned, driver_cores, worker_cores) -> DriverThreads``, the threads
         of the driver's re-orthogonalisation (default
         :func:`raylanczos.policy.driver_threads`; benchmarks pass others).
@@ -177,6 +182,7 @@ class ScalingConfig:
     placement_timeout: float | None = None
     max_restarts: int = 3
     basis_memory_gb: float = 8.0
+    state: str | None = None
     thread_policy: Callable[..., DriverThreads] = driver_threads
 
     def __post_init__(self) -> None:
@@ -185,6 +191,8 @@ class ScalingConfig:
         if self.worker_resources is not None and not isinstance(self.worker_resources, Mapping):
             raise OptionError("worker_resources", self.worker_resources, "{name} must be a mapping of Ray actor options, got {value!r}")
         _choice("reduce", self.reduce, REDUCTIONS)
+        if self.state is not None:
+            _choice("state", self.state, STATES)
         _positive_number("timeout", self.timeout)
         if self.placement_timeout is not None:
             _positive_number("placement_timeout", self.placement_timeout, allow_zero=True)

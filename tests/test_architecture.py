@@ -77,7 +77,7 @@ def test_summary_dicts_are_indexed_only_by_the_run_record():
     assert not found
 
 
-RUN_SPLIT = ("runner.py", "plan.py", "sink.py", "bases.py", "sweep.py", "checkpoint.py")
+RUN_SPLIT = ("runner.py", "plan.py", "sink.py", "bases.py", "sweep.py")
 
 
 @pytest.mark.parametrize("name", RUN_SPLIT)

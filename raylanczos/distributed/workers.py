@@ -27,7 +27,12 @@ from raylanczos.distributed.placement import (
     placement_shortfall,
 )
 from raylanczos.distributed.policy import DriverThreads, cpu_slots, driver_threads
-from raylanczos.operators.contract import NodeSumInfo, PartialInfo, WorkerError, check_answer
+from raylanczos.operators.contract import (
+    NodeSumInfo,
+    PartialInfo,
+    WorkerError,
+    check_answer,
+)
 from raylanczos.operators.shard_worker import ShardWorker
 from raylanczos.problem.data import ShardPlan
 from raylanczos.problem.definition import ProblemSource, factory_search_path

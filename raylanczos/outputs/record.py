@@ -28,7 +28,8 @@ class ConfigRecord:
     """``summary["config"]``: what determined the numbers, and the problem's facts.
 
     ``order`` and ``num_params`` are the operator's: a block's own dimension for a block.
-    A sweep's top level knows only ``problem`` and ``operator``.
+    ``state``: where the Lanczos vectors lived (``driver`` or ``sharded``; None before the
+    sharded state existed). A sweep's top level knows only ``problem`` and ``operator``.
     """
 
     problem: str
@@ -48,6 +49,7 @@ class ConfigRecord:
     num_examples: int | None = None
     batch_size: int | None = None
     shard_plan: dict[str, Any] | None = None
+    state: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return _without_none(dataclasses.asdict(self), keep=("arguments", "training"))
@@ -61,9 +63,10 @@ class ConfigRecord:
 class LayoutRecord:
     """Where the products ran: the workers (their own descriptions), their resources, the
     reduction and its node groups, whether the driver summed the partials itself (one
-    local group; the same order, so the same bits), the broadcast dtype, and the flat
-    vector's layout (``[{"name", "shape", "offset", "size"}, ...]``; a block's own layout
-    for a block)."""
+    local group; the same order, so the same bits), the broadcast dtype, the flat vector's
+    layout (``[{"name", "shape", "offset", "size"}, ...]``; a block's own layout for a
+    block), and with a sharded state the keepers (each one's slice ``[lo, hi)`` and where
+    it ran)."""
 
     workers: list[dict[str, Any]]
     worker_resources: dict[str, Any]
@@ -72,18 +75,22 @@ class LayoutRecord:
     broadcast_dtype: str
     parameter_layout: list[dict[str, Any]]
     sums_on_driver: bool | None = None
+    keepers: list[dict[str, Any]] | None = None
 
     def to_json(self) -> dict[str, Any]:
         reduce = {"mode": self.reduce, "node_groups": self.node_groups}
         if self.sums_on_driver is not None:
             reduce["sums_on_driver"] = self.sums_on_driver
-        return {
+        data = {
             "workers": self.workers,
             "worker_resources": self.worker_resources,
             "reduce": reduce,
             "broadcast_dtype": self.broadcast_dtype,
             "parameter_layout": self.parameter_layout,
         }
+        if self.keepers is not None:
+            data["keepers"] = self.keepers
+        return data
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> "LayoutRecord | None":
@@ -94,7 +101,7 @@ class LayoutRecord:
             workers=list(data["workers"]), worker_resources=dict(data.get("worker_resources") or {}),
             reduce=reduce.get("mode", "flat"), node_groups=[list(g) for g in reduce.get("node_groups", [])],
             broadcast_dtype=data.get("broadcast_dtype", ""), parameter_layout=list(data.get("parameter_layout") or []),
-            sums_on_driver=reduce.get("sums_on_driver"),
+            sums_on_driver=reduce.get("sums_on_driver"), keepers=data.get("keepers"),
         )
 
 

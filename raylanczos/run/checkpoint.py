@@ -36,7 +36,12 @@ from typing import Any
 import numpy as np
 
 from raylanczos.numerics.basis import allocate_basis, open_basis
-from raylanczos.numerics.lanczos import VECTOR_FIELDS, scalars_from_arrays, state_arrays, state_from_arrays
+from raylanczos.numerics.lanczos import (
+    VECTOR_FIELDS,
+    scalars_from_arrays,
+    state_arrays,
+    state_from_arrays,
+)
 from raylanczos.numerics.ritz import RitzPairs
 from raylanczos.operators.contract import TIMING_COLUMNS
 from raylanczos.outputs.store import OutputStore, json_default, json_writer, npz_writer

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +30,7 @@ from raylanczos.problem.data import Shard, ShardPlan
 from raylanczos.problem.definition import Problem, ProblemSource, source_name
 from raylanczos.problem.layout import ParameterLayout
 from raylanczos.run.loop import DrawTask
+from raylanczos.run.stores import choose_state
 
 logger = logging.getLogger("raylanczos")
 
@@ -82,13 +84,16 @@ class Part:
 
 @dataclass(frozen=True)
 class RunPlan:
-    """The parts, the draw tasks (part by part, draw by draw) and B, the draws per pass."""
+    """The parts, the draw tasks (part by part, draw by draw), B, the draws per pass, and
+    where the Lanczos vectors live (``state``: ``"driver"`` or ``"sharded"``, and why)."""
 
     facts: ProblemFacts
     parts: tuple[Part, ...]
     tasks: tuple[DrawTask, ...]
     block_size: int
     order: int
+    state: str = "driver"
+    state_reason: str = ""
 
     @property
     def basis_rows(self) -> int:
@@ -137,13 +142,17 @@ def plan_run(problem: Problem, config: SpectrumConfig, scaling: ScalingConfig) -
             )
     largest = max(part.dim for part in parts)
     basis_bytes = (min(config.order, largest) + 1) * largest * 8
-    block_size = config.block_size(len(tasks), basis_bytes, scaling.basis_memory_gb * 1e9)
-    if config.draws_per_pass is None and block_size < min(DEFAULT_DRAWS_PER_PASS, len(tasks)):
+    budget = math.inf if scaling.state == "sharded" else scaling.basis_memory_gb * 1e9
+    block_size = config.block_size(len(tasks), basis_bytes, budget)
+    state, reason = choose_state(scaling.state, block_size, basis_bytes, scaling.basis_memory_gb)
+    if state == "sharded":  # the keepers' nodes hold the bases: the head's budget does not cap B
+        block_size = config.block_size(len(tasks), basis_bytes, math.inf)
+    elif config.draws_per_pass is None and block_size < min(DEFAULT_DRAWS_PER_PASS, len(tasks)):
         logger.info(
             "draws per pass: %d, as many bases of %s as fit in basis_memory_gb %g (choose with --draws-per-pass)",
             block_size, byte_size(basis_bytes), scaling.basis_memory_gb,
         )
-    return RunPlan(facts, parts, tasks, block_size, config.order)
+    return RunPlan(facts, parts, tasks, block_size, config.order, state, reason)
 
 
 def chosen_shard_plan(scaling: ScalingConfig, problem: Problem) -> ShardPlan | None:
@@ -174,7 +183,7 @@ def config_record(
         compute_dtype=config.compute_dtype or "model", model_dtype=facts.dtype, operator=config.operator,
         blocks=[{"name": p.name, "pattern": p.pattern, "dim": p.dim} for p in plan.parts if p.name],
         backend=facts.backend, training=facts.training, num_params=facts.num_params,
-        num_examples=facts.num_examples, batch_size=facts.batch_size, shard_plan=shards.to_json(),
+        num_examples=facts.num_examples, batch_size=facts.batch_size, shard_plan=shards.to_json(), state=plan.state,
     )
 
 

@@ -29,10 +29,12 @@ from raylanczos.config import (
     SpectrumConfig,
     build_configs,
 )
-from raylanczos.distributed.hessian import DistributedHessian
+from raylanczos.distributed.hessian import DistributedHessian, SlicedHessian
+from raylanczos.distributed.keepers import KeeperActors, keeper_nodes
 from raylanczos.distributed.session import RaySession
 from raylanczos.distributed.workers import WorkerGroup, WorkerOptions
 from raylanczos.numerics.basis import BasisSweeps
+from raylanczos.numerics.sharded import SliceLayout
 from raylanczos.operators.contract import TIMING_COLUMNS, BlockOperator
 from raylanczos.outputs.progress import Progress, make_progress, reporting
 from raylanczos.outputs.record import (
@@ -53,6 +55,7 @@ from raylanczos.outputs.render import (
 from raylanczos.outputs.store import OutputStore
 from raylanczos.problem.definition import ProblemSource, build_problem, source_name
 from raylanczos.run.bases import new_bases
+from raylanczos.run.checkpoint import Checkpoint
 from raylanczos.run.loop import (
     DrawTask,
     FinishedDraw,
@@ -68,6 +71,7 @@ from raylanczos.run.plan import (
     run_identity,
 )
 from raylanczos.run.sink import RunOutputs, prepare_output
+from raylanczos.run.stores import KeeperStore
 from raylanczos.run.sweep import SweepPoint, sweep_points, sweep_title
 
 logger = logging.getLogger("raylanczos")
@@ -187,6 +191,7 @@ def run_spectrum(
     if settings.output.resume and _finished_already(out, settings.spectrum, plan, source, arguments):
         logger.info("the run in %s is finished; its outputs are rendered again from tridiag.npy", out)
         return rerender(out.location, settings.density)
+    logger.info("%s", plan.state_reason)
     shards, resources = chosen_shard_plan(settings.scaling, problem), settings.scaling.worker_resources
     if shards is None:
         shards, resources = session.default_layout(problem.num_examples, problem.data)
@@ -195,33 +200,27 @@ def run_spectrum(
     resumed = checkpoint.load(identity, [task.dim for task in plan.tasks]) if settings.output.resume else None
     group = _worker_group(source if isinstance(source, str) else problem, settings, session, plan, shards, resources, arguments)
     groups = resumed[2] if resumed is not None else group.node_groups()
-    operator = DistributedHessian(
-        group, plan.facts.num_examples, block_size=plan.block_size, reduce=settings.scaling.reduce, groups=groups,
-        arguments=arguments,
-    )
+    slices = _slices(plan, groups, checkpoint, resumed is not None)
     outputs = RunOutputs(out, checkpoint, settings.output, settings.density, plan)
     if resumed is None:
-        outputs.begin(identity, groups)
-        state, bases = None, new_bases(plan, checkpoint, settings.scaling.basis_memory_gb)
+        outputs.begin(identity, groups, slices)
     else:
-        state, bases, _ = resumed
-        outputs.resume(state)
-        logger.info("resuming: %s", describe_progress(state))
-    threads = group.driver_threads(settings.scaling.thread_policy)
-    logger.info("driver: %s", threads.describe())
-    with threadpool_limits(limits=threads.blas, user_api="blas"), BasisSweeps(threads.sweeps) as sweeps:
-        state = _loop(operator, plan, settings.spectrum, bases, sweeps, state, outputs, reporter)
-    residuals = {name: residual_norms(operator, plan, name, pairs) for name, pairs in outputs.eigenvectors.items() if pairs}
+        outputs.resume(resumed[0])
+        logger.info("resuming: %s", describe_progress(resumed[0]))
+    home = vector_home(plan, settings, group, groups, checkpoint, resumed, slices, arguments)
+    try:
+        state = _loop(home, plan, settings, resumed[0] if resumed is not None else None, outputs, reporter)
+        products = home.operator if slices is None else _plain_operator(plan, settings, group, groups, arguments)
+        residuals = {name: residual_norms(products, plan, name, pairs) for name, pairs in outputs.eigenvectors.items() if pairs}
+    finally:
+        home.close()
     group.record_pids()
-    run = RunInfo(
-        raylanczos_version=_version("raylanczos"), versions=_versions(), config=config, dataset=problem.data.describe(),
-        layout=LayoutRecord(
-            workers=[dict(info) for info in group.infos], worker_resources=group.resources, reduce=settings.scaling.reduce,
-            node_groups=operator.groups, broadcast_dtype=str(operator.broadcast_dtype),
-            parameter_layout=plan.facts.layout.to_json(), sums_on_driver=operator.sums_on_driver,
-        ),
-        timings=timing_record(state.timings),
+    layout = LayoutRecord(
+        workers=[dict(info) for info in group.infos], worker_resources=group.resources, reduce=settings.scaling.reduce,
+        node_groups=home.operator.groups, broadcast_dtype=str(home.operator.broadcast_dtype),
+        parameter_layout=plan.facts.layout.to_json(), sums_on_driver=home.operator.sums_on_driver, keepers=home.keepers,
     )
+    run = RunInfo(_version("raylanczos"), _versions(), config, problem.data.describe(), layout, timing_record(state.timings))
     return outputs.finish(run, residuals)
 
 
@@ -274,11 +273,86 @@ def _worker_group(
     )
 
 
+@dataclass
+class VectorHome:
+    """Where the loop's Lanczos vectors live, and the operator that multiplies them: the
+    driver's bases (``vectors`` a list of float64 (m + 1, n) arrays) with the distributed
+    Hessian, or keepers' slices (``vectors`` a :class:`~raylanczos.run.stores.KeeperStore`)
+    with the sliced Hessian. ``keepers``: each keeper's slice and place (sharded only)."""
+
+    operator: DistributedHessian
+    vectors: Any
+    keepers: list[dict[str, Any]] | None = None
+    actors: KeeperActors | None = None
+
+    def close(self) -> None:
+        if self.actors is not None:
+            self.actors.shutdown()
+
+
+def _slices(plan: RunPlan, groups: list[list[int]], checkpoint: Checkpoint | None, resuming: bool) -> tuple[int, ...] | None:
+    """The sharded state's slice bounds, one slice per node group (a resumed run's are its
+    checkpoint's), or None when the driver holds the state; a resume held otherwise is refused."""
+    bounds = None
+    if plan.state == "sharded":
+        bounds = checkpoint.slices() if resuming else SliceLayout.balanced(plan.facts.num_params, len(groups)).bounds
+    if resuming:
+        checkpoint.check_slices(bounds)
+    return bounds
+
+
+def vector_home(
+    plan: RunPlan, settings: RunSettings, group: WorkerGroup, groups: list[list[int]], checkpoint: Checkpoint | None,
+    resumed: Any, slices: tuple[int, ...] | None, arguments: dict[str, Any] | None,
+) -> VectorHome:
+    """The driver's bases (new, or the checkpoint's) and operator; or, with ``slices``, one
+    keeper per node group on that group's node (reading their checkpoint files back when
+    resuming) and the sliced operator."""
+    if slices is None:
+        bases = resumed[1] if resumed is not None else new_bases(plan, checkpoint, settings.scaling.basis_memory_gb)
+        return VectorHome(_plain_operator(plan, settings, group, groups, arguments), bases)
+    layout = SliceLayout(slices)
+    directories = [checkpoint.keeper_directory(i) for i in range(layout.parts)] if checkpoint is not None else None
+    actors = KeeperActors(
+        keeper_nodes(group.infos, groups), layout, plan.block_size, plan.basis_rows, directories=directories,
+        resume=resumed is not None, timeout=settings.scaling.timeout,
+    )
+    try:
+        operator = SlicedHessian(
+            group, plan.facts.num_examples, bounds=slices, block_size=plan.block_size, reduce=settings.scaling.reduce,
+            groups=groups, arguments=arguments,
+        )
+        store = KeeperStore(
+            actors, plan.facts.num_params, dtype=str(operator.broadcast_dtype), seed=settings.spectrum.seed,
+            distribution=settings.spectrum.distribution,
+            resume_half=checkpoint.pending_half if resumed is not None else None,
+        )
+    except BaseException:
+        actors.shutdown()
+        raise
+    if checkpoint is not None:
+        checkpoint.keep_slices(store)
+    keepers = [{"slice": list(layout.span(i)), **info} for i, info in enumerate(actors.infos)]
+    return VectorHome(operator, store, keepers, actors)
+
+
+def _plain_operator(
+    plan: RunPlan, settings: RunSettings, group: WorkerGroup, groups: list[list[int]], arguments: dict[str, Any] | None
+) -> DistributedHessian:
+    """The distributed Hessian over whole vectors (the driver's state, and the residuals' pass)."""
+    return DistributedHessian(
+        group, plan.facts.num_examples, block_size=plan.block_size, reduce=settings.scaling.reduce, groups=groups,
+        arguments=arguments,
+    )
+
+
 def _loop(
-    operator: BlockOperator, plan: RunPlan, config: SpectrumConfig, bases: list[np.ndarray], sweeps: BasisSweeps,
-    state: LoopState | None, outputs: RunOutputs, reporter: Progress,
+    home: VectorHome, plan: RunPlan, settings: RunSettings, state: LoopState | None, outputs: RunOutputs,
+    reporter: Progress,
 ) -> LoopState:
-    """The loop over the draws, reporting progress and writing each finished draw."""
+    """The loop over the draws, reporting progress and writing each finished draw; the
+    driver's threads are chosen for its re-orthogonalisation (driver state only)."""
+    config = settings.spectrum
 
     def report(current: LoopState, row: list[float]) -> None:
         reporter.update(steps_done(current), len(current.finished), len(plan.tasks), dict(zip(TIMING_COLUMNS, row)))
@@ -287,19 +361,22 @@ def _loop(
         log_finished_draw(task, record)
         outputs.draw_finished(task, lanczos, record)
 
-    loop = SpectrumLoop(
-        operator, list(plan.tasks), config.order, bases, seed=config.seed, distribution=config.distribution,
-        sweeps=sweeps, options=config.lanczos,
-        hooks=LoopHooks(
-            checkpoint=outputs.checkpoint.save if outputs.checkpoint is not None else None,
-            finished=finished, progress=report,
-        ),
+    threads = home.operator.group.driver_threads(settings.scaling.thread_policy)
+    if home.keepers is None:
+        logger.info("driver: %s", threads.describe())
+    hooks = LoopHooks(
+        checkpoint=outputs.checkpoint.save if outputs.checkpoint is not None else None, finished=finished, progress=report,
     )
-    reporter.start(loop.total_steps, steps_done(state) if state is not None else 0, operator.block_size)
-    try:
-        return loop.run(state)
-    finally:
-        reporter.close()
+    with threadpool_limits(limits=threads.blas, user_api="blas"), BasisSweeps(threads.sweeps) as sweeps:
+        loop = SpectrumLoop(
+            home.operator, list(plan.tasks), config.order, home.vectors, seed=config.seed,
+            distribution=config.distribution, sweeps=sweeps, options=config.lanczos, hooks=hooks,
+        )
+        reporter.start(loop.total_steps, steps_done(state) if state is not None else 0, home.operator.block_size)
+        try:
+            return loop.run(state)
+        finally:
+            reporter.close()
 
 
 def log_finished_draw(task: DrawTask, record: FinishedDraw) -> None:

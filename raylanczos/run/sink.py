@@ -82,11 +82,12 @@ class RunOutputs:
         self.eigenvectors: dict[str, RitzPairs | None] = {part.name: None for part in plan.parts}
         self.finished: dict[int, FinishedDraw] = {}
 
-    def begin(self, identity: dict[str, Any], groups: list[list[int]]) -> None:
-        """A new run: remove an overwritten run's outputs, and start the checkpoint."""
+    def begin(self, identity: dict[str, Any], groups: list[list[int]], slices: tuple[int, ...] | None = None) -> None:
+        """A new run: remove an overwritten run's outputs, and start the checkpoint (with the
+        sharded state's slice bounds, if any)."""
         if self.out is not None:
             _clear_previous_outputs(self.out)
-            self.checkpoint.begin(identity, groups)
+            self.checkpoint.begin(identity, groups, slices)
 
     def resume(self, state: LoopState) -> None:
         """A resumed run: its finished draws, and its best Ritz pairs so far."""
