@@ -12,12 +12,20 @@ keeper, so the Ritz values agree to rounding.
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
 import raylanczos as rl
 from raylanczos.distributed.hessian import DistributedHessian, SlicedHessian
-from raylanczos.distributed.keepers import KeeperActors, KeeperError, keeper_bytes, keeper_nodes, room_shortfall
+from raylanczos.distributed.keepers import (
+    KeeperActors,
+    KeeperError,
+    keeper_bytes,
+    keeper_nodes,
+    room_shortfall,
+)
 from raylanczos.distributed.workers import WorkerGroup, WorkerOptions
 from raylanczos.examples.digits_data import load_digits
 from raylanczos.numerics.basis import BasisSweeps, allocate_basis
@@ -208,3 +216,28 @@ def test_room_is_checked_per_keeper():
     assert needed == [per_entry * 10, per_entry * 20]
     assert room_shortfall(needed, ["a", "b"], {"a": 3000.0, "b": 5000.0}) == ""
     assert room_shortfall(needed, ["a", "b"], {"a": 3000.0, "b": 4000.0}).startswith("keeper 1 needs")
+
+
+@pytest.mark.slow
+def test_the_command_runs_blocks_ggn_and_sweeps_with_a_sharded_state(ray_session, tmp_path, capsys):
+    """``--state sharded`` through the command line: a blocks run of the Gauss–Newton matrix
+    gives driver mode's Ritz values (float64 products) and records its keepers; a sweep runs
+    every point sharded."""
+    from raylanczos import cli
+
+    common = ["--problem", "raylanczos.examples.digits:tiny_problem", "--order", "20", "--draws", "2", "--float64",
+              "--blocks", "*/w", "1/b", "--operator", "ggn", "--workers", "2", "--cpus-per-worker", "0.5", "--quiet"]
+    for state in ("sharded", "driver"):
+        assert cli.main(["run", *common, "--state", state, "--out", str(tmp_path / state)]) == 0
+    for block in ("all_w", "1_b"):
+        sharded = json.loads((tmp_path / "sharded" / "blocks" / block / "summary.json").read_text())
+        driver = json.loads((tmp_path / "driver" / "blocks" / block / "summary.json").read_text())
+        assert sharded["config"]["state"] == "sharded" and driver["config"]["state"] == "driver"
+        assert [k["slice"] for k in sharded["keepers"]] == [[0, 310]] and "keepers" not in driver
+        scale = abs(driver["lambda_max"])
+        assert np.allclose(sharded["top_ritz_values"], driver["top_ritz_values"], rtol=0, atol=1e-12 * scale)
+    sweep = ["run", "--problem", "raylanczos.examples.digits:at_step", "--sweep", "step=0,30", "--order", "8",
+             "--draws", "1", "--workers", "2", "--cpus-per-worker", "0.5", "--state", "sharded", "--quiet"]
+    assert cli.main([*sweep, "--out", str(tmp_path / "sweep")]) == 0
+    for point in ("step=0", "step=30"):
+        assert json.loads((tmp_path / "sweep" / point / "summary.json").read_text())["config"]["state"] == "sharded"
