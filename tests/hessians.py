@@ -71,3 +71,4 @@ def digits_hessian() -> np.ndarray:
 @functools.cache
 def tiny_ggn() -> np.ndarray:
     return dense_ggn(digits.tiny_problem())
+

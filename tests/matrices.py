@@ -1,8 +1,10 @@
-"""Test matrices and operators with known spectra."""
+"""Test matrices and operators with known spectra, and what tests compare products with."""
 
 from __future__ import annotations
 
 import numpy as np
+
+from raylanczos.problem.data import ShardPlan
 
 
 def orthogonal_matrix(n: int, rng: np.random.Generator) -> np.ndarray:
@@ -23,3 +25,13 @@ def diagonal_operator(eigenvalues: np.ndarray):
     """The operator diag(λ) as a plain callable ``v ↦ λ ⊙ v`` and its dimension."""
     lam = np.asarray(eigenvalues, dtype=np.float64).copy()
     return (lambda v: lam * v), lam.size
+
+#: The digits data over three workers in unequal, non-contiguous shards.
+UNEQUAL_SHARDS = ShardPlan.from_json(
+    {"workers": [{"rows": [[0, 700]]}, {"rows": [[700, 1000], [1500, 1797]]}, {"rows": [[1000, 1500]]}]}
+)
+
+
+def relative_error(got: np.ndarray, want: np.ndarray) -> float:
+    """‖got − want‖ / ‖want‖."""
+    return float(np.linalg.norm(got - want) / np.linalg.norm(want))

@@ -66,7 +66,7 @@ class Ctx:
         return str(path)
 
 
-def run(problem: str, out: str, *extra: str) -> list[str]:
+def run_argv(problem: str, out: str, *extra: str) -> list[str]:
     return ["run", "--problem", problem, "--out", out, *FAST, *extra]  # extra last: its --timeout wins
 
 
@@ -83,17 +83,17 @@ def _unrendered(ctx: Ctx) -> Path:
 def _truncate_basis(ctx: Ctx) -> list[str]:
     basis = _unrendered(ctx) / "checkpoint" / "basis_0.npy"
     basis.write_bytes(basis.read_bytes()[: basis.stat().st_size // 2])
-    return run(TINY, str(ctx.copy), *RUN_CONFIG, "--resume")
+    return run_argv(TINY, str(ctx.copy), *RUN_CONFIG, "--resume")
 
 
 def _garbage_state(ctx: Ctx) -> list[str]:
     (_unrendered(ctx) / "checkpoint" / "state.npz").write_bytes(b"garbage" * 100)
-    return run(TINY, str(ctx.copy), *RUN_CONFIG, "--resume")
+    return run_argv(TINY, str(ctx.copy), *RUN_CONFIG, "--resume")
 
 
 def _not_writable(ctx: Ctx) -> list[str]:
     blocker = ctx.write("blocker", "a regular file, not a directory")
-    return run(TINY, f"{blocker}/run")
+    return run_argv(TINY, f"{blocker}/run")
 
 
 @dataclass(frozen=True)
@@ -110,46 +110,46 @@ def bad(problem: str) -> str:
 
 CASES = [
     # --- numbers and options (refused before any worker starts) ---
-    Case("order-0", lambda c: run(TINY, c.fresh, "--order", "0"), ("--order must be a positive integer, got 0",)),
-    Case("draws-0", lambda c: run(TINY, c.fresh, "--draws", "0"), ("--draws must be a positive integer, got 0",)),
-    Case("workers-0", lambda c: run(TINY, c.fresh, "--workers", "0"), ("--workers must be a positive integer, got 0",)),
-    Case("draws-per-pass-0", lambda c: run(TINY, c.fresh, "--draws-per-pass", "0"), ("--draws-per-pass must be a positive integer, got 0",)),
-    Case("workers-2000", lambda c: run(TINY, c.fresh, "--workers", "2000"), ("2000 workers for only 1797 examples",)),
+    Case("order-0", lambda c: run_argv(TINY, c.fresh, "--order", "0"), ("--order must be a positive integer, got 0",)),
+    Case("draws-0", lambda c: run_argv(TINY, c.fresh, "--draws", "0"), ("--draws must be a positive integer, got 0",)),
+    Case("workers-0", lambda c: run_argv(TINY, c.fresh, "--workers", "0"), ("--workers must be a positive integer, got 0",)),
+    Case("draws-per-pass-0", lambda c: run_argv(TINY, c.fresh, "--draws-per-pass", "0"), ("--draws-per-pass must be a positive integer, got 0",)),
+    Case("workers-2000", lambda c: run_argv(TINY, c.fresh, "--workers", "2000"), ("2000 workers for only 1797 examples",)),
     Case(
         "workers-unplaceable",
-        lambda c: run(TINY, c.fresh, "--workers", "5", "--cpus-per-worker", "1"),
+        lambda c: run_argv(TINY, c.fresh, "--workers", "5", "--cpus-per-worker", "1"),
         ("5 workers need 5 CPU in all", "the cluster has 2 CPU"),
     ),
-    Case("resume-and-overwrite", lambda c: run(TINY, c.fresh, "--resume", "--overwrite"), ("resume and overwrite contradict",)),
+    Case("resume-and-overwrite", lambda c: run_argv(TINY, c.fresh, "--resume", "--overwrite"), ("resume and overwrite contradict",)),
     Case(
         "blocks-no-match",
-        lambda c: run(TINY, c.fresh, "--blocks", "conv*"),
+        lambda c: run_argv(TINY, c.fresh, "--blocks", "conv*"),
         ("block pattern 'conv*' matches no parameter", "0/b, 0/w, 1/b, 1/w"),
     ),
     Case(
         "ggn-without-outputs",
-        lambda c: run(bad("hessian_only"), c.fresh, "--operator", "ggn"),
+        lambda c: run_argv(bad("hessian_only"), c.fresh, "--operator", "ggn"),
         ("Gauss-Newton operator (ggn) needs", "predict=..., output_loss=..."),
     ),
     # --- shard plans, aimed at an existing run with --overwrite: refused before it is touched ---
     Case(
         "plan-malformed-json",
-        lambda c: run(TINY, str(c.copy), "--overwrite", "--shards", c.write("plan.json", '{"workers": [{"rows": [[0, 1797]]}')),
+        lambda c: run_argv(TINY, str(c.copy), "--overwrite", "--shards", c.write("plan.json", '{"workers": [{"rows": [[0, 1797]]}')),
         ("cannot read shard plan", "plan.json"),
     ),
     Case(
         "plan-overlap",
-        lambda c: run(TINY, str(c.copy), "--overwrite", "--shards", c.write("plan.json", plan([[0, 1000]], [[900, 1797]]))),
+        lambda c: run_argv(TINY, str(c.copy), "--overwrite", "--shards", c.write("plan.json", plan([[0, 1000]], [[900, 1797]]))),
         ("rows [900, 1000) are assigned to both worker 0 and worker 1",),
     ),
     Case(
         "plan-gap",
-        lambda c: run(TINY, str(c.copy), "--overwrite", "--shards", c.write("plan.json", plan([[0, 800]], [[900, 1797]]))),
+        lambda c: run_argv(TINY, str(c.copy), "--overwrite", "--shards", c.write("plan.json", plan([[0, 800]], [[900, 1797]]))),
         ("rows [800, 900) are assigned to no worker",),
     ),
     Case(
         "plan-worker-count",
-        lambda c: run(
+        lambda c: run_argv(
             TINY, str(c.copy), "--overwrite", "--workers", "3", "--shards", c.write("plan.json", plan([[0, 900]], [[900, 1797]]))
         ),
         ("--workers 3 does not match the shard plan's 2 workers",),
@@ -157,47 +157,47 @@ CASES = [
     # --- problem factories and losses (run and checked in the driver first) ---
     Case(
         "factory-missing-module",
-        lambda c: run("no_such_raylanczos_module:problem", c.fresh),
+        lambda c: run_argv("no_such_raylanczos_module:problem", c.fresh),
         ("cannot import module 'no_such_raylanczos_module'", "no_such_raylanczos_module:problem", "looked on sys.path and in"),
     ),
-    Case("factory-returns-dict", lambda c: run(bad("returns_dict"), c.fresh), ("returned dict, expected raylanczos.Problem", "returns_dict")),
+    Case("factory-returns-dict", lambda c: run_argv(bad("returns_dict"), c.fresh), ("returned dict, expected raylanczos.Problem", "returns_dict")),
     Case(
         "factory-missing-checkpoint",
-        lambda c: run(bad("missing_checkpoint"), c.fresh),
+        lambda c: run_argv(bad("missing_checkpoint"), c.fresh),
         ("raised FileNotFoundError", bad_problems.MISSING_CHECKPOINT, "missing_checkpoint"),
     ),
-    Case("unknown-backend", lambda c: run(bad("unknown_backend"), c.fresh), ("unknown backend 'torch'",)),
-    Case("unequal-lengths", lambda c: run(bad("unequal_lengths"), c.fresh), ("equal lengths", "'x': 10, 'y': 9")),
+    Case("unknown-backend", lambda c: run_argv(bad("unknown_backend"), c.fresh), ("unknown backend 'torch'",)),
+    Case("unequal-lengths", lambda c: run_argv(bad("unequal_lengths"), c.fresh), ("equal lengths", "'x': 10, 'y': 9")),
     Case(
         "parquet-missing",
-        lambda c: run(bad("missing_parquet"), c.fresh),
+        lambda c: run_argv(bad("missing_parquet"), c.fresh),
         ("Parquet source not found", str(bad_problems.MISSING_PARQUET)),
     ),
-    Case("parquet-corrupt", lambda c: run(bad("corrupt_parquet"), c.fresh), ("cannot read Parquet file", "corrupt.parquet")),
-    Case("vector-loss", lambda c: run(bad("vector_loss"), c.fresh), ("must return a scalar", "shape (64,)")),
+    Case("parquet-corrupt", lambda c: run_argv(bad("corrupt_parquet"), c.fresh), ("cannot read Parquet file", "corrupt.parquet")),
+    Case("vector-loss", lambda c: run_argv(bad("vector_loss"), c.fresh), ("must return a scalar", "shape (64,)")),
     Case(
         "loss-missing-key",
-        lambda c: run(bad("missing_batch_entry"), c.fresh),
+        lambda c: run_argv(bad("missing_batch_entry"), c.fresh),
         ("loss_fn failed on the first batch ('x' (64, 64) float32, 'y' (64,) int32)", "KeyError: 'inputs'"),
     ),
-    Case("nan-weights", lambda c: run(bad("nan_weights"), c.fresh), ("non-finite (NaN or inf) values", "params[1]['w']")),
+    Case("nan-weights", lambda c: run_argv(bad("nan_weights"), c.fresh), ("non-finite (NaN or inf) values", "params[1]['w']")),
     Case(
         "keras-output-shape",
-        lambda c: run("tests.keras_problems:five_class_head", c.fresh),
+        lambda c: run_argv("tests.keras_problems:five_class_head", c.fresh),
         ("y (64, 10)", "'five_classes' has output shape (None, 5)", "give its last layer 10 units"),
     ),
     # --- output directories and checkpoints ---
     Case("out-not-writable", _not_writable, ("not writable", "blocker/run")),
-    Case("existing-run", lambda c: run(TINY, str(c.copy), "--order", "5", "--draws", "1"), ("already holds a run", "copy")),
-    Case("resume-nothing", lambda c: run(TINY, c.fresh, "--resume"), ("nothing to resume", "out/checkpoint")),
+    Case("existing-run", lambda c: run_argv(TINY, str(c.copy), "--order", "5", "--draws", "1"), ("already holds a run", "copy")),
+    Case("resume-nothing", lambda c: run_argv(TINY, c.fresh, "--resume"), ("nothing to resume", "out/checkpoint")),
     Case(
         "resume-other-seed",
-        lambda c: run(TINY, str(c.copy), *RUN_CONFIG, "--seed", "5", "--resume"),
+        lambda c: run_argv(TINY, str(c.copy), *RUN_CONFIG, "--seed", "5", "--resume"),
         ("different configuration", "seed"),
     ),
     Case(
         "resume-other-draws-per-pass",
-        lambda c: run(TINY, str(c.copy), *RUN_CONFIG, "--draws-per-pass", "1", "--resume"),
+        lambda c: run_argv(TINY, str(c.copy), *RUN_CONFIG, "--draws-per-pass", "1", "--resume"),
         ("different configuration", "draws_per_pass: checkpoint 2, now 1"),
     ),
     Case(
@@ -213,14 +213,14 @@ CASES = [
     # --- failures inside the workers ---
     Case(
         "nan-data",
-        lambda c: run(bad("nan_data"), c.fresh, "--workers", "2"),
+        lambda c: run_argv(bad("nan_data"), c.fresh, "--workers", "2"),
         # row NAN_ROW=1000 lies in worker 1's first batch of 256 rows
         ("non-finite product on worker 1", "shard 1 (rows [898, 1797))", "dataset rows [898, 1154)"),
         in_workers=True,
     ),
     Case(
         "hanging-worker",
-        lambda c: run("tests.problems:hangs_in_workers", c.fresh, "--timeout", "5"),
+        lambda c: run_argv("tests.problems:hangs_in_workers", c.fresh, "--timeout", "5"),
         ("worker 0", "did not answer within 5 s"),
         in_workers=True,
     ),
@@ -269,7 +269,7 @@ def test_invalid_start_choice_is_refused_by_argparse(finished_run, tmp_path, cap
     """Case 22: argparse refuses the value itself (usage + one error line, exit 2)."""
     before = snapshot(finished_run)
     with pytest.raises(SystemExit) as exit_info:
-        cli.main(run(TINY, str(tmp_path / "out"), "--start", "uniform"))
+        cli.main(run_argv(TINY, str(tmp_path / "out"), "--start", "uniform"))
     err = capsys.readouterr().err
     assert exit_info.value.code == 2
     assert "invalid choice: 'uniform'" in err and "--start" in err and "Traceback" not in err
@@ -281,7 +281,7 @@ def test_order_above_n_is_clamped_with_a_warning(finished_run, tmp_path, capsys)
     """Case 27: not an error; m = min(order, n) and a warning says so."""
     before = snapshot(finished_run)
     out = tmp_path / "out"
-    code = cli.main(run(TINY, str(out), "--order", "5000", "--draws", "1", "--workers", "1"))
+    code = cli.main(run_argv(TINY, str(out), "--order", "5000", "--draws", "1", "--workers", "1"))
     err = capsys.readouterr().err
     assert code == 0, err
     assert any("exceeds the number of parameters" in line and "5000" in line and "310" in line for line in err.splitlines()), err
@@ -295,7 +295,7 @@ def test_debug_shows_the_traceback(finished_run, tmp_path, capsys):
     """Case 31: ``--debug`` before the subcommand re-raises instead of printing one line."""
     before = snapshot(finished_run)
     with pytest.raises(ValueError, match="order must be a positive integer, got 0"):
-        cli.main(["--debug", *run(TINY, str(tmp_path / "out"), "--order", "0")])
+        cli.main(["--debug", *run_argv(TINY, str(tmp_path / "out"), "--order", "0")])
     assert "raylanczos: error" not in capsys.readouterr().err
     assert snapshot(finished_run) == before
 
@@ -305,7 +305,7 @@ def test_a_run_that_failed_at_its_first_pass_does_not_block_the_next(finished_ru
     """NaN data fails in the workers at the first pass: the directory holds no run to
     resume, so the corrected command runs there without --overwrite."""
     out = str(tmp_path / "out")
-    assert cli.main(run(bad("nan_data"), out, "--workers", "2")) == 2
+    assert cli.main(run_argv(bad("nan_data"), out, "--workers", "2")) == 2
     capsys.readouterr()
-    assert cli.main(run(TINY, out, "--order", "4", "--draws", "1", "--workers", "2")) == 0, capsys.readouterr().err
+    assert cli.main(run_argv(TINY, out, "--order", "4", "--draws", "1", "--workers", "2")) == 0, capsys.readouterr().err
     assert json.loads((tmp_path / "out" / "summary.json").read_text())["steps_completed"] == [4]

@@ -31,7 +31,7 @@ def matrix():
     return matrix_with_spectrum(rng.uniform(-1.0, 2.0, 60), rng)
 
 
-def run(matrix, checkpoint: Checkpoint, *, stop_after: int | None = None, state=None, bases=None):
+def run_checkpointed(matrix, checkpoint: Checkpoint, *, stop_after: int | None = None, state=None, bases=None):
     """3 draws × 8 steps, 2 per pass, checkpointed after every pass (stopped after ``stop_after``)."""
 
     class Stop(Exception):
@@ -55,10 +55,10 @@ def run(matrix, checkpoint: Checkpoint, *, stop_after: int | None = None, state=
 def test_a_resumed_loop_ends_with_the_undisturbed_bits(matrix, tmp_path):
     undisturbed = Checkpoint(tmp_path / "whole")
     undisturbed.begin(IDENTITY, GROUPS)
-    whole = run(matrix, undisturbed)
+    whole = run_checkpointed(matrix, undisturbed)
     checkpoint = Checkpoint(tmp_path / "cut")
     checkpoint.begin(IDENTITY, GROUPS)
-    assert run(matrix, checkpoint, stop_after=11) is None
+    assert run_checkpointed(matrix, checkpoint, stop_after=11) is None
     reopened = Checkpoint(tmp_path / "cut")
     assert reopened.exists()
     state, bases, groups = reopened.load(IDENTITY, [60, 60, 60])
@@ -66,7 +66,7 @@ def test_a_resumed_loop_ends_with_the_undisturbed_bits(matrix, tmp_path):
     assert state.passes == 11 and sorted(state.finished) == [0, 1] and state.next_task == 3
     task, lanczos = next(entry for entry in state.slots if entry is not None)
     assert task == 2 and lanczos.steps == 3 and lanczos.phase is Phase.MULTIPLY
-    finished = run(matrix, reopened, state=state, bases=bases)
+    finished = run_checkpointed(matrix, reopened, state=state, bases=bases)
     for d in range(3):
         assert np.array_equal(finished.finished[d].alpha, whole.finished[d].alpha)
         assert np.array_equal(finished.finished[d].beta, whole.finished[d].beta)
@@ -76,7 +76,7 @@ def test_a_resumed_loop_ends_with_the_undisturbed_bits(matrix, tmp_path):
 def test_another_configuration_is_refused_naming_what_differs(matrix, tmp_path):
     checkpoint = Checkpoint(tmp_path)
     checkpoint.begin(IDENTITY, GROUPS)
-    run(matrix, checkpoint, stop_after=2)
+    run_checkpointed(matrix, checkpoint, stop_after=2)
     with pytest.raises(CheckpointError, match=r"different configuration \(seed: checkpoint 4, now 5\)"):
         checkpoint.load(dict(IDENTITY, seed=5), [60] * 3)
 
@@ -90,7 +90,7 @@ def test_a_run_that_never_finished_a_pass_leaves_no_checkpoint(tmp_path):
 def test_a_damaged_state_is_named(matrix, tmp_path):
     checkpoint = Checkpoint(tmp_path)
     checkpoint.begin(IDENTITY, GROUPS)
-    run(matrix, checkpoint, stop_after=2)
+    run_checkpointed(matrix, checkpoint, stop_after=2)
     (tmp_path / "state.npz").write_bytes(b"garbage" * 50)
     with pytest.raises(CheckpointError, match=rf"cannot read checkpoint in {tmp_path}: .*state.npz") as info:
         Checkpoint(tmp_path).load(IDENTITY, [60] * 3)
@@ -100,7 +100,7 @@ def test_a_damaged_state_is_named(matrix, tmp_path):
 def test_a_truncated_basis_is_refused_before_it_is_mapped(matrix, tmp_path):
     checkpoint = Checkpoint(tmp_path)
     checkpoint.begin(IDENTITY, GROUPS)
-    run(matrix, checkpoint, stop_after=2)
+    run_checkpointed(matrix, checkpoint, stop_after=2)
     basis = tmp_path / "basis_1.npy"
     basis.write_bytes(basis.read_bytes()[:1000])
     with pytest.raises(CheckpointError, match=r"basis_1.npy is truncated"):
@@ -110,7 +110,7 @@ def test_a_truncated_basis_is_refused_before_it_is_mapped(matrix, tmp_path):
 def test_a_missing_file_is_an_incomplete_checkpoint(matrix, tmp_path):
     checkpoint = Checkpoint(tmp_path)
     checkpoint.begin(IDENTITY, GROUPS)
-    run(matrix, checkpoint, stop_after=2)
+    run_checkpointed(matrix, checkpoint, stop_after=2)
     (tmp_path / "pending.npy").unlink()
     with pytest.raises(CheckpointError, match=r"is incomplete: .*pending.npy"):
         Checkpoint(tmp_path).load(IDENTITY, [60] * 3)

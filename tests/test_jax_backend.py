@@ -11,14 +11,7 @@ from raylanczos.examples import digits
 from raylanczos.operators.local import LocalHessian
 from tests import problems
 from tests.hessians import tiny_hessian
-
-UNEQUAL_SHARDS = rl.ShardPlan.from_json(
-    {"workers": [{"rows": [[0, 700]]}, {"rows": [[700, 1000], [1500, 1797]]}, {"rows": [[1000, 1500]]}]}
-)
-
-
-def relative_error(got: np.ndarray, want: np.ndarray) -> float:
-    return float(np.linalg.norm(got - want) / np.linalg.norm(want))
+from tests.matrices import UNEQUAL_SHARDS, relative_error
 
 
 @pytest.fixture(scope="module")

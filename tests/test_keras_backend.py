@@ -21,14 +21,7 @@ from raylanczos.operators.local import LocalHessian  # noqa: E402
 from raylanczos.run.loop import DrawTask, SpectrumLoop  # noqa: E402
 from tests import keras_problems  # noqa: E402
 from tests.conftest import WORKER_RESOURCES  # noqa: E402
-
-UNEQUAL_SHARDS = rl.ShardPlan.from_json(
-    {"workers": [{"rows": [[0, 700]]}, {"rows": [[700, 1000], [1500, 1797]]}, {"rows": [[1000, 1500]]}]}
-)
-
-
-def relative_error(got: np.ndarray, want: np.ndarray) -> float:
-    return float(np.linalg.norm(got - want) / np.linalg.norm(want))
+from tests.matrices import UNEQUAL_SHARDS, relative_error  # noqa: E402
 
 
 def dense_keras_hessian(problem: rl.Problem) -> np.ndarray:

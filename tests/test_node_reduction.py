@@ -67,7 +67,7 @@ def three_nodes(ray_cluster):
         ray_cluster.remove_node(node)
 
 
-def run(reduce: str) -> rl.SpectrumResult:
+def run_reduced(reduce: str) -> rl.SpectrumResult:
     return rl.hessian_spectrum(
         PROBLEM, order=ORDER, draws=DRAWS, draws_per_pass=B, compute_dtype="float64", shards=pinned_plan(),
         worker_resources={"num_cpus": CPUS_PER_WORKER}, reduce=reduce, timeout=TIMEOUT_S, progress="none",
@@ -80,7 +80,7 @@ def column(summary: dict, name: str) -> list[float]:
 
 @pytest.fixture(scope="module")
 def node_run(three_nodes) -> rl.SpectrumResult:
-    return run("node")
+    return run_reduced("node")
 
 
 @pytest.mark.slow
@@ -101,7 +101,7 @@ def test_driver_receives_one_partial_per_node(node_run):
     assert column(node_run.summary, "bytes_sent") == [3 * PARTIAL_BYTES] * ORDER
     assert max(column(node_run.summary, "node_reduce")) > 0
 
-    flat = run("flat")
+    flat = run_reduced("flat")
     assert flat.summary["reduce"] == {"mode": "flat", "node_groups": GROUPS, "sums_on_driver": True}
     assert column(flat.summary, "bytes_received") == [4 * PARTIAL_BYTES] * ORDER
     assert column(flat.summary, "bytes_sent") == [3 * PARTIAL_BYTES] * ORDER

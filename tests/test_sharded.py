@@ -13,9 +13,20 @@ import numpy as np
 import pytest
 
 from raylanczos.numerics.basis import BasisSweeps, allocate_basis
-from raylanczos.numerics.lanczos import SKIP_CHUNK, LanczosOptions, start_entries, start_vector
+from raylanczos.numerics.lanczos import (
+    SKIP_CHUNK,
+    LanczosOptions,
+    start_entries,
+    start_vector,
+)
 from raylanczos.numerics.ritz import ritz_pairs
-from raylanczos.numerics.sharded import InProcessKeepers, Keeper, SliceLayout, spans_of, task_part
+from raylanczos.numerics.sharded import (
+    InProcessKeepers,
+    Keeper,
+    SliceLayout,
+    spans_of,
+    task_part,
+)
 from raylanczos.numerics.spectrum import gauss_quadrature
 from raylanczos.operators.contract import InProcessOperator, InProcessSlicedOperator
 from raylanczos.run.checkpoint import Checkpoint, CheckpointError

@@ -72,7 +72,7 @@ def group(three_nodes):
     workers.shutdown()
 
 
-def run(
+def run_with_state(
     group: WorkerGroup, state: str, order: int, arguments: dict, *, checkpoint: Checkpoint | None = None,
     resumed: LoopState | None = None, stop_after: int | None = None,
 ) -> tuple:
@@ -137,9 +137,9 @@ def test_sharded_ritz_values_agree_with_driver_mode_on_the_digits_mlp(group, thr
     1e-12·‖H‖, the extremes with the dense Hessian's to 1e-8·‖H‖, two sharded runs give
     the same bits, and one keeper sits on each node group's node."""
     arguments = {"kind": "digits"}
-    driver, _ = run(group, "driver", 60, arguments)
-    sharded, keepers = run(group, "sharded", 60, arguments)
-    again, _ = run(group, "sharded", 60, arguments)
+    driver, _ = run_with_state(group, "driver", 60, arguments)
+    sharded, keepers = run_with_state(group, "sharded", 60, arguments)
+    again, _ = run_with_state(group, "sharded", 60, arguments)
     assert [info["node_id"] for info in keepers] == [group.infos[g[0]]["node_id"] for g in GROUPS]
     assert keepers[0]["node_id"] == three_nodes["pair"].node_id and keepers[1]["node_id"] == three_nodes["solo"].node_id
     eigenvalues = np.linalg.eigvalsh(digits_hessian())
@@ -167,7 +167,7 @@ def test_the_driver_moves_the_same_bytes_at_n_20000_and_1000000(group):
     for n in (20_000, 1_000_000):
         arguments = {"kind": "quadratic", "n": n}
         group.load_point(arguments, B)
-        state, _ = run(group, "sharded", 8, arguments)
+        state, _ = run_with_state(group, "sharded", 8, arguments)
         counted[n] = (column(state, "bytes_sent"), column(state, "bytes_received"))
         nodes = np.concatenate([ritz(state, draw) for draw in range(DRAWS)])
         assert abs(nodes.max() - 4.0 * c) <= 1e-6 * c
@@ -182,18 +182,18 @@ def test_keepers_on_ray_write_their_slices_and_a_resumed_run_repeats_the_bits(gr
     the driver stops after pass 7 (of 12), new keepers reopen the files, and the run ends
     with the undisturbed run's bits."""
     arguments = {"kind": "digits"}
-    whole, _ = run(group, "sharded", 12, arguments)
+    whole, _ = run_with_state(group, "sharded", 12, arguments)
     identity = {"problem": PROBLEM, "order": 12, "state": "sharded"}
     checkpoint = Checkpoint(tmp_path)
     bounds = SliceLayout.balanced(group.infos[0]["num_params"], len(GROUPS)).bounds
     checkpoint.begin(identity, GROUPS, slices=bounds)
-    assert run(group, "sharded", 12, arguments, checkpoint=checkpoint, stop_after=7)[0] is None
+    assert run_with_state(group, "sharded", 12, arguments, checkpoint=checkpoint, stop_after=7)[0] is None
     assert sorted(p.name for p in tmp_path.glob("keeper_*")) == ["keeper_0", "keeper_1", "keeper_2"]
     reopened = Checkpoint(tmp_path)
     reopened.check_slices(bounds)
     state, _, groups = reopened.load(identity, [2410] * DRAWS)
     assert state.passes == 7 and groups == GROUPS
-    resumed, _ = run(group, "sharded", 12, arguments, checkpoint=reopened, resumed=state)
+    resumed, _ = run_with_state(group, "sharded", 12, arguments, checkpoint=reopened, resumed=state)
     for draw in range(DRAWS):
         assert np.array_equal(resumed.finished[draw].alpha, whole.finished[draw].alpha)
         assert np.array_equal(resumed.finished[draw].beta, whole.finished[draw].beta)
