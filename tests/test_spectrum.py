@@ -32,6 +32,8 @@ from raylanczos.numerics.spectrum import (
     split_tridiagonals,
     stack_tridiagonals,
     summarize,
+    fraction_sampling_std_error,
+    trace_std_error,
 )
 from tests.matrices import diagonal_operator, matrix_with_spectrum, orthogonal_matrix
 
@@ -242,10 +244,16 @@ def test_slq_density_converges_with_draws():
 
 
 def summary_of(runs, dim, **options):
-    """:func:`summarize` of Lanczos runs, through :func:`slq_quadrature` as a caller does."""
+    """:func:`summarize` of Lanczos runs, through :func:`slq_quadrature` as a caller does,
+    with each draw's first α and β."""
     nodes, weights = slq_quadrature(tridiagonals_of(runs), max(r.steps for r in runs))
     options.setdefault("sigma2", resolve_sigma2(nodes, weights, DEFAULT_SIGMA2_RELATIVE))
-    return summarize(nodes, weights, np.array([r.alpha[0] for r in runs]), dim, **options)
+    return summarize(nodes, weights, np.array([r.alpha[0] for r in runs]), dim, first_betas=first_betas(runs), **options)
+
+
+def first_betas(runs) -> np.ndarray:
+    """β₁ of each run (0 for a run of one step)."""
+    return np.array([r.beta[0] if r.steps > 1 else 0.0 for r in runs])
 
 
 def gaussian_tail_below_zero(mean: float, sigma: float) -> float:
@@ -281,8 +289,10 @@ def test_summarize_exact_run():
     np.testing.assert_allclose(summary.bottom_ritz_values, np.sort(lam)[:10], rtol=0, atol=tol)
 
     quadratic_forms = mass @ evals  # v₀ᵀAv₀ per draw, from the spectrum
+    residuals = mass @ evals**2 - quadratic_forms**2  # β₁² = ‖Av₀‖² − (v₀ᵀAv₀)² per draw
     assert summary.trace_estimate == pytest.approx(n * quadratic_forms.mean(), rel=1e-12)
-    assert summary.trace_std_error == pytest.approx(n * quadratic_forms.std(ddof=1) / np.sqrt(draws), rel=1e-9)
+    assert summary.trace_std_error_sample == pytest.approx(n * quadratic_forms.std(ddof=1) / np.sqrt(draws), rel=1e-9)
+    assert summary.trace_std_error == pytest.approx(np.sqrt(2 * n * residuals.mean() / draws), rel=1e-9)
 
     threshold = -eps * norm
     assert np.min(np.abs(lam - threshold)) >= 0.05
@@ -292,6 +302,8 @@ def test_summarize_exact_run():
     assert summary.negative_threshold_relative == eps
     assert summary.negative_fraction == pytest.approx(below.mean(), abs=1e-12)
     assert summary.negative_fraction_std_error == pytest.approx(below.std(ddof=1) / np.sqrt(draws), rel=1e-9)
+    p = below.mean()
+    assert summary.negative_fraction_sampling_std_error == pytest.approx(np.sqrt(2 * p * (1 - p) / ((n + 2) * draws)))
 
     exact_negative_mass = np.mean(
         [sum(c2 * gaussian_tail_below_zero(value, math.sqrt(sigma2)) for c2, value in zip(row, evals)) for row in mass]
@@ -302,7 +314,9 @@ def test_summarize_exact_run():
 
     few = summary_of(runs[:1], n, sigma2=sigma2, k=3)
     assert len(few.top_ritz_values) == 3 and len(few.bottom_ritz_values) == 3
-    assert np.isnan(few.trace_std_error) and np.isnan(few.negative_fraction_std_error)
+    assert np.isnan(few.trace_std_error_sample) and np.isnan(few.negative_fraction_std_error)
+    assert few.trace_std_error == pytest.approx(np.sqrt(2 * n * residuals[0]), rel=1e-9)  # one draw suffices
+    assert few.negative_fraction_sampling_std_error > 0
     assert few.negative_threshold_relative == DEFAULT_NEGATIVE_THRESHOLD
 
 
@@ -449,8 +463,10 @@ def test_negative_fraction_rejects_a_negative_epsilon(mixed_runs):
 def test_trace_estimate_within_three_standard_errors():
     """200 Gaussian draws, diagonal operator n = 200, order 5: |estimate − tr A| ≤ 3 SE.
 
-    The standard error is recomputed as n·std(α₀, ddof=1)/√D from α₀ = v₀ᵀAv₀ per draw.
-    The seeds are fixed, so the outcome is deterministic (z ≈ −1.9 with these seeds).
+    The sample standard error is recomputed as n·std(α₀, ddof=1)/√D from α₀ = v₀ᵀAv₀ per
+    draw; the model-based one is within 10% of the exact √(2(n‖A‖_F² − (tr A)²)/((n+2)D))
+    (its square is a mean of 200 terms). The seeds are fixed, so the outcome is
+    deterministic (z ≈ −1.9 with these seeds).
     """
     rng = np.random.default_rng(103)
     lam = rng.uniform(-1.0, 3.0, 200)
@@ -461,19 +477,102 @@ def test_trace_estimate_within_three_standard_errors():
     quadratic_forms = np.array([v0 @ (lam * v0) for v0 in starts])
     np.testing.assert_allclose([r.alpha[0] for r in runs], quadratic_forms, rtol=1e-12, atol=1e-14)
     expected_se = dim * quadratic_forms.std(ddof=1) / np.sqrt(200)
-    assert summary.trace_std_error == pytest.approx(expected_se, rel=1e-10)
-    assert summary.trace_std_error > 0
+    assert summary.trace_std_error_sample == pytest.approx(expected_se, rel=1e-10)
+    exact_se = np.sqrt(2 * (dim * np.sum(lam**2) - lam.sum() ** 2) / ((dim + 2) * 200))
+    assert summary.trace_std_error == pytest.approx(exact_se, rel=0.1)
     assert abs(summary.trace_estimate - lam.sum()) <= 3 * summary.trace_std_error
 
 
 def test_rademacher_trace_is_exact_for_diagonal_operator():
-    """With Rademacher starts, v₀ᵀ diag(λ) v₀ = Σλ/n for every draw: the trace estimate is exact."""
+    """With Rademacher starts, v₀ᵀ diag(λ) v₀ = Σλ/n for every draw: the trace estimate is
+    exact, and its sample standard error 0. The model-based one cannot see that the matrix
+    is diagonal (the variance 2(‖A‖_F² − Σ Aᵢᵢ²) needs the diagonal), so it stays a
+    conservative bound: the Gaussian-start value scaled by n/(n − 2)."""
     lam = np.random.default_rng(104).uniform(-1.0, 3.0, 200)
     apply, dim = diagonal_operator(lam)
     runs = [lanczos(apply, dim, order=3, seed=4, draw=d, distribution="rademacher") for d in range(5)]
-    summary = summary_of(runs, dim)
+    summary = summary_of(runs, dim, distribution="rademacher")
     assert summary.trace_estimate == pytest.approx(lam.sum(), rel=1e-13)
-    assert summary.trace_std_error <= 1e-12 * abs(lam.sum())
+    assert summary.trace_std_error_sample <= 1e-12 * abs(lam.sum())
+    gaussian_formula = trace_std_error(first_betas(runs), dim)
+    assert summary.trace_std_error == pytest.approx(gaussian_formula * np.sqrt(dim / (dim - 2)), rel=1e-12)
+
+
+
+def variance_with_error(values: np.ndarray) -> tuple[float, float]:
+    """The sample variance of ``values`` and its standard error √((m₄ − s⁴)/N) (delta method)."""
+    centred = values - values.mean()
+    variance = float(np.mean(centred**2))
+    return variance, float(np.sqrt((np.mean(centred**4) - variance**2) / values.size))
+
+
+def test_trace_variance_is_twice_n_times_the_mean_first_beta_squared():
+    """For starts uniform on the sphere, Var(n·v₀ᵀAv₀) = 2(n‖A‖_F² − (tr A)²)/(n+2) = 2n·E[β₁²].
+
+    On a dense 40 × 40 matrix with a skewed spectrum (two outliers): Lanczos's β₁ is
+    ‖Av₀ − α₀v₀‖, i.e. β₁² = ‖Av₀‖² − (v₀ᵀAv₀)² (30 runs, to rounding); then over 4000
+    start vectors, the mean of 2nβ₁² and the sample variance of n·v₀ᵀAv₀ agree with the
+    closed form within 4 Monte Carlo standard errors. For Rademacher starts the mean of
+    2nβ₁² matches its own closed form 2‖A‖_F² − 2(Var + (tr A)²)/n, and times n/(n − 2) it
+    bounds the true variance Var = 2(‖A‖_F² − Σ Aᵢᵢ²) from above.
+    """
+    rng = np.random.default_rng(120)
+    n, draws = 40, 4000
+    lam = np.concatenate([rng.uniform(-0.2, 0.5, n - 2), [4.0, 9.0]])
+    a = matrix_with_spectrum(lam, rng)
+    frobenius2, trace = float(np.sum(lam**2)), float(lam.sum())
+
+    def forms(distribution: str, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        """(v₀ᵀAv₀, ‖Av₀‖² − (v₀ᵀAv₀)²) per start vector, float64[draws] each."""
+        starts = np.array([start_vector(n, seed=seed, draw=d, distribution=distribution) for d in range(draws)])
+        products = starts @ a
+        quadratic = np.sum(products * starts, axis=1)
+        return quadratic, np.sum(products**2, axis=1) - quadratic**2
+
+    quadratic, residual2 = forms("gaussian", 30)
+    runs = [lanczos(a, order=2, seed=30, draw=d) for d in range(30)]
+    np.testing.assert_allclose(first_betas(runs) ** 2, residual2[:30], rtol=1e-10, atol=1e-13)
+    assert trace_std_error(first_betas(runs), n) == pytest.approx(np.sqrt(2 * n * residual2[:30].mean() / 30), rel=1e-9)
+    exact = 2 * (n * frobenius2 - trace**2) / (n + 2)
+    terms = 2 * n * residual2
+    assert abs(terms.mean() - exact) <= 4 * terms.std() / np.sqrt(draws)
+    variance, error = variance_with_error(n * quadratic)
+    assert abs(variance - exact) <= 4 * error
+
+    _, residual2 = forms("rademacher", 31)
+    runs = [lanczos(a, order=2, seed=31, draw=d, distribution="rademacher") for d in range(30)]
+    np.testing.assert_allclose(first_betas(runs) ** 2, residual2[:30], rtol=1e-10, atol=1e-13)
+    rademacher_variance = 2 * (frobenius2 - np.sum(np.diag(a) ** 2))
+    terms = 2 * n * residual2
+    expected = 2 * frobenius2 - 2 * (rademacher_variance + trace**2) / n
+    assert abs(terms.mean() - expected) <= 4 * terms.std() / np.sqrt(draws)
+    assert expected * n / (n - 2) >= rademacher_variance
+    bound = trace_std_error(first_betas(runs), n, distribution="rademacher") ** 2 * 30
+    assert bound == pytest.approx(2 * n * residual2[:30].mean() * n / (n - 2), rel=1e-9)
+
+
+@pytest.mark.parametrize("distribution", ["gaussian", "rademacher"])
+def test_fraction_sampling_std_error_is_the_per_draw_fractions_spread(distribution):
+    """The exact per-draw fraction F_v(t) = Σ_{λᵢ ≤ t} (qᵢᵀv)² has variance 2p(1−p)/(n+2)
+    for Gaussian starts (a Beta(np/2, n(1−p)/2) variable), and at most 2p(1−p)/n for
+    Rademacher ones: checked over 4000 start vectors in a dense eigenbasis (n = 50), at
+    p = 0.1 and 0.5, within 4 Monte Carlo standard errors."""
+    rng = np.random.default_rng(121)
+    n, draws = 50, 4000
+    q = orthogonal_matrix(n, rng)
+    starts = np.array([start_vector(n, seed=40, draw=d, distribution=distribution) for d in range(draws)])
+    mass = (starts @ q) ** 2
+    for count in (5, 25):
+        p = count / n
+        variance, error = variance_with_error(mass[:, :count].sum(axis=1))
+        formula = fraction_sampling_std_error(p, n, 1, distribution=distribution) ** 2
+        if distribution == "gaussian":
+            assert abs(variance - formula) <= 4 * error
+        else:
+            assert variance <= formula + 4 * error
+    assert fraction_sampling_std_error(0.5, n, 4, distribution=distribution) == pytest.approx(
+        fraction_sampling_std_error(0.5, n, 1, distribution=distribution) / 2, rel=1e-12
+    )
 
 
 def test_extreme_ritz_values_interlace_the_spectrum():

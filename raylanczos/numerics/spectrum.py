@@ -36,7 +36,7 @@ import numpy as np
 from scipy.linalg import eigh_tridiagonal
 from scipy.special import ndtr
 
-from raylanczos.choices import check_int
+from raylanczos.choices import START_DISTRIBUTIONS, check_choice, check_int
 
 Tridiagonal = tuple[np.ndarray, np.ndarray]  # (alpha float64[k], beta float64[k-1])
 
@@ -309,10 +309,17 @@ class SpectrumSummary:
       (ascending) Ritz values, best over draws (eigenvalue units); k is capped by the
       shortest draw.
     - ``trace_estimate``: n · mean_d(α_d0), the Hutchinson estimate of tr H (eigenvalue
-      units); ``trace_std_error``: n · std_d(α_d0, ddof=1)/√D (NaN for one draw).
+      units). ``trace_std_error``: its standard error from the first off-diagonals
+      (:func:`trace_std_error`) when they were given, else ``trace_std_error_sample``;
+      ``trace_std_error_sample``: n · std_d(α_d0, ddof=1)/√D (NaN for one draw), which
+      is itself unreliable for a few skewed values.
     - ``negative_fraction``: the estimate of the fraction of eigenvalues below
       ``negative_threshold`` (dimensionless; see :func:`negative_fraction`);
-      ``negative_fraction_std_error``: its standard error over draws (NaN for one draw).
+      ``negative_fraction_std_error``: its standard error over draws (NaN for one draw),
+      which includes the draws' scatter of quadrature error;
+      ``negative_fraction_sampling_std_error``: the start vectors' part alone,
+      √(2p̂(1 − p̂)/((n + 2)D)) (:func:`fraction_sampling_std_error`), to set beside the
+      certified interval of :mod:`raylanczos.numerics.certificate`, which bounds the rest.
     - ``negative_threshold``: −ε·‖H‖, the threshold actually used (eigenvalue units), with
       ‖H‖ = max(|``lambda_max``|, |``lambda_min``|); ``negative_threshold_relative``: ε.
     - ``negative_mass``: ∫_{t<0} φ(t) dt of the smoothed density with variance ``sigma2``
@@ -326,8 +333,10 @@ class SpectrumSummary:
     bottom_ritz_values: list[float]
     trace_estimate: float
     trace_std_error: float
+    trace_std_error_sample: float
     negative_fraction: float
     negative_fraction_std_error: float
+    negative_fraction_sampling_std_error: float
     negative_threshold: float
     negative_threshold_relative: float
     negative_mass: float
@@ -343,6 +352,8 @@ def summarize(
     sigma2: float,
     k: int = 10,
     negative_threshold: float = DEFAULT_NEGATIVE_THRESHOLD,
+    first_betas: np.ndarray | None = None,
+    distribution: str = "gaussian",
 ) -> SpectrumSummary:
     """Statistics of a run from its quadrature (see :class:`SpectrumSummary`).
 
@@ -354,32 +365,89 @@ def summarize(
       sigma2: absolute kernel variance for ``negative_mass`` (eigenvalue units², > 0).
       k: how many extreme Ritz values to report at each end.
       negative_threshold: ε, relative to ‖H‖ (≥ 0); see :func:`negative_fraction`.
+      first_betas: float64[D], β₁ = ‖H v₀ − α₀ v₀‖ of each draw (the first off-diagonal;
+        0 for a draw of one step), for ``trace_std_error``; without them the trace's
+        standard error is the sample one.
+      distribution: the start vectors' distribution, ``"gaussian"`` or ``"rademacher"``.
     """
-    nodes, weights = _check_quadrature(nodes, weights)
-    first_alphas = np.asarray(first_alphas, dtype=np.float64)
-    if first_alphas.shape != (nodes.shape[0],):
-        raise ValueError(
-            f"first_alphas must have shape ({nodes.shape[0]},) for nodes {nodes.shape}, got {first_alphas.shape}"
-        )
+    nodes, weights = check_quadrature(nodes, weights)
+    first_alphas = _per_draw("first_alphas", first_alphas, nodes.shape)
     check_int("dim", dim)
+    check_choice("distribution", distribution, START_DISTRIBUTIONS)
     if not sigma2 > 0:
         raise ValueError(f"sigma2 must be > 0 (a variance), got {sigma2!r}")
     top, bottom = extreme_ritz_values(nodes, weights, k)
     negative = negative_fraction(nodes, weights, threshold_relative=negative_threshold)
+    sample = float(dim * _std_error(first_alphas))
+    if first_betas is None:
+        trace_error = sample
+    else:
+        trace_error = trace_std_error(_per_draw("first_betas", first_betas, nodes.shape), dim, distribution=distribution)
     return SpectrumSummary(
         lambda_max=float(top[0]),
         lambda_min=float(bottom[0]),
         top_ritz_values=top.tolist(),
         bottom_ritz_values=bottom.tolist(),
         trace_estimate=float(dim * first_alphas.mean()),
-        trace_std_error=float(dim * _std_error(first_alphas)),
+        trace_std_error=trace_error,
+        trace_std_error_sample=sample,
         negative_fraction=negative.fraction,
         negative_fraction_std_error=negative.std_error,
+        negative_fraction_sampling_std_error=fraction_sampling_std_error(
+            negative.fraction, dim, nodes.shape[0], distribution=distribution
+        ),
         negative_threshold=negative.threshold,
         negative_threshold_relative=negative.threshold_relative,
         negative_mass=negative_mass(nodes, weights, sigma2),
         sigma2=float(sigma2),
     )
+
+
+
+def trace_std_error(first_betas: np.ndarray, dim: int, *, distribution: str = "gaussian") -> float:
+    """Standard error of the Hutchinson trace estimate n · mean_d(α_d0), from the first
+    off-diagonals β_d1 (eigenvalue units; defined for one draw too).
+
+    For v uniform on the unit sphere (normalised Gaussian starts), with
+    β₁² = ‖Hv‖² − (vᵀHv)² = vᵀH²v − (vᵀHv)²:
+
+        Var(n · vᵀHv) = 2(n‖H‖_F² − (tr H)²)/(n + 2) = 2n · E[β₁²],
+
+    so SE = √(2n · mean_d(β_d1²) / D), whose square is unbiased. It averages D positive
+    terms instead of taking the spread of D skewed values (the sample standard error).
+
+    For Rademacher starts, Var(n · vᵀHv) = 2(‖H‖_F² − Σᵢ Hᵢᵢ²) depends on H's diagonal,
+    which the run does not see; 2n · E[β₁²] · n/(n − 2) bounds it from above (because
+    Σᵢ Hᵢᵢ² ≥ (tr H)²/n), so the value returned is conservative (NaN for n ≤ 2). It is 0
+    only where every start is an eigenvector.
+    """
+    check_int("dim", dim)
+    check_choice("distribution", distribution, START_DISTRIBUTIONS)
+    betas = np.asarray(first_betas, dtype=np.float64)
+    if betas.ndim != 1 or betas.size == 0 or not np.all(np.isfinite(betas)):
+        raise ValueError(f"first_betas must be a non-empty 1-D array of finite values, got shape {betas.shape}")
+    variance = 2.0 * dim * float(np.mean(betas**2))
+    if distribution == "rademacher":
+        variance = variance * dim / (dim - 2) if dim > 2 else float("nan")
+    return float(np.sqrt(variance / betas.size))
+
+
+def fraction_sampling_std_error(fraction: float, dim: int, draws: int, *, distribution: str = "gaussian") -> float:
+    """The start vectors' part of the standard error of a spectral fraction's estimate.
+
+    For a fraction p = F(t) of the eigenvalues, the per-draw exact fraction F_v(t) has
+    Var = 2p(1 − p)/(n + 2) for v uniform on the sphere (F_v(t) ~ Beta(np/2, n(1−p)/2)),
+    and Var ≤ 2p(1 − p)/n for Rademacher starts. Returns √(that / D) at p = ``fraction``
+    (dimensionless). The estimate's quadrature error is not in it: the certified interval
+    bounds that.
+    """
+    check_int("dim", dim)
+    check_int("draws", draws)
+    check_choice("distribution", distribution, START_DISTRIBUTIONS)
+    if not 0.0 <= fraction <= 1.0:
+        raise ValueError(f"fraction must lie in [0, 1], got {fraction!r}")
+    denominator = dim + 2 if distribution == "gaussian" else dim
+    return float(np.sqrt(2.0 * fraction * (1.0 - fraction) / (denominator * draws)))
 
 
 # --------------------------------------------------------------------------- the original's convention
@@ -438,7 +506,7 @@ def sigma2_relative_from_original(
     """
     if not sigma_squared > 0:
         raise ValueError(f"sigma_squared must be > 0, got {sigma_squared!r}")
-    nodes, weights = _check_quadrature(nodes, weights)
+    nodes, weights = check_quadrature(nodes, weights)
     padded = np.where(_present(nodes, weights), nodes, 0.0)
     low, high = _original_range(padded, grid_expand)
     return float(sigma_squared * max(1.0, high - low) / _width(nodes, weights) ** 2)
@@ -458,12 +526,20 @@ def _width(nodes: np.ndarray, weights: np.ndarray) -> float:
     return high - low if high > low else max(abs(high), 1.0)
 
 
+def _per_draw(name: str, values: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """``values`` as float64[D] for nodes of ``shape`` (D, m), else a ValueError naming ``name``."""
+    values = np.asarray(values, dtype=np.float64)
+    if values.shape != (shape[0],):
+        raise ValueError(f"{name} must have shape ({shape[0]},) for nodes {shape}, got {values.shape}")
+    return values
+
+
 def _std_error(values: np.ndarray) -> float:
     """std(values, ddof=1)/√D of float64[D]; NaN for D = 1."""
     return float(values.std(ddof=1) / np.sqrt(values.size)) if values.size > 1 else float("nan")
 
 
-def _check_quadrature(nodes: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def check_quadrature(nodes: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """float64 (D, m) nodes and weights of the same shape, D ≥ 1, with at least one node."""
     nodes = np.asarray(nodes, dtype=np.float64)
     weights = np.asarray(weights, dtype=np.float64)
