@@ -212,7 +212,15 @@ def _statistics(record: Any) -> str:
     negative = f"negative eigenvalues {100 * stats.negative_fraction:.3g}%" + (f" ± {100 * error:.2g}%" if error == error else "")
     symbol = "G" if record.config.operator == "ggn" else "H"
     negative += f" (below -{stats.negative_threshold_relative:g}·‖{symbol}‖)"
-    return f"λ_max {stats.lambda_max:.6g}  λ_min {stats.lambda_min:.6g}  {trace}  {negative}"
+    line = f"λ_max {stats.lambda_max:.6g}  λ_min {stats.lambda_min:.6g}  {trace}  {negative}"
+    certificate = record.certificate
+    if certificate is not None:
+        low, high = certificate.negative_fraction_bounds
+        line += (
+            f"  certified ({100 * certificate.confidence:g}%): in [{100 * low:.3g}%, {100 * high:.3g}%],"
+            f" CDF within ±{certificate.ks_half_width:.2g}"
+        )
+    return line
 
 
 def _density_config(args: argparse.Namespace):

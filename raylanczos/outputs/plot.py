@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import os
+from dataclasses import dataclass
 from typing import BinaryIO, Sequence
 
 import numpy as np
@@ -19,6 +20,18 @@ Curve = tuple[str, np.ndarray, np.ndarray]
 LINE_STYLES = ("-", "--", "-.", ":")
 
 
+@dataclass(frozen=True)
+class CdfBand:
+    """The spectral CDF's estimate and certified band, float64[G] each on ``grid``
+    (eigenvalue units), holding at ``confidence``."""
+
+    grid: np.ndarray
+    estimate: np.ndarray
+    lower: np.ndarray
+    upper: np.ndarray
+    confidence: float
+
+
 def plot_density(
     grid: np.ndarray,
     density: np.ndarray,
@@ -26,18 +39,38 @@ def plot_density(
     *,
     title: str = "Hessian eigenvalue density",
     floor_ratio: float = 1e-10,
+    band: tuple[np.ndarray, np.ndarray] | None = None,
+    cdf: CdfBand | None = None,
 ) -> None:
     """Write a PNG of ``density`` over ``grid`` (both float64[G]) to a path or binary file.
 
     Values below ``floor_ratio`` · max(density) are clipped so the log axis stays readable.
+    ``band``: (lower, upper) float64[G], shaded around the density (its spread over draws);
+    ``cdf``: a second panel beside it, the spectral CDF's estimate inside its certified band.
     """
     from matplotlib.figure import Figure
 
     floor = float(np.max(density)) * floor_ratio
-    fig = Figure(figsize=(7, 4), dpi=120, layout="constrained")
-    ax = fig.add_subplot()
-    ax.semilogy(grid, np.maximum(density, floor), color="tab:blue", linewidth=1.0)
+    fig = Figure(figsize=(12 if cdf is not None else 7, 4), dpi=120, layout="constrained")
+    ax = fig.add_subplot(1, 2, 1) if cdf is not None else fig.add_subplot()
+    if band is not None:
+        lower, upper = (np.maximum(np.nan_to_num(edge, nan=floor), floor) for edge in band)
+        ax.fill_between(grid, lower, upper, color="tab:blue", alpha=0.25, linewidth=0, label="± 2 SE over draws")
+    ax.semilogy(grid, np.maximum(density, floor), color="tab:blue", linewidth=1.0, label="density")
     _label_log_axes(ax, floor, xlabel="eigenvalue λ", title=title)
+    if band is not None:
+        ax.legend(loc="upper right", fontsize="small")
+    if cdf is not None:
+        right = fig.add_subplot(1, 2, 2)
+        right.fill_between(cdf.grid, cdf.lower, cdf.upper, step="post", color="tab:orange", alpha=0.3, linewidth=0,
+                           label=f"certified band ({100 * cdf.confidence:g}%)")
+        right.step(cdf.grid, cdf.estimate, where="post", color="tab:orange", linewidth=1.0, label="SLQ estimate")
+        right.set_xlabel("eigenvalue λ")
+        right.set_ylabel("fraction of eigenvalues ≤ λ")
+        right.set_ylim(-0.02, 1.02)
+        right.set_title("spectral CDF", fontsize="medium")
+        right.grid(True, alpha=0.3)
+        right.legend(loc="lower right", fontsize="small")
     fig.savefig(target, format="png")
 
 

@@ -270,6 +270,51 @@ class DensityRecord:
 
 
 @dataclass(frozen=True)
+class CertificateRecord:
+    """The certificate of a spectrum (:mod:`raylanczos.numerics.certificate`): a band
+    [``lower``, ``upper``] on ``grid`` that holds for the spectral CDF everywhere with
+    probability ≥ ``confidence``; its Kolmogorov–Smirnov half-width, its Wasserstein-1 bound
+    over ``w1_support`` (eigenvalue units), the interval ``negative_fraction_bounds`` of the
+    fraction of eigenvalues below the negative threshold, the sampling part of the band's
+    half-width, and the start distribution it was derived for."""
+
+    grid: list[float]
+    lower: list[float]
+    upper: list[float]
+    confidence: float
+    ks_half_width: float
+    w1_bound: float
+    negative_fraction_bounds: list[float]
+    sampling_half_width: float
+    w1_support: list[float]
+    distribution: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "cdf_band": {"grid": self.grid, "lower": self.lower, "upper": self.upper, "confidence": self.confidence},
+            "ks_half_width": self.ks_half_width,
+            "w1_bound": self.w1_bound,
+            "negative_fraction_bounds": self.negative_fraction_bounds,
+            "sampling_half_width": self.sampling_half_width,
+            "w1_support": self.w1_support,
+            "certificate_distribution": self.distribution,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "CertificateRecord | None":
+        band = data.get("cdf_band")
+        if not band:
+            return None
+        return cls(
+            grid=list(band["grid"]), lower=list(band["lower"]), upper=list(band["upper"]), confidence=band["confidence"],
+            ks_half_width=data["ks_half_width"], w1_bound=data["w1_bound"],
+            negative_fraction_bounds=list(data["negative_fraction_bounds"]),
+            sampling_half_width=data.get("sampling_half_width", float("nan")),
+            w1_support=list(data.get("w1_support", [])), distribution=data.get("certificate_distribution", ""),
+        )
+
+
+@dataclass(frozen=True)
 class SpectrumRecord:
     """``summary.json`` of one spectrum. ``statistics`` and ``density`` are None until the
     tridiagonals are rendered (:func:`raylanczos.outputs.render.render_spectrum`)."""
@@ -280,6 +325,7 @@ class SpectrumRecord:
     top_eigenvectors: EigenvectorRecord | None = None
     statistics: SpectrumSummary | None = None
     density: DensityRecord | None = None
+    certificate: CertificateRecord | None = None
 
     @property
     def config(self) -> ConfigRecord:
@@ -296,6 +342,8 @@ class SpectrumRecord:
             data.update(dataclasses.asdict(self.statistics))
         if self.density is not None:
             data["density"] = self.density.to_json()
+        if self.certificate is not None:
+            data.update(self.certificate.to_json())
         return data
 
     @classmethod
@@ -308,7 +356,7 @@ class SpectrumRecord:
         return cls(
             run=RunInfo.from_json(data), draws=DrawRecords.from_json(data), part=PartRecord.from_json(data),
             top_eigenvectors=EigenvectorRecord.from_json(data.get("top_eigenvectors")), statistics=statistics,
-            density=DensityRecord.from_json(data.get("density")),
+            density=DensityRecord.from_json(data.get("density")), certificate=CertificateRecord.from_json(data),
         )
 
 

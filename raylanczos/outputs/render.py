@@ -31,8 +31,10 @@ import numpy as np
 
 from raylanczos.config import DensityConfig
 from raylanczos.numerics import spectrum
-from raylanczos.outputs.plot import plot_density, plot_overlay
+from raylanczos.numerics.certificate import SpectrumCertificate, certify, density_band
+from raylanczos.outputs.plot import CdfBand, plot_density, plot_overlay
 from raylanczos.outputs.record import (
+    CertificateRecord,
     DensityRecord,
     PartRow,
     PartsRecord,
@@ -121,23 +123,35 @@ def render_spectrum(
     nodes, weights = spectrum.slq_quadrature(tridiagonals, order)
     grid, values, settings = _density(stacked, nodes, weights, density)
     first_alphas = np.array([alpha[0] for alpha, _ in tridiagonals])
+    first_betas = np.array([beta[0] if len(beta) else 0.0 for _, beta in tridiagonals])
+    distribution = record.config.distribution or "gaussian"
     stats = spectrum.summarize(
         nodes, weights, first_alphas, record.config.num_params, sigma2=settings.sigma2, k=density.top_k,
-        negative_threshold=density.negative_threshold,
+        negative_threshold=density.negative_threshold, first_betas=first_betas, distribution=distribution,
     )
-    record = dataclasses.replace(record, statistics=stats, density=settings)
+    certificate = certify(
+        nodes, weights, record.config.num_params, distribution=distribution, negative_threshold=density.negative_threshold,
+    )
+    spread = density_band(nodes, weights, grid, settings.sigma2) if density.sigma2_original is None else None
+    record = dataclasses.replace(record, statistics=stats, density=settings, certificate=_certificate_record(certificate))
     steps = np.array([len(a) for a, _ in tridiagonals])
     if out is not None:
-        out.write(
-            "spectrum.npz",
-            npz_writer(
-                nodes=nodes, weights=weights, steps=steps, grid=grid, density=values, sigma2=np.float64(settings.sigma2),
-                sigma2_relative=np.float64(np.nan if settings.sigma2_relative is None else settings.sigma2_relative),
-            ),
+        arrays = dict(
+            nodes=nodes, weights=weights, steps=steps, grid=grid, density=values, sigma2=np.float64(settings.sigma2),
+            sigma2_relative=np.float64(np.nan if settings.sigma2_relative is None else settings.sigma2_relative),
+            **certificate.arrays(), **(spread.arrays() if spread is not None else {}),
         )
+        out.write("spectrum.npz", npz_writer(**arrays))
         out.write("summary.json", json_writer(record.to_json()))
-        out.write("density.png", lambda handle: plot_density(grid, values, handle, title=plot_title(record)))
+        cdf = CdfBand(certificate.grid, certificate.estimate, certificate.lower, certificate.upper, certificate.confidence)
+        band = (spread.lower, spread.upper) if spread is not None and np.isfinite(spread.std_error).all() else None
+        out.write("density.png", lambda handle: plot_density(grid, values, handle, title=plot_title(record), band=band, cdf=cdf))
     return SpectrumResult(stacked, steps, nodes, weights, grid, values, settings.sigma2, record, str(out) if out else None)
+
+
+def _certificate_record(certificate: SpectrumCertificate) -> CertificateRecord:
+    """The certificate as the record holds it (its summary.json keys)."""
+    return CertificateRecord.from_json(certificate.to_json())
 
 
 def render_parts(
