@@ -148,3 +148,25 @@ def test_resume_of_a_finished_run_renders_it_again_without_ray(finished_run, tmp
     assert cli.main([*args, *FAST, "--address", "127.0.0.1:1"]) == 0
     assert (copy / "tridiag.npy").read_bytes() == tridiag
     assert json.loads((copy / "summary.json").read_text())["lambda_max"] == json.loads((finished_run / "summary.json").read_text())["lambda_max"]
+
+
+def test_a_finished_run_carries_its_certificate(finished_run, capsys):
+    """summary.json's band holds the dense Hessian's spectral CDF, and its interval the
+    dense fraction of eigenvalues below the threshold; spectrum.npz has the band's arrays,
+    and the closing line names the certified interval."""
+    from tests.hessians import tiny_hessian
+
+    summary = json.loads((finished_run / "summary.json").read_text())
+    band = summary["cdf_band"]
+    eigenvalues = np.linalg.eigvalsh(tiny_hessian())
+    grid = np.array(band["grid"])
+    exact = np.searchsorted(eigenvalues, grid, side="right") / eigenvalues.size
+    assert band["confidence"] == 0.95 and len(band["lower"]) == grid.size
+    assert np.all(np.array(band["lower"]) <= exact + 1e-12) and np.all(exact <= np.array(band["upper"]) + 1e-12)
+    low, high = summary["negative_fraction_bounds"]
+    assert low <= np.mean(eigenvalues < summary["negative_threshold"]) <= high
+    assert 0 < summary["ks_half_width"] <= 0.5 and summary["w1_bound"] > 0
+    with np.load(finished_run / "spectrum.npz", allow_pickle=False) as saved:
+        assert np.array_equal(saved["cdf_grid"], grid) and saved["density_lower"].shape == saved["grid"].shape
+    assert cli.main(["density", "--out", str(finished_run), "--to", str(finished_run.parent / "redrawn")]) == 0
+    assert "certified (95%): in [" in capsys.readouterr().out
