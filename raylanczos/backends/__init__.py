@@ -31,7 +31,7 @@ import numpy as np
 
 from raylanczos.choices import BACKENDS, COMPUTE_DTYPES, check_choice
 from raylanczos.problem.data import Batch
-from raylanczos.problem.definition import Problem, ProblemError
+from raylanczos.problem.definition import Problem, ProblemError, install_hint
 from raylanczos.problem.layout import ParameterLayout
 
 
@@ -101,14 +101,15 @@ def make_backend(
     """
     check_choice("compute_dtype", compute_dtype, COMPUTE_DTYPES)
     problem.check_operator(operator)
-    if problem.backend == "jax":
-        from raylanczos.backends.jax import JaxBackend, host_placement
-
-        with host_placement() if on_host else contextlib.nullcontext():
-            return JaxBackend(problem, arrays, compute_dtype=compute_dtype, operator=operator)
-    if problem.backend == "keras":
-        from raylanczos.backends.tf import KerasBackend, host_placement
-
-        with host_placement() if on_host else contextlib.nullcontext():
-            return KerasBackend(problem, arrays, compute_dtype=compute_dtype, operator=operator)
-    raise ProblemError(f"unknown backend {problem.backend!r}; expected one of {BACKENDS}")
+    try:
+        if problem.backend == "jax":
+            from raylanczos.backends.jax import JaxBackend as backend_class, host_placement
+        elif problem.backend == "keras":
+            from raylanczos.backends.tf import KerasBackend as backend_class, host_placement
+        else:
+            raise ProblemError(f"unknown backend {problem.backend!r}; expected one of {BACKENDS}")
+    except ModuleNotFoundError as err:
+        needed = (err.name or str(err)).split(".")[0]
+        raise ProblemError(f"the {problem.backend} backend needs {needed}, which is not installed{install_hint(err)}") from err
+    with host_placement() if on_host else contextlib.nullcontext():
+        return backend_class(problem, arrays, compute_dtype=compute_dtype, operator=operator)

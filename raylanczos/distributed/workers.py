@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import socket
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
@@ -204,12 +205,15 @@ class WorkerGroup:
             try:
                 results.append(ray.get(ref, timeout=max(deadline - time.monotonic(), 0.0)))
             except ray.exceptions.GetTimeoutError as err:
+                where = f"worker {shard.worker} ({shard.describe()})"
                 raise WorkerError(
-                    f"worker {shard.worker} ({shard.describe()}) did not answer within {self.timeout:g} s "
+                    lost_worker_line(where, err, stopped_ray())
+                    or f"{where} did not answer within {self.timeout:g} s "
                     "(raise --timeout if starting or one step legitimately takes longer)"
                 ) from err
             except ray.exceptions.RayError as err:
-                raise WorkerError(f"worker {shard.worker} ({shard.describe()}) failed: {_root_cause(err)}") from err
+                where = f"worker {shard.worker} ({shard.describe()})"
+                raise WorkerError(lost_worker_line(where, err, stopped_ray()) or f"{where} failed: {_root_cause(err)}") from err
         return results
 
     def load_point(self, arguments: Mapping[str, Any] | None, block_size: int) -> None:
@@ -259,6 +263,50 @@ def _placement(_actor: Any) -> dict[str, Any]:
 
 def _pid(_actor: Any) -> int:
     return os.getpid()
+
+
+#: Seconds to wait for the connected Ray's GCS to accept a connection, after a worker call failed.
+GCS_PROBE_TIMEOUT_S = 2.0
+
+
+def stopped_ray(timeout_s: float = GCS_PROBE_TIMEOUT_S) -> str | None:
+    """The address of the connected Ray if its GCS no longer accepts connections (the Ray
+    has stopped under the run), else None."""
+    address = ray.get_runtime_context().gcs_address
+    host, _, port = address.rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError:
+        return address
+    return None
+
+
+#: What Ray's reasons for an actor's death mean for a run, by a phrase of the reason, in
+#: the order they are tried.
+ACTOR_LOSSES = (
+    ("never ran", "Ray cancelled it before it started"),
+    ("owner's node has crashed", "the Ray node of this driver stopped"),
+    ("owner has died", "the Ray node of this driver stopped"),
+    ("node", "its node was lost"),
+    ("ray.kill", "it was killed with ray.kill, from outside the run"),
+)
+
+
+def lost_worker_line(where: str, err: BaseException, stopped: str | None) -> str | None:
+    """One line for a worker that Ray lost, naming it (``where``) and what to do, or None
+    for an error that is not a loss (the worker's own exception, a crash Ray reports).
+
+    ``stopped``: the address of the connected Ray when it no longer answers (the Ray a run
+    joined was shut down under it, say); that explains any error.
+    """
+    again = "run again (--resume continues from the last checkpoint"
+    if stopped is not None:
+        return f"{where} was lost: the Ray at {stopped} has stopped; {again}; --address local starts a Ray of the run's own)"
+    if not isinstance(err, ray.exceptions.RayActorError) or err.actor_init_failed:
+        return None
+    reason = str(err).lower()
+    what = next((meaning for phrase, meaning in ACTOR_LOSSES if phrase in reason), None)
+    return None if what is None else f"{where} was lost: {what}; {again})"
 
 
 def _root_cause(err: BaseException) -> str:
