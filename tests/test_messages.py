@@ -93,3 +93,34 @@ def test_a_keras_problem_without_tensorflow_names_the_extra(monkeypatch):
         "the keras backend needs tensorflow, which is not installed "
         "(pip install 'raylanczos[tf]' or 'raylanczos[tf-cuda]' on GPU machines)"
     )
+
+
+@pytest.mark.slow
+def test_an_interrupted_run_ends_with_its_own_line_and_no_ray_line(ray_session, tmp_path):
+    """Ctrl-C mid-pass (SIGINT to the driver's process group, as a terminal sends it): the
+    workers end their calls before they are stopped, so Ray announces no retry of a killed
+    call; the run's one line is all that follows the progress lines."""
+    import os
+    import signal
+    import subprocess
+
+    args = [
+        "run", "--problem", "raylanczos.examples.digits:tiny_problem", "--order", "300", "--draws", "8",
+        "--draws-per-pass", "1", "--workers", "2", "--cpus-per-worker", "0.5", "--address", ray_session.address,
+        "--out", str(tmp_path / "run"), "--progress", "lines",
+    ]  # fmt: skip
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "raylanczos", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=dict(os.environ, PYTHONUNBUFFERED="1"), start_new_session=True,
+    )  # fmt: skip
+    lines = []
+    for line in driver.stderr:
+        lines.append(line)
+        if " pass 20 |" in line:
+            os.killpg(driver.pid, signal.SIGINT)
+            break
+    out, rest = driver.communicate(timeout=120)
+    after = [line for line in rest.splitlines() if " pass " not in line and " draw " not in line]
+    assert driver.returncode == 130, "".join(lines) + rest
+    assert after == ["raylanczos: interrupted; finished draws and the checkpoint are kept (resume with --resume)"], rest
+    assert out == "", out

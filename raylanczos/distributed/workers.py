@@ -73,6 +73,10 @@ class WorkerOptions:
         check_int("max_restarts", self.max_restarts, minimum=0)
 
 
+#: Seconds the workers may take to end their calls when the group is shut down.
+SETTLE_S = 10.0
+
+
 class WorkerGroup:
     """One :class:`~raylanczos.worker.ShardWorker` actor per shard of ``plan``.
 
@@ -237,11 +241,18 @@ class WorkerGroup:
         """Each worker's process id now (a worker restarted after a fault has a new one)."""
         return self.get([actor.__ray_call__.remote(_pid) for actor in self.actors])
 
-    def shutdown(self) -> None:
-        for actor in self.actors:
-            ray.kill(actor, no_restart=True)
-        self.actors = []
-        remove_placement_group(self.placement)
+    def shutdown(self, settle_s: float = SETTLE_S) -> None:
+        """Stop the workers, once each has ended the calls it was given (at most
+        ``settle_s`` seconds): a worker killed in a call (Ctrl-C or an error mid-pass) makes
+        Ray announce the call's retry, after the run's own last line."""
+        try:
+            finished = [actor.__ray_call__.remote(_pid) for actor in self.actors]  # queued after those calls
+            ray.wait(finished, num_returns=len(finished), timeout=settle_s)
+        finally:
+            for actor in self.actors:
+                ray.kill(actor, no_restart=True)
+            self.actors = []
+            remove_placement_group(self.placement)
 
 
 def _ranges(cores: Sequence[int]) -> str:
