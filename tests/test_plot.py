@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from raylanczos.outputs.plot import overlay_figure, plot_density, plot_overlay, wants_panels
+from raylanczos.outputs.plot import extent, overlay_figure, plot_density, plot_overlay, wants_panels
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -89,12 +89,17 @@ def test_curves_whose_scales_differ_tenfold_get_a_panel_each_on_one_density_scal
     blocks = [("block 0", wide, two_peaks(wide / 0.1, 3.0)), ("block 1", narrow, 10 * two_peaks(narrow / 0.01, 2.0)),
               ("block 2", wide, two_peaks(wide / 0.1, 4.0)), ("block 3", narrow, two_peaks(narrow / 0.01, 1.0))]  # fmt: skip
     assert wants_panels(blocks) and not wants_panels(blocks[:1]) and not wants_panels([blocks[0], blocks[2]])
+    # On one shared grid (as compare draws them) the narrow curve's extent still tells.
+    on_wide = [("wide", wide, blocks[0][2]), ("narrow", wide, np.exp(-((wide - 0.01) ** 2) / 1e-6))]
+    assert wants_panels(on_wide) and extent(wide, on_wide[1][2])[1] < 0.02
     figure = overlay_figure(blocks, title="blocks")
     shown = [ax for ax in figure.axes if ax.get_visible()]
     assert len(shown) == 4 and len(figure.axes) == 6, "two rows of three, the last two cells hidden"
-    for ax, (label, grid, _) in zip(shown, blocks):
+    for ax, (label, grid, density) in zip(shown, blocks):
         assert ax.get_title() == label
-        assert ax.get_xlim() == pytest.approx((grid[0], grid[-1]))
+        low, high = extent(grid, density)
+        assert grid[0] <= low < high <= grid[-1]
+        assert ax.get_xlim() == pytest.approx((low - 0.03 * (high - low), high + 0.03 * (high - low)))
     tops = {ax.get_ylim() for ax in shown}
     assert len(tops) == 1, "one density scale for all panels"
     (bottom, top), = tops
@@ -124,7 +129,7 @@ if {with_pyplot}:
     import matplotlib.pyplot as plt
     plt.figure()
 import numpy as np
-from raylanczos.outputs.plot import overlay_figure, plot_density, plot_overlay, wants_panels
+from raylanczos.outputs.plot import extent, overlay_figure, plot_density, plot_overlay, wants_panels
 grid = np.linspace(-1.0, 1.0, 50)
 density = np.exp(-grid**2)
 plot_density(grid, density, io.BytesIO())

@@ -66,12 +66,20 @@ def plot_overlay(
     )
 
 
+def extent(grid: np.ndarray, density: np.ndarray, floor_ratio: float = OVERLAY_FLOOR_RATIO) -> tuple[float, float]:
+    """The eigenvalue range a curve occupies: the first and last grid points where its
+    density reaches ``floor_ratio`` · its own maximum (a grid shared with wider curves,
+    as ``compare`` draws them, is mostly empty for a narrow one)."""
+    shown = np.flatnonzero(density >= floor_ratio * float(np.max(density)))
+    return float(grid[shown[0]]), float(grid[shown[-1]])
+
+
 def wants_panels(curves: Sequence[Curve], scale_ratio: float = PANEL_SCALE_RATIO) -> bool:
-    """Whether ``curves`` need a panel each: their grids' widths (max − min) differ by more
-    than ``scale_ratio`` (per-layer blocks of very different curvature, say)."""
+    """Whether ``curves`` need a panel each: the widths of their :func:`extent` differ by
+    more than ``scale_ratio`` (per-layer blocks of very different curvature, say)."""
     if len(curves) < 2:
         return False
-    widths = [float(np.ptp(grid)) for _, grid, _ in curves]
+    widths = [np.subtract(*extent(grid, density)[::-1]) for _, grid, density in curves]
     return max(widths) > scale_ratio * min(widths)
 
 
@@ -84,8 +92,9 @@ def overlay_figure(curves: Sequence[Curve], *, title: str, xlabel: str = "eigenv
     in the ten ``tab10`` colours (line styles vary only past ten curves).
 
     When :func:`wants_panels`, each curve gets a panel of its own (small multiples,
-    :data:`PANEL_COLUMNS` to a row, titled by the label): each its own eigenvalue range,
-    all one density scale, so that a narrow spectrum is not squashed beside a wide one.
+    :data:`PANEL_COLUMNS` to a row, titled by the label): each its own eigenvalue range
+    (its :func:`extent`), all one density scale, so that a narrow spectrum is not squashed
+    beside a wide one.
     Otherwise the curves share one axis, with the legend outside it, hiding no curve.
     """
     from matplotlib import colormaps
@@ -110,7 +119,8 @@ def overlay_figure(curves: Sequence[Curve], *, title: str, xlabel: str = "eigenv
     top = max(float(np.max(density)) for _, _, density in checked) * 2.0  # headroom on the log axis
     for ax, (label, grid, density), colour, style in zip(axes, checked, colours, styles):
         ax.semilogy(grid, np.maximum(density, floor), color=colour, linestyle=style, linewidth=1.0)
-        ax.set_xlim(grid[0], grid[-1])
+        low, high = extent(grid, density, floor_ratio)
+        ax.set_xlim(low - 0.03 * (high - low), high + 0.03 * (high - low))
         ax.set_ylim(floor, top)
         ax.set_title(label, fontsize="small")
         ax.grid(True, which="major", alpha=0.3)
