@@ -105,6 +105,9 @@ def when_ray_stops(callback: Callable[[str], None] | None) -> None:
 
 
 def _watch(address: str, interval_s: float = WATCH_INTERVAL_S, misses: int = WATCH_MISSES) -> None:
+    """Until this process disconnects: try a TCP connection to the GCS at ``address`` every
+    ``interval_s`` seconds, and after ``misses`` failures in a row call the
+    :func:`when_ray_stops` callback."""
     host, _, port = address.rpartition(":")
     missed = 0
     while ray.is_initialized() and missed < misses:
