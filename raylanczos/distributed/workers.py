@@ -217,7 +217,10 @@ class WorkerGroup:
                 ) from err
             except ray.exceptions.RayError as err:
                 where = f"worker {shard.worker} ({shard.describe()})"
-                raise WorkerError(lost_worker_line(where, err, stopped_ray()) or f"{where} failed: {_root_cause(err)}") from err
+                # A Ray that is stopping loses its workers a moment before its GCS goes.
+                lost = isinstance(err, ray.exceptions.RayActorError) and not err.actor_init_failed
+                stopped = stopped_ray(patience_s=STOPPING_PATIENCE_S if lost else 0.0)
+                raise WorkerError(lost_worker_line(where, err, stopped) or f"{where} failed: {_root_cause(err)}") from err
         return results
 
     def load_point(self, arguments: Mapping[str, Any] | None, block_size: int) -> None:
@@ -278,28 +281,35 @@ def _pid(_actor: Any) -> int:
 
 #: Seconds to wait for the connected Ray's GCS to accept a connection, after a worker call failed.
 GCS_PROBE_TIMEOUT_S = 2.0
+#: Seconds to keep probing the GCS after Ray lost a worker, and between probes.
+STOPPING_PATIENCE_S = 3.0
+PROBE_INTERVAL_S = 0.5
 
 
-def stopped_ray(timeout_s: float = GCS_PROBE_TIMEOUT_S) -> str | None:
-    """The address of the connected Ray if its GCS no longer accepts connections (the Ray
-    has stopped under the run), else None."""
+def stopped_ray(patience_s: float = 0.0, timeout_s: float = GCS_PROBE_TIMEOUT_S) -> str | None:
+    """The address of the connected Ray if its GCS does not accept a connection (the Ray
+    has stopped under the run) now or within ``patience_s`` seconds, else None."""
     address = ray.get_runtime_context().gcs_address
     host, _, port = address.rpartition(":")
-    try:
-        socket.create_connection((host, int(port)), timeout=timeout_s).close()
-    except OSError:
-        return address
-    return None
+    deadline = time.monotonic() + patience_s
+    while True:
+        try:
+            socket.create_connection((host, int(port)), timeout=timeout_s).close()
+        except OSError:
+            return address
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(PROBE_INTERVAL_S)
 
 
 #: What Ray's reasons for an actor's death mean for a run, by a phrase of the reason, in
 #: the order they are tried.
 ACTOR_LOSSES = (
     ("never ran", "Ray cancelled it before it started"),
+    ("ray.kill", "it was killed with ray.kill, from outside the run"),
     ("owner's node has crashed", "the Ray node of this driver stopped"),
     ("owner has died", "the Ray node of this driver stopped"),
     ("node", "its node was lost"),
-    ("ray.kill", "it was killed with ray.kill, from outside the run"),
 )
 
 
