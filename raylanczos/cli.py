@@ -197,11 +197,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _end_when_ray_stops(address: str) -> None:
     """End the run in one line when the Ray it joined (another program's) stops: Ray would
     end this process anyway, without a word. Finished draws and the checkpoint are on disk
-    already (written atomically), as after any kill of the driver."""
+    already, as after any kill of the driver, so ``--resume`` continues."""
     print(
-        f"\nraylanczos: error: the Ray at {address} that this run joined has stopped; run again "
+        "\n" if sys.stderr.isatty() else "",  # past a progress bar's line
+        f"raylanczos: error: the Ray at {address} that this run joined has stopped; run again "
         "(--resume continues from the last checkpoint; --address local starts a Ray of the run's own)",
-        file=sys.stderr, flush=True,
+        sep="", file=sys.stderr, flush=True,
     )
     sys.stdout.flush()
     os._exit(EXIT_ERROR)
