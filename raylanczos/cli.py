@@ -3,15 +3,18 @@ and ``raylanczos compare``.
 
 Errors print one line, ``raylanczos: error: ...``, and exit with status 2; ``--debug``
 shows the full traceback instead. An option's error names it as it is typed here
-(``--workers``), not as the Python keyword it becomes.
+(``--workers``), not as the Python keyword it becomes. A command line argparse cannot
+parse is one line too, ``raylanczos run: error: ... (see raylanczos run --help)``, not
+argparse's usage block.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
-from typing import Any, Sequence
+from typing import Any, NoReturn, Sequence
 
 from raylanczos import __version__
 from raylanczos.config import (
@@ -46,8 +49,17 @@ FLAGS = {
 }
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line that points to ``--help``, instead of
+    the usage block (twenty lines for ``run``) followed by the error. Its subcommands'
+    parsers are of this class too (argparse makes them of the parent's class)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_ERROR, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="raylanczos", description="Hessian eigenvalue densities by stochastic Lanczos quadrature on Ray."
     )
     parser.add_argument("--version", action="version", version=f"raylanczos {__version__}")
@@ -122,8 +134,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_density_options(results)
 
     density = commands.add_parser("density", help="redraw the density, plot and statistics of a finished run")
-    density.add_argument("--out", required=True, help="output directory or URI of a finished run (only read)")
-    density.add_argument("--to", default=None, help="write the redrawn files here (default: into the run itself)")
+    density.add_argument(
+        "--run", "--out", dest="run", required=True,
+        help="directory or URI of a finished run (--out is another name for it); without --to, its spectrum.npz, "
+        "summary.json and density.png (and a run of parts' statistics.csv) are rewritten in place; tridiag.npy is only read",
+    )
+    density.add_argument("--to", default=None, help="write the redrawn files here instead, leaving the run untouched")
     _add_density_options(density)
 
     compare = commands.add_parser("compare", help="overlay the densities of finished runs in one figure")
@@ -162,6 +178,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     configure_logging(logging.WARNING if getattr(args, "quiet", False) else logging.INFO)
+    if args.command == "run":
+        from raylanczos.distributed.session import when_ray_stops
+
+        when_ray_stops(_end_when_ray_stops)
     try:
         if args.command == "run":
             closing = closing_line(_run(args))
@@ -179,6 +199,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_ERROR
     print(closing)
     return 0
+
+
+def _end_when_ray_stops(address: str) -> None:
+    """End the run in one line when the Ray it joined (another program's) stops: Ray would
+    end this process anyway, without a word. Finished draws and the checkpoint are on disk
+    already, as after any kill of the driver, so ``--resume`` continues."""
+    print(
+        "\n" if sys.stderr.isatty() else "",  # past a progress bar's line
+        f"raylanczos: error: the Ray at {address} that this run joined has stopped; run again "
+        "(--resume continues from the last checkpoint; --address local starts a Ray of the run's own)",
+        sep="", file=sys.stderr, flush=True,
+    )
+    sys.stdout.flush()
+    os._exit(EXIT_ERROR)
 
 
 def error_line(err: BaseException) -> str:
@@ -269,7 +303,7 @@ def _run(args: argparse.Namespace):
 def _density(args: argparse.Namespace):
     from raylanczos.outputs.render import rerender
 
-    return rerender(args.out, _density_config(args), to=args.to)
+    return rerender(args.run, _density_config(args), to=args.to)
 
 
 def _compare(args: argparse.Namespace) -> str:

@@ -22,7 +22,11 @@ from raylanczos.numerics.certificate import (
     sampling_half_width,
 )
 from raylanczos.numerics.lanczos import lanczos, start_vector
-from raylanczos.numerics.spectrum import negative_fraction, slq_quadrature, smoothed_density
+from raylanczos.numerics.spectrum import (
+    negative_fraction,
+    slq_quadrature,
+    smoothed_density,
+)
 from tests.matrices import diagonal_operator, matrix_with_spectrum, orthogonal_matrix
 from tests.spectra import BULK_WEIGHT, SPECTRA
 

@@ -11,7 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from raylanczos.outputs.plot import plot_density, plot_overlay
+from raylanczos.outputs.plot import (
+    extent,
+    overlay_figure,
+    plot_density,
+    plot_overlay,
+    wants_panels,
+)
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -72,6 +78,43 @@ def test_plot_overlay_writes_a_png_with_each_curve_in_its_own_colour(tmp_path):
     decoded_png(buffer.getvalue())
 
 
+def test_curves_of_similar_scales_share_one_axis_and_a_legend():
+    figure = overlay_figure(curves(), title="three runs")
+    assert len(figure.axes) == 1
+    ax = figure.axes[0]
+    assert [line.get_label() for line in ax.get_lines()] == ["run 0", "run 1", "run 2"]
+    assert {line.get_linestyle() for line in ax.get_lines()} == {"-"}, "solid lines: the spiky curves stay readable"
+    assert ax.get_legend() is not None
+
+
+def test_curves_whose_scales_differ_tenfold_get_a_panel_each_on_one_density_scale():
+    """Per-layer blocks of very different curvature: on one axis the narrow block would
+    fill a few percent of it; in its own panel it spans the panel's eigenvalue range."""
+    wide = np.linspace(-0.01, 0.47, 400)
+    narrow = np.linspace(-0.002, 0.028, 400)
+    blocks = [("block 0", wide, two_peaks(wide / 0.1, 3.0)), ("block 1", narrow, 10 * two_peaks(narrow / 0.01, 2.0)),
+              ("block 2", wide, two_peaks(wide / 0.1, 4.0)), ("block 3", narrow, two_peaks(narrow / 0.01, 1.0))]  # fmt: skip
+    assert wants_panels(blocks) and not wants_panels(blocks[:1]) and not wants_panels([blocks[0], blocks[2]])
+    # On one shared grid (as compare draws them) the narrow curve's extent still tells.
+    on_wide = [("wide", wide, blocks[0][2]), ("narrow", wide, np.exp(-((wide - 0.01) ** 2) / 1e-6))]
+    assert wants_panels(on_wide) and extent(wide, on_wide[1][2])[1] < 0.02
+    figure = overlay_figure(blocks, title="blocks")
+    shown = [ax for ax in figure.axes if ax.get_visible()]
+    assert len(shown) == 4 and len(figure.axes) == 6, "two rows of three, the last two cells hidden"
+    for ax, (label, grid, density) in zip(shown, blocks):
+        assert ax.get_title() == label
+        low, high = extent(grid, density)
+        assert grid[0] <= low < high <= grid[-1]
+        assert ax.get_xlim() == pytest.approx((low - 0.03 * (high - low), high + 0.03 * (high - low)))
+    tops = {ax.get_ylim() for ax in shown}
+    assert len(tops) == 1, "one density scale for all panels"
+    (bottom, top), = tops
+    assert top >= max(float(d.max()) for _, _, d in blocks) and bottom > 0
+    buffer = io.BytesIO()
+    plot_overlay(blocks, buffer, title="blocks")
+    decoded_png(buffer.getvalue())
+
+
 def test_plot_overlay_refuses_no_curves():
     with pytest.raises(ValueError, match="at least one .* curve, got an empty sequence"):
         plot_overlay([], io.BytesIO(), title="nothing")
@@ -92,7 +135,7 @@ if {with_pyplot}:
     import matplotlib.pyplot as plt
     plt.figure()
 import numpy as np
-from raylanczos.outputs.plot import plot_density, plot_overlay
+from raylanczos.outputs.plot import extent, overlay_figure, plot_density, plot_overlay, wants_panels
 grid = np.linspace(-1.0, 1.0, 50)
 density = np.exp(-grid**2)
 plot_density(grid, density, io.BytesIO())

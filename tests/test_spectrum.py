@@ -20,6 +20,7 @@ from raylanczos.numerics.spectrum import (
     exact_smoothed_density,
     extreme_ritz_values,
     fraction_below,
+    fraction_sampling_std_error,
     log_abs_density,
     negative_fraction,
     negative_mass,
@@ -32,7 +33,6 @@ from raylanczos.numerics.spectrum import (
     split_tridiagonals,
     stack_tridiagonals,
     summarize,
-    fraction_sampling_std_error,
     trace_std_error,
 )
 from tests.matrices import diagonal_operator, matrix_with_spectrum, orthogonal_matrix

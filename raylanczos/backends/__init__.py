@@ -30,7 +30,7 @@ import contextlib
 from raylanczos.backends.base import ShardBackend
 from raylanczos.choices import BACKENDS, COMPUTE_DTYPES, check_choice
 from raylanczos.problem.data import Batch
-from raylanczos.problem.definition import Problem, ProblemError
+from raylanczos.problem.definition import Problem, ProblemError, install_hint
 
 __all__ = ["ShardBackend", "make_backend"]
 
@@ -52,19 +52,24 @@ def make_backend(
     """
     check_choice("compute_dtype", compute_dtype, COMPUTE_DTYPES)
     problem.check_operator(operator)
-    backend = _backend_class(problem.backend)
+    backend = _backend_class(problem)
     with backend.host_placement() if on_host else contextlib.nullcontext():
         return backend(problem, arrays, compute_dtype=compute_dtype, operator=operator)
 
 
-def _backend_class(name: str) -> type[ShardBackend]:
-    """The backend class of framework ``name``, its module imported now (and only it)."""
-    if name == "jax":
-        from raylanczos.backends.jax import JaxBackend
+def _backend_class(problem: Problem) -> type[ShardBackend]:
+    """The backend class of ``problem.backend``, its module imported now (and only it); a
+    framework that is not installed is named with the extra that installs it."""
+    try:
+        if problem.backend == "jax":
+            from raylanczos.backends.jax import JaxBackend
 
-        return JaxBackend
-    if name == "keras":
-        from raylanczos.backends.tf import KerasBackend
+            return JaxBackend
+        if problem.backend == "keras":
+            from raylanczos.backends.tf import KerasBackend
 
-        return KerasBackend
-    raise ProblemError(f"unknown backend {name!r}; expected one of {BACKENDS}")
+            return KerasBackend
+    except ModuleNotFoundError as err:
+        needed = (err.name or str(err)).split(".")[0]
+        raise ProblemError(f"the {problem.backend} backend needs {needed}, which is not installed{install_hint(err)}") from err
+    raise ProblemError(f"unknown backend {problem.backend!r}; expected one of {BACKENDS}")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import socket
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
@@ -110,6 +111,10 @@ class WorkerOptions:
         if not self.timeout > 0:
             raise ValueError(f"timeout must be positive seconds, got {self.timeout!r}")
         check_int("max_restarts", self.max_restarts, minimum=0)
+
+
+#: Seconds the workers may take to end their calls when the group is shut down.
+SETTLE_S = 10.0
 
 
 class WorkerGroup:
@@ -249,12 +254,18 @@ class WorkerGroup:
             try:
                 results.append(ray.get(ref, timeout=max(deadline - time.monotonic(), 0.0)))
             except ray.exceptions.GetTimeoutError as err:
+                where = f"worker {shard.worker} ({shard.describe()})"
                 raise WorkerError(
-                    f"worker {shard.worker} ({shard.describe()}) did not answer within {self.timeout:g} s "
+                    lost_worker_line(where, err, stopped_ray())
+                    or f"{where} did not answer within {self.timeout:g} s "
                     "(raise --timeout if starting or one step legitimately takes longer)"
                 ) from err
             except ray.exceptions.RayError as err:
-                raise WorkerError(f"worker {shard.worker} ({shard.describe()}) failed: {_root_cause(err)}") from err
+                where = f"worker {shard.worker} ({shard.describe()})"
+                # A Ray that is stopping loses its workers a moment before its GCS goes.
+                lost = isinstance(err, ray.exceptions.RayActorError) and not err.actor_init_failed
+                stopped = stopped_ray(patience_s=STOPPING_PATIENCE_S if lost else 0.0)
+                raise WorkerError(lost_worker_line(where, err, stopped) or f"{where} failed: {_root_cause(err)}") from err
         return results
 
     def load_point(self, arguments: Mapping[str, Any] | None, block_size: int) -> None:
@@ -283,11 +294,18 @@ class WorkerGroup:
         for info, pid in zip(self.infos, self.current_pids()):
             info.update(pid_at_end=pid, restarted=pid != info["pid"])
 
-    def shutdown(self) -> None:
-        for actor in self.actors:
-            ray.kill(actor, no_restart=True)
-        self.actors = []
-        remove_placement_group(self.placement)
+    def shutdown(self, settle_s: float = SETTLE_S) -> None:
+        """Stop the workers, once each has ended the calls it was given (at most
+        ``settle_s`` seconds): a worker killed in a call (Ctrl-C or an error mid-pass) makes
+        Ray announce the call's retry, after the run's own last line."""
+        try:
+            finished = [actor.__ray_call__.remote(_pid) for actor in self.actors]  # queued after those calls
+            ray.wait(finished, num_returns=len(finished), timeout=settle_s)
+        finally:
+            for actor in self.actors:
+                ray.kill(actor, no_restart=True)
+            self.actors = []
+            remove_placement_group(self.placement)
 
 
 def _ranges(cores: Sequence[int]) -> str:
@@ -309,6 +327,57 @@ def _placement(_actor: Any) -> dict[str, Any]:
 
 def _pid(_actor: Any) -> int:
     return os.getpid()
+
+
+#: Seconds to wait for the connected Ray's GCS to accept a connection, after a worker call failed.
+GCS_PROBE_TIMEOUT_S = 2.0
+#: Seconds to keep probing the GCS after Ray lost a worker, and between probes.
+STOPPING_PATIENCE_S = 3.0
+PROBE_INTERVAL_S = 0.5
+
+
+def stopped_ray(patience_s: float = 0.0, timeout_s: float = GCS_PROBE_TIMEOUT_S) -> str | None:
+    """The address of the connected Ray if its GCS does not accept a connection (the Ray
+    has stopped under the run) now or within ``patience_s`` seconds, else None."""
+    address = ray.get_runtime_context().gcs_address
+    host, _, port = address.rpartition(":")
+    deadline = time.monotonic() + patience_s
+    while True:
+        try:
+            socket.create_connection((host, int(port)), timeout=timeout_s).close()
+        except OSError:
+            return address
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(PROBE_INTERVAL_S)
+
+
+#: What Ray's reasons for an actor's death mean for a run, by a phrase of the reason, in
+#: the order they are tried.
+ACTOR_LOSSES = (
+    ("never ran", "Ray cancelled it before it started"),
+    ("ray.kill", "it was killed with ray.kill, from outside the run"),
+    ("owner's node has crashed", "the Ray node of this driver stopped"),
+    ("owner has died", "the Ray node of this driver stopped"),
+    ("node", "its node was lost"),
+)
+
+
+def lost_worker_line(where: str, err: BaseException, stopped: str | None) -> str | None:
+    """One line for a worker that Ray lost, naming it (``where``) and what to do, or None
+    for an error that is not a loss (the worker's own exception, a crash Ray reports).
+
+    ``stopped``: the address of the connected Ray when it no longer answers (the Ray a run
+    joined was shut down under it, say); that explains any error.
+    """
+    again = "run again (--resume continues from the last checkpoint"
+    if stopped is not None:
+        return f"{where} was lost: the Ray at {stopped} has stopped; {again}; --address local starts a Ray of the run's own)"
+    if not isinstance(err, ray.exceptions.RayActorError) or err.actor_init_failed:
+        return None
+    reason = str(err).lower()
+    what = next((meaning for phrase, meaning in ACTOR_LOSSES if phrase in reason), None)
+    return None if what is None else f"{where} was lost: {what}; {again})"
 
 
 def _root_cause(err: BaseException) -> str:

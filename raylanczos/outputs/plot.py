@@ -74,34 +74,98 @@ def plot_density(
     fig.savefig(target, format="png")
 
 
+#: Grid widths (largest over smallest) above which the curves of an overlay get a panel
+#: each: on one shared axis the narrowest would fill a tenth of the plot or less.
+PANEL_SCALE_RATIO = 10.0
+#: Panels per row in small multiples.
+PANEL_COLUMNS = 3
+#: An overlay's floor, relative to its largest density: higher than a single density's,
+#: so that the gaps between a curve's outlier peaks stop sooner and the curves stay apart.
+OVERLAY_FLOOR_RATIO = 1e-7
+
+
 def plot_overlay(
     curves: Sequence[Curve],
     target: str | os.PathLike | BinaryIO,
     *,
     title: str,
     xlabel: str = "eigenvalue λ",
-    floor_ratio: float = 1e-10,
+    floor_ratio: float = OVERLAY_FLOOR_RATIO,
 ) -> None:
-    """Write a PNG of several densities on one log y-axis, with a legend, to a path or binary file.
+    """Write a PNG of several densities to a path or binary file: one log y-axis with a
+    legend, or small multiples when their scales differ (:func:`overlay_figure`)."""
+    overlay_figure(curves, title=title, xlabel=xlabel, floor_ratio=floor_ratio).savefig(
+        target, format="png", bbox_inches="tight"
+    )
+
+
+def extent(grid: np.ndarray, density: np.ndarray, floor_ratio: float = OVERLAY_FLOOR_RATIO) -> tuple[float, float]:
+    """The eigenvalue range a curve occupies: the first and last grid points where its
+    density reaches ``floor_ratio`` · its own maximum (a grid shared with wider curves,
+    as ``compare`` draws them, is mostly empty for a narrow one)."""
+    shown = np.flatnonzero(density >= floor_ratio * float(np.max(density)))
+    return float(grid[shown[0]]), float(grid[shown[-1]])
+
+
+def wants_panels(curves: Sequence[Curve], scale_ratio: float = PANEL_SCALE_RATIO) -> bool:
+    """Whether ``curves`` need a panel each: the widths of their :func:`extent` differ by
+    more than ``scale_ratio`` (per-layer blocks of very different curvature, say)."""
+    if len(curves) < 2:
+        return False
+    widths = [np.subtract(*extent(grid, density)[::-1]) for _, grid, density in curves]
+    return max(widths) > scale_ratio * min(widths)
+
+
+def overlay_figure(curves: Sequence[Curve], *, title: str, xlabel: str = "eigenvalue λ", floor_ratio: float = OVERLAY_FLOOR_RATIO):
+    """The :class:`~matplotlib.figure.Figure` of :func:`plot_overlay`.
 
     ``curves`` holds ``(label, grid float64[G_i], density float64[G_i])``; the grids may
     differ (runs, per-layer blocks, training checkpoints). Values below ``floor_ratio`` ·
-    the largest density of all curves are clipped to that floor. Curves differ by colour
-    (ten) and line style (four); the legend sits outside the axes, so it hides no curve.
+    the largest density of all curves are clipped to that floor. Curves are solid lines
+    in the ten ``tab10`` colours (line styles vary only past ten curves).
+
+    When :func:`wants_panels`, each curve gets a panel of its own (small multiples,
+    :data:`PANEL_COLUMNS` to a row, titled by the label): each its own eigenvalue range
+    (its :func:`extent`), all one density scale, so that a narrow spectrum is not squashed
+    beside a wide one.
+    Otherwise the curves share one axis, with the legend outside it, hiding no curve.
     """
     from matplotlib import colormaps
     from matplotlib.figure import Figure
 
     checked = _check_curves(curves)
     floor = max(float(np.max(density)) for _, _, density in checked) * floor_ratio
-    fig = Figure(figsize=(8, 4), dpi=120, layout="constrained")
-    ax = fig.add_subplot()
-    colours = itertools.cycle(colormaps["tab10"].colors)
-    for (label, grid, density), colour, style in zip(checked, colours, itertools.cycle(LINE_STYLES)):
-        ax.semilogy(grid, np.maximum(density, floor), color=colour, linestyle=style, linewidth=1.2, label=label)
-    _label_log_axes(ax, floor, xlabel=xlabel, title=title)
-    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, fontsize="small")
-    fig.savefig(target, format="png", bbox_inches="tight")
+    colours = [colour for colour, _ in zip(itertools.cycle(colormaps["tab10"].colors), checked)]
+    styles = [LINE_STYLES[(index // len(colormaps["tab10"].colors)) % len(LINE_STYLES)] for index in range(len(checked))]
+    if not wants_panels(checked):
+        fig = Figure(figsize=(8, 4), dpi=120, layout="constrained")
+        ax = fig.add_subplot()
+        for (label, grid, density), colour, style in zip(checked, colours, styles):
+            ax.semilogy(grid, np.maximum(density, floor), color=colour, linestyle=style, linewidth=1.0, label=label)
+        _label_log_axes(ax, floor, xlabel=xlabel, title=title)
+        ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, fontsize="small")
+        return fig
+    columns = min(PANEL_COLUMNS, len(checked))
+    rows = -(-len(checked) // columns)
+    fig = Figure(figsize=(3.6 * columns, 2.8 * rows + 0.6), dpi=120, layout="constrained")
+    axes = fig.subplots(rows, columns, sharey=True, squeeze=False).ravel()
+    top = max(float(np.max(density)) for _, _, density in checked) * 2.0  # headroom on the log axis
+    for ax, (label, grid, density), colour, style in zip(axes, checked, colours, styles):
+        ax.semilogy(grid, np.maximum(density, floor), color=colour, linestyle=style, linewidth=1.0)
+        low, high = extent(grid, density, floor_ratio)
+        ax.set_xlim(low - 0.03 * (high - low), high + 0.03 * (high - low))
+        ax.set_ylim(floor, top)
+        ax.set_title(label, fontsize="small")
+        ax.grid(True, which="major", alpha=0.3)
+        ax.ticklabel_format(axis="x", style="sci", scilimits=(-2, 3))
+    for ax in axes[len(checked):]:
+        ax.set_visible(False)
+    for ax in axes[:len(checked)][-columns:]:
+        ax.set_xlabel(xlabel)
+    for ax in axes[::columns]:
+        ax.set_ylabel("density (log scale)")
+    fig.suptitle(f"{title}\n(a panel each: their eigenvalue ranges differ more than {PANEL_SCALE_RATIO:g}-fold)")
+    return fig
 
 
 def _label_log_axes(ax, floor: float, *, xlabel: str, title: str) -> None:

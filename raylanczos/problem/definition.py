@@ -28,6 +28,28 @@ class ProblemError(ValueError):
     """A problem or problem factory that cannot be used as given."""
 
 
+#: The optional extra of raylanczos that installs each framework a problem may need, by
+#: the top-level module a missing import names.
+EXTRA_OF_MODULE = {
+    "jax": "jax",
+    "jaxlib": "jax",
+    "tensorflow": "tf",
+    "keras": "tf",
+    "sklearn": "examples",
+}
+
+
+def install_hint(err: BaseException) -> str:
+    """For a ``ModuleNotFoundError`` of a framework that an extra of raylanczos installs,
+    ``" (pip install 'raylanczos[<extra>]')"``; else the empty string."""
+    name = getattr(err, "name", None) if isinstance(err, ModuleNotFoundError) else None
+    extra = EXTRA_OF_MODULE.get((name or "").split(".")[0])
+    if extra is None:
+        return ""
+    gpu = " or 'raylanczos[tf-cuda]' on GPU machines" if extra == "tf" else ""
+    return f" (pip install 'raylanczos[{extra}]'{gpu})"
+
+
 @dataclass(frozen=True)
 class Problem:
     """A full-batch mean loss L(θ) = (1/N) Σᵢ ℓ(θ; xᵢ) whose curvature at ``params`` is wanted.
@@ -266,7 +288,8 @@ def load_factory(spec: str) -> Callable[..., Problem]:
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as err:
-        where = "" if err.name != module_name.split(".")[0] else f" (looked on sys.path and in {os.getcwd()})"
+        searched = err.name == module_name.split(".")[0]
+        where = f" (looked on sys.path and in {os.getcwd()})" if searched else install_hint(err)
         raise ProblemError(
             f"cannot import module {module_name!r} for problem factory {spec!r}: {type(err).__name__}: {err}{where}"
         ) from err
@@ -315,7 +338,7 @@ def build_problem(source: ProblemSource, arguments: Mapping[str, Any] | None = N
             raise ProblemError(f"problem factory {name!r} does not take the arguments {sorted(arguments)}: {err}") from err
         raise ProblemError(f"problem factory {call!r} raised {type(err).__name__}: {err}") from err
     except Exception as err:  # noqa: BLE001
-        raise ProblemError(f"problem factory {call!r} raised {type(err).__name__}: {err}") from err
+        raise ProblemError(f"problem factory {call!r} raised {type(err).__name__}: {err}{install_hint(err)}") from err
     if not isinstance(problem, Problem):
         raise ProblemError(
             f"problem factory {name!r} returned {type(problem).__name__}, expected raylanczos.Problem "
