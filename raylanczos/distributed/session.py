@@ -297,7 +297,7 @@ class RaySession:
             self.group.shutdown()
             self.group = None
         if self._started_ray:
-            ray.shutdown()
+            disconnect()
             self._started_ray = False
 
     def __enter__(self) -> "RaySession":
