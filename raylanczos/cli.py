@@ -29,6 +29,8 @@ from raylanczos.outputs.progress import configure_logging, quiet_framework_logs
 from raylanczos.outputs.record import PART_STATISTICS
 
 EXIT_ERROR = 2
+#: How the closing line writes the operator's norm.
+OPERATOR_SYMBOLS = {"hessian": "H", "ggn": "G", "preconditioned": "D^-1/2 H D^-1/2"}
 SCALING = ScalingConfig()
 DENSITY = DensityConfig()
 
@@ -65,7 +67,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     what.add_argument("--seed", type=int, default=0, help="seed of the start vectors (default 0)")
     what.add_argument("--start", dest="distribution", choices=START_DISTRIBUTIONS, default="gaussian", help="start vector distribution (default gaussian)")
-    what.add_argument("--operator", choices=OPERATORS, default="hessian", help="hessian (default) or ggn, the generalised Gauss-Newton matrix")
+    what.add_argument(
+        "--operator", choices=OPERATORS, default="hessian",
+        help="hessian (default), ggn (the generalised Gauss-Newton matrix) or preconditioned "
+        "(D^-1/2 H D^-1/2 for the factory's positive diagonal D, e.g. Adam's sqrt(v)+eps)",
+    )
     what.add_argument(
         "--blocks", nargs="+", default=(), metavar="PATTERN",
         help="spectra of parameter blocks: glob patterns over the parameter names (e.g. '0/*' '*conv1*'), one block each",
@@ -204,7 +210,7 @@ def _statistics(record: Any) -> str:
         trace += f" ± {stats.trace_std_error:.2g}"
     error = stats.negative_fraction_std_error
     negative = f"negative eigenvalues {100 * stats.negative_fraction:.3g}%" + (f" ± {100 * error:.2g}%" if error == error else "")
-    symbol = "G" if record.config.operator == "ggn" else "H"
+    symbol = OPERATOR_SYMBOLS.get(record.config.operator, "H")
     negative += f" (below -{stats.negative_threshold_relative:g}·‖{symbol}‖)"
     return f"λ_max {stats.lambda_max:.6g}  λ_min {stats.lambda_min:.6g}  {trace}  {negative}"
 

@@ -96,7 +96,8 @@ class SpectrumConfig:
       seed: seeds the start vectors (draw d uses ``default_rng([seed, d])``).
       distribution: ``"gaussian"`` or ``"rademacher"`` start vectors.
       compute_dtype: None (the model's dtype) or ``"float64"`` (validation mode).
-      operator: ``"hessian"`` or ``"ggn"`` (the generalised Gauss–Newton matrix).
+      operator: ``"hessian"``, ``"ggn"`` (the generalised Gauss–Newton matrix) or
+        ``"preconditioned"`` (D^{-1/2} H D^{-1/2} for the problem's positive diagonal D).
       blocks: glob patterns over the parameter layout's names; each gives one block
         (the operator restricted to those parameters) with its own spectrum.
       per_layer: one block per top-level layer or module (the layout names' first part).

@@ -43,7 +43,7 @@ from raylanczos.outputs.store import OutputStore, json_writer, npy_writer, npz_w
 
 SIGMA2_UNITS = "sigma2 is an absolute variance (eigenvalue units squared)"
 RENDERED_NAMES = ("spectrum.npz", "summary.json", "density.png")
-OPERATOR_TITLES = {"hessian": "Hessian", "ggn": "Gauss–Newton"}
+OPERATOR_TITLES = {"hessian": "Hessian", "ggn": "Gauss–Newton", "preconditioned": "Preconditioned Hessian D^-1/2 H D^-1/2"}
 
 
 @dataclass(frozen=True)
@@ -266,7 +266,7 @@ def load_result(out: str | os.PathLike) -> Result:
 
 
 def operator_title(operator: str | None) -> str:
-    """``Hessian`` or ``Gauss–Newton``."""
+    """``Hessian``, ``Gauss–Newton`` or ``Preconditioned Hessian D^-1/2 H D^-1/2``."""
     operator = operator or "hessian"
     return OPERATOR_TITLES.get(operator, operator)
 
