@@ -43,6 +43,7 @@ FLAGS = {
     "num_gpus": "--gpus-per-worker",
     "worker_resources": "--cpus-per-worker/--gpus-per-worker",
     "grid_range": "--grid-min/--grid-max",
+    "log_scale": "--log",
     "out": "--out",
 }
 
@@ -155,6 +156,17 @@ def _add_density_options(parser: Any) -> None:
         help="count eigenvalues below -EPS*||H|| as negative in the closing estimate "
         f"(default {DENSITY.negative_threshold:g})",
     )
+    parser.add_argument(
+        "--log", dest="log_scale", action="store_true",
+        help="draw the density in log10|lambda|, the positive and negative parts apart, on a symmetric-log axis, "
+        "with the bulk at zero as its mass (for spectra that span orders of magnitude)",
+    )
+    parser.add_argument("--log-sigma2", type=float, default=DENSITY.log_sigma2,
+                        help=f"variance of the --log kernel, in decades squared (default {DENSITY.log_sigma2:g})")
+    parser.add_argument(
+        "--log-zero-threshold", type=float, default=DENSITY.log_zero_threshold,
+        help=f"with --log, Ritz values with |theta| <= EPS*||H|| are the bulk at zero (default {DENSITY.log_zero_threshold:g})",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -224,6 +236,7 @@ def _density_config(args: argparse.Namespace):
     return DensityConfig(
         sigma2_relative=args.sigma2_relative, sigma2=args.sigma2, sigma2_original=args.sigma2_original,
         grid_points=args.grid_points, grid_range=grid_range, negative_threshold=args.negative_threshold,
+        log_scale=args.log_scale, log_sigma2=args.log_sigma2, log_zero_threshold=args.log_zero_threshold,
     )
 
 

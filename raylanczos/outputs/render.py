@@ -10,7 +10,12 @@ Files of a rendered result (a directory or URI)::
     spectrum.npz    nodes (D, m), weights (D, m), steps (D,), grid (G,), density (G,),
                     sigma2 (absolute variance), sigma2_relative (NaN when not relative)
     summary.json    configuration, versions, statistics, timings
-    density.png     the density on a log y-axis
+    density.png     the density on a log y-axis (with ``log_scale``: the log-scale density,
+                    on a symmetric-log x axis)
+
+With ``DensityConfig.log_scale``, ``spectrum.npz`` also holds the log-scale density
+(:mod:`raylanczos.numerics.logdensity`): ``log_grid`` (G,) in decades of |λ|, and
+``log_positive``, ``log_negative`` (G,) per decade; ``summary.json`` its settings and masses.
 
 A run with parts (blocks) writes these files in each part's sub-directory (``parts`` of
 the top-level ``summary.json`` maps part name → sub-directory); its top level holds only
@@ -31,9 +36,11 @@ import numpy as np
 
 from raylanczos.config import DensityConfig
 from raylanczos.numerics import spectrum
-from raylanczos.outputs.plot import plot_density, plot_overlay
+from raylanczos.numerics.logdensity import LogDensity, log_density
+from raylanczos.outputs.plot import plot_density, plot_log_density, plot_overlay
 from raylanczos.outputs.record import (
     DensityRecord,
+    LogDensityRecord,
     PartRow,
     PartsRecord,
     SpectrumRecord,
@@ -58,6 +65,7 @@ class SpectrumResult:
       sigma2: the absolute variance of the smoothing Gaussian (eigenvalue units²).
       record: the run record (:class:`~raylanczos.outputs.record.SpectrumRecord`).
       out: the output location (a directory or URI), or None.
+      log_density: the log-scale density, when drawn (``DensityConfig.log_scale``).
     """
 
     tridiagonals: np.ndarray
@@ -69,6 +77,7 @@ class SpectrumResult:
     sigma2: float
     record: SpectrumRecord
     out: str | None
+    log_density: LogDensity | None = None
 
     @property
     def summary(self) -> dict[str, Any]:
@@ -125,19 +134,54 @@ def render_spectrum(
         nodes, weights, first_alphas, record.config.num_params, sigma2=settings.sigma2, k=density.top_k,
         negative_threshold=density.negative_threshold,
     )
-    record = dataclasses.replace(record, statistics=stats, density=settings)
+    log = None
+    if density.log_scale:
+        log = log_density(
+            nodes, weights, sigma2=density.log_sigma2, zero_threshold_relative=density.log_zero_threshold,
+            grid_points=density.grid_points,
+        )
+    record = dataclasses.replace(record, statistics=stats, density=settings, log_density=_log_record(log))
     steps = np.array([len(a) for a, _ in tridiagonals])
     if out is not None:
+        logs = {} if log is None else {"log_grid": log.grid, "log_positive": log.positive, "log_negative": log.negative}
         out.write(
             "spectrum.npz",
             npz_writer(
                 nodes=nodes, weights=weights, steps=steps, grid=grid, density=values, sigma2=np.float64(settings.sigma2),
                 sigma2_relative=np.float64(np.nan if settings.sigma2_relative is None else settings.sigma2_relative),
+                **logs,
             ),
         )
         out.write("summary.json", json_writer(record.to_json()))
-        out.write("density.png", lambda handle: plot_density(grid, values, handle, title=plot_title(record)))
-    return SpectrumResult(stacked, steps, nodes, weights, grid, values, settings.sigma2, record, str(out) if out else None)
+        if log is None:
+            out.write("density.png", lambda handle: plot_density(grid, values, handle, title=plot_title(record)))
+        else:
+            out.write("density.png", lambda handle: plot_log_density(log, handle, title=log_plot_title(record)))
+    return SpectrumResult(
+        stacked, steps, nodes, weights, grid, values, settings.sigma2, record, str(out) if out else None, log,
+    )
+
+
+def _log_record(log: LogDensity | None) -> LogDensityRecord | None:
+    if log is None:
+        return None
+    return LogDensityRecord(
+        sigma2=log.sigma2, zero_threshold=log.zero_threshold, zero_threshold_relative=log.zero_threshold_relative,
+        positive_mass=log.positive_mass, negative_mass=log.negative_mass, zero_mass=log.zero_mass,
+        grid_points=int(log.grid.size), grid_min=float(log.grid[0]), grid_max=float(log.grid[-1]),
+    )
+
+
+def _log_density_of(record: LogDensityRecord | None, arrays: Any) -> LogDensity | None:
+    """The log-scale density a rendered run holds: its arrays from ``spectrum.npz``, its masses from the record."""
+    if record is None or "log_grid" not in arrays:
+        return None
+    return LogDensity(
+        grid=arrays["log_grid"], positive=arrays["log_positive"], negative=arrays["log_negative"],
+        positive_mass=record.positive_mass, negative_mass=record.negative_mass, zero_mass=record.zero_mass,
+        zero_threshold=record.zero_threshold, zero_threshold_relative=record.zero_threshold_relative,
+        sigma2=record.sigma2,
+    )
 
 
 def render_parts(
@@ -261,7 +305,7 @@ def load_result(out: str | os.PathLike) -> Result:
     stacked = store.load_npy("tridiag.npy")
     return SpectrumResult(
         stacked, arrays["steps"], arrays["nodes"], arrays["weights"], arrays["grid"], arrays["density"],
-        float(arrays["sigma2"]), record, str(store),
+        float(arrays["sigma2"]), record, str(store), _log_density_of(record.log_density, arrays),
     )
 
 
@@ -294,4 +338,16 @@ def plot_title(record: SpectrumRecord) -> str:
     return (
         f"{operator_title(config.operator)} density of {config.problem}{part}\n"
         f"n={config.num_params:,}, {_count(len(record.draws.steps_completed), 'draw')} × {config.order} steps, {sigma}"
+    )
+
+
+def log_plot_title(record: SpectrumRecord) -> str:
+    """``Hessian density of <problem>, log scale: n=…, D draws × m steps, s=… decades``."""
+    config = record.config
+    part = f", block {record.part.label}" if record.part else ""
+    log = record.log_density
+    return (
+        f"{operator_title(config.operator)} density of {config.problem}{part}, log scale\n"
+        f"n={config.num_params:,}, {_count(len(record.draws.steps_completed), 'draw')} × {config.order} steps, "
+        f"kernel s={np.sqrt(log.sigma2):.2g} decades, τ={log.zero_threshold_relative:g}·‖·‖"
     )
