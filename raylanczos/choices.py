@@ -11,8 +11,9 @@ from __future__ import annotations
 import numbers
 from typing import Any, Literal, get_args
 
-#: The operator whose spectrum is estimated: the Hessian, or the generalised Gauss–Newton matrix.
-Operator = Literal["hessian", "ggn"]
+#: The operator whose spectrum is estimated: the Hessian, the generalised Gauss–Newton matrix,
+#: or the preconditioned Hessian D^{-1/2} H D^{-1/2} for the problem's positive diagonal D.
+Operator = Literal["hessian", "ggn", "preconditioned"]
 #: How the workers' partial products are summed: on each node first, or all on the driver.
 Reduction = Literal["node", "flat"]
 #: The products' dtype when not the model's own (None): float64 is the validation mode.

@@ -33,6 +33,8 @@ from raylanczos.outputs.progress import configure_logging, quiet_framework_logs
 from raylanczos.outputs.record import PART_STATISTICS
 
 EXIT_ERROR = 2
+#: How the closing line writes the operator's norm.
+OPERATOR_SYMBOLS = {"hessian": "H", "ggn": "G", "preconditioned": "D^-1/2 H D^-1/2"}
 SCALING = ScalingConfig()
 DENSITY = DensityConfig()
 
@@ -45,6 +47,7 @@ FLAGS = {
     "num_gpus": "--gpus-per-worker",
     "worker_resources": "--cpus-per-worker/--gpus-per-worker",
     "grid_range": "--grid-min/--grid-max",
+    "log_scale": "--log",
     "out": "--out",
 }
 
@@ -78,7 +81,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     what.add_argument("--seed", type=int, default=0, help="seed of the start vectors (default 0)")
     what.add_argument("--start", dest="distribution", choices=START_DISTRIBUTIONS, default="gaussian", help="start vector distribution (default gaussian)")
-    what.add_argument("--operator", choices=OPERATORS, default="hessian", help="hessian (default) or ggn, the generalised Gauss-Newton matrix")
+    what.add_argument(
+        "--operator", choices=OPERATORS, default="hessian",
+        help="hessian (default), ggn (the generalised Gauss-Newton matrix) or preconditioned "
+        "(D^-1/2 H D^-1/2 for the factory's positive diagonal D, e.g. Adam's sqrt(v)+eps)",
+    )
     what.add_argument(
         "--blocks", nargs="+", default=(), metavar="PATTERN",
         help="spectra of parameter blocks: glob patterns over the parameter names (e.g. '0/*' '*conv1*'), one block each",
@@ -171,6 +178,17 @@ def _add_density_options(parser: Any) -> None:
         help="count eigenvalues below -EPS*||H|| as negative in the closing estimate "
         f"(default {DENSITY.negative_threshold:g})",
     )
+    parser.add_argument(
+        "--log", dest="log_scale", action="store_true",
+        help="draw the density in log10|lambda|, the positive and negative parts apart, on a symmetric-log axis, "
+        "with the bulk at zero as its mass (for spectra that span orders of magnitude)",
+    )
+    parser.add_argument("--log-sigma2", type=float, default=DENSITY.log_sigma2,
+                        help=f"variance of the --log kernel, in decades squared (default {DENSITY.log_sigma2:g})")
+    parser.add_argument(
+        "--log-zero-threshold", type=float, default=DENSITY.log_zero_threshold,
+        help=f"with --log, Ritz values with |theta| <= EPS*||H|| are the bulk at zero (default {DENSITY.log_zero_threshold:g})",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -244,7 +262,7 @@ def _statistics(record: Any) -> str:
         trace += f" ± {stats.trace_std_error:.2g}"
     error = stats.negative_fraction_std_error
     negative = f"negative eigenvalues {100 * stats.negative_fraction:.3g}%" + (f" ± {100 * error:.2g}%" if error == error else "")
-    symbol = "G" if record.config.operator == "ggn" else "H"
+    symbol = OPERATOR_SYMBOLS.get(record.config.operator, "H")
     negative += f" (below -{stats.negative_threshold_relative:g}·‖{symbol}‖)"
     line = f"λ_max {stats.lambda_max:.6g}  λ_min {stats.lambda_min:.6g}  {trace}  {negative}"
     certificate = record.certificate
@@ -266,6 +284,7 @@ def _density_config(args: argparse.Namespace):
     return DensityConfig(
         sigma2_relative=args.sigma2_relative, sigma2=args.sigma2, sigma2_original=args.sigma2_original,
         grid_points=args.grid_points, grid_range=grid_range, negative_threshold=args.negative_threshold,
+        log_scale=args.log_scale, log_sigma2=args.log_sigma2, log_zero_threshold=args.log_zero_threshold,
     )
 
 

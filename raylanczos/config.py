@@ -32,7 +32,7 @@ from raylanczos.choices import (  # the command line takes its choices from here
     check_int,
 )
 from raylanczos.distributed.policy import DriverThreads, driver_threads
-from raylanczos.numerics import spectrum
+from raylanczos.numerics import logdensity, spectrum
 from raylanczos.numerics.lanczos import LanczosOptions
 from raylanczos.problem.data import ShardPlan
 
@@ -97,7 +97,8 @@ class SpectrumConfig:
       seed: seeds the start vectors (draw d uses ``default_rng([seed, d])``).
       distribution: ``"gaussian"`` or ``"rademacher"`` start vectors.
       compute_dtype: None (the model's dtype) or ``"float64"`` (validation mode).
-      operator: ``"hessian"`` or ``"ggn"`` (the generalised Gauss–Newton matrix).
+      operator: ``"hessian"``, ``"ggn"`` (the generalised Gauss–Newton matrix) or
+        ``"preconditioned"`` (D^{-1/2} H D^{-1/2} for the problem's positive diagonal D).
       blocks: glob patterns over the parameter layout's names; each gives one block
         (the operator restricted to those parameters) with its own spectrum.
       per_layer: one block per top-level layer or module (the layout names' first part).
@@ -251,6 +252,11 @@ class DensityConfig:
       top_k: how many extreme Ritz values the summary lists.
       negative_threshold: ε of the negative-eigenvalue estimate: the fraction of
         eigenvalues below −ε·‖H‖ (‖H‖ = max |Ritz value|).
+      log_scale: also draw the density in log₁₀|λ|, its positive and negative parts apart,
+        with the bulk at zero as its mass (:mod:`raylanczos.numerics.logdensity`); the
+        figure is then that one, on a symmetric-log axis.
+      log_sigma2: that kernel's variance, in decades².
+      log_zero_threshold: ε of the bulk at zero: Ritz values with |θ| ≤ ε·‖H‖.
     """
 
     sigma2_relative: float = spectrum.DEFAULT_SIGMA2_RELATIVE
@@ -260,6 +266,9 @@ class DensityConfig:
     grid_range: tuple[float, float] | None = None
     top_k: int = 10
     negative_threshold: float = spectrum.DEFAULT_NEGATIVE_THRESHOLD
+    log_scale: bool = False
+    log_sigma2: float = logdensity.DEFAULT_LOG_SIGMA2
+    log_zero_threshold: float = logdensity.DEFAULT_LOG_ZERO_THRESHOLD
 
     def __post_init__(self) -> None:
         _positive_number("sigma2_relative", self.sigma2_relative)
@@ -273,6 +282,10 @@ class DensityConfig:
             if not low < high:
                 raise OptionError("grid_range", self.grid_range, "{name} must be increasing, got {value!r}")
         _positive_number("negative_threshold", self.negative_threshold)
+        if not isinstance(self.log_scale, bool):
+            raise OptionError("log_scale", self.log_scale, "{name} must be True or False, got {value!r}")
+        _positive_number("log_sigma2", self.log_sigma2)
+        _positive_number("log_zero_threshold", self.log_zero_threshold, allow_zero=True)
 
 
 CONFIG_TYPES = (SpectrumConfig, ScalingConfig, OutputConfig, DensityConfig)

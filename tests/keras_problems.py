@@ -90,3 +90,19 @@ def five_class_head() -> rl.Problem:
         return keras.ops.mean(keras.losses.categorical_crossentropy(batch["y"], model(batch["x"]), from_logits=True))
 
     return rl.Problem.from_keras(model, loss_fn, {"x": x, "y": np.eye(10, dtype=np.float32)[y]}, BATCH_SIZE)
+
+
+def keras_order_preconditioner() -> list[np.ndarray]:
+    """The JAX tiny example's test preconditioner in Keras's order (kernel, bias per layer)."""
+    from tests.problems import log_uniform_preconditioner
+
+    diagonal = log_uniform_preconditioner(jax_tiny_weights())
+    return [layer[name] for layer in diagonal for name in ("w", "b")]
+
+
+def keras_tiny_preconditioned() -> rl.Problem:
+    """:func:`keras_tiny_with_jax_weights` with :func:`keras_order_preconditioner`'s D."""
+    problem = keras_tiny_with_jax_weights()
+    return rl.Problem.from_keras(
+        problem.params, problem.loss_fn, problem.data, problem.batch_size, preconditioner=keras_order_preconditioner()
+    )

@@ -98,3 +98,34 @@ def digits_or_quadratic(kind: str = "digits", n: int = 20_000) -> rl.Problem:
 
     data = rl.ArrayDataset({"a": x.mean(axis=1).astype(np.float32)})
     return rl.Problem.from_jax({"w": np.ones(n, dtype=np.float32)}, loss, data, batch_size=256)
+
+
+def log_uniform_preconditioner(params, seed: int = 5):
+    """A positive diagonal shaped like ``params``, entries log-uniform in [0.1, 10] (float64)."""
+    rng = np.random.default_rng(seed)
+    return [{name: 10.0 ** rng.uniform(-1.0, 1.0, np.shape(array)) for name, array in layer.items()} for layer in params]
+
+
+def tiny_preconditioned() -> rl.Problem:
+    """The tiny digits MLP with :func:`log_uniform_preconditioner`'s D."""
+    problem = digits.tiny_problem()
+    return rl.Problem.from_jax(
+        problem.params, problem.loss_fn, problem.data, problem.batch_size,
+        preconditioner=log_uniform_preconditioner(problem.params),
+    )
+
+
+#: Where :func:`bad_preconditioner` puts its first bad entry: tensor, position, flat index
+#: (the tiny MLP's layout is 0/b (4), 0/w (64×4), 1/b (10), 1/w (4×10)).
+BAD_PRECONDITIONER_ENTRY = ("1/w", (2, 3), 4 + 256 + 10 + 2 * 10 + 3)
+
+
+def bad_preconditioner() -> rl.Problem:
+    """The tiny digits MLP with a D that is −1 at ``1/w[2, 3]`` and NaN at ``1/w[3, 0]``."""
+    problem = digits.tiny_problem()
+    diagonal = log_uniform_preconditioner(problem.params)
+    diagonal[1]["w"][2, 3] = -1.0
+    diagonal[1]["w"][3, 0] = np.nan
+    return rl.Problem.from_jax(
+        problem.params, problem.loss_fn, problem.data, problem.batch_size, preconditioner=diagonal
+    )

@@ -33,7 +33,7 @@ def test_given_configs_are_updated_by_options():
     [
         (lambda: ScalingConfig(num_workers=0), "num_workers must be a positive integer, got 0", "--workers must be a positive integer, got 0"),
         (lambda: SpectrumConfig(order=-1), "order must be a positive integer, got -1", "--order must be a positive integer, got -1"),
-        (lambda: SpectrumConfig(operator="fisher"), "operator must be one of 'hessian', 'ggn', got 'fisher'", None),
+        (lambda: SpectrumConfig(operator="fisher"), "operator must be one of 'hessian', 'ggn', 'preconditioned', got 'fisher'", None),
         (lambda: ScalingConfig(timeout=0), "timeout must be a number > 0, got 0", None),
     ],
 )

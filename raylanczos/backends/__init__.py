@@ -46,8 +46,9 @@ def make_backend(
     """The backend for ``problem.backend`` over one shard's ``arrays``.
 
     ``compute_dtype`` None computes in the model's dtype; ``"float64"`` is the validation
-    mode. ``operator`` is ``"hessian"`` or ``"ggn"`` (the generalised Gauss–Newton matrix,
-    which needs a problem with ``predict`` and ``output_loss``). ``on_host`` keeps the
+    mode. ``operator`` is ``"hessian"``, ``"ggn"`` (the generalised Gauss–Newton matrix,
+    which needs a problem with ``predict`` and ``output_loss``) or ``"preconditioned"``
+    (D^{-1/2} H D^{-1/2}, which needs a problem with a ``preconditioner`` D). ``on_host`` keeps the
     backend on the CPU even where an accelerator is visible (the driver's checks).
     """
     check_choice("compute_dtype", compute_dtype, COMPUTE_DTYPES)

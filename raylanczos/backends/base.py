@@ -1,7 +1,9 @@
 """The batch loop every backend shares.
 
 A shard's product is a sum over its batches, Σ_b |b| · C_b V for a block V of B vectors,
-where C_b is the operator of batch b's *mean* loss. :class:`ShardBackend` owns that loop:
+where C_b is the operator of batch b's *mean* loss. For the preconditioned operator,
+C_b = D^{-1/2} H_b D^{-1/2}: the base class scales the block by d^{-1/2} before the
+batches and the sums after them, so a framework only ever multiplies by H_b. :class:`ShardBackend` owns that loop:
 the order of the batches, the weighting by batch size |b| (exact for a ragged last batch),
 the float64 accumulation, the choice between summing on the device and on the host, and
 the search for a batch whose product is not finite. A framework's backend supplies only
@@ -20,7 +22,9 @@ from typing import Any, Iterator, Mapping
 import numpy as np
 
 from raylanczos.problem.data import Batch, BatchPlan
+from raylanczos.problem.definition import Problem
 from raylanczos.problem.layout import ParameterLayout
+from raylanczos.problem.preconditioner import flat_preconditioner, inverse_sqrt_scaling
 
 
 class ShardBackend:
@@ -35,7 +39,8 @@ class ShardBackend:
       dtype: the compute dtype (numpy).
       layout: the flat vector's :class:`~raylanczos.problem.layout.ParameterLayout`.
       training: the Keras training mode (bool), None for JAX.
-      operator: ``"hessian"`` or ``"ggn"``.
+      operator: ``"hessian"``, ``"ggn"`` or ``"preconditioned"``.
+      scaling: d^{-1/2}, float64[n], for the preconditioned operator; None otherwise.
       accumulates_on_device: True: :meth:`product_sum` adds each batch's products to a
         float64 sum where they are computed (:meth:`_add_batch`) and copies the sum to the
         host once; False: each batch's products are copied to the host and summed there
@@ -51,24 +56,25 @@ class ShardBackend:
     operator: str
     accumulates_on_device: bool
     accumulation_note: str = ""
+    scaling: np.ndarray | None = None
     #: The shard's batches, in order, as the framework holds them.
     _batches: list[Any]
 
     def product_sum(self, vectors: np.ndarray) -> tuple[np.ndarray, int]:
         """Σ_b |b| · C_b v for each row v of ``vectors`` float64 (B, n): (float64 (B, n), examples)."""
-        block = self.check_block(vectors)
+        block = self._scaled(self.check_block(vectors))
         if self.accumulates_on_device:
-            return self._device_sum(block), self.num_examples
+            return self._scaled(self._device_sum(block)), self.num_examples
         total = np.zeros(block.shape, dtype=np.float64)
         for size, products in zip(self.batch_sizes, self._host_products(block)):
             total += size * products
-        return total, self.num_examples
+        return self._scaled(total), self.num_examples
 
     def batch_products(self, vectors: np.ndarray) -> Iterator[tuple[int, int, np.ndarray]]:
         """(first row, stop row, C_b v as float64 (B, n)) per batch, rows relative to the shard."""
         first = 0
-        for size, products in zip(self.batch_sizes, self._host_products(self.check_block(vectors))):
-            yield first, first + size, products
+        for size, products in zip(self.batch_sizes, self._host_products(self._scaled(self.check_block(vectors)))):
+            yield first, first + size, self._scaled(products)
             first += size
 
     def first_non_finite_batch(self, vectors: np.ndarray) -> tuple[int, int, int] | None:
@@ -86,6 +92,21 @@ class ShardBackend:
         if block.ndim != 2 or block.shape[1] != self.num_params or block.shape[0] == 0:
             raise ValueError(f"expected a block of vectors of shape (B, {self.num_params}), got shape {block.shape}")
         return block
+
+    def _scaled(self, block: np.ndarray) -> np.ndarray:
+        """``block`` (B, n) times d^{-1/2} row by row for the preconditioned operator, else as it is."""
+        return block if self.scaling is None else block * self.scaling
+
+    def _set_operator(self, problem: Problem, operator: str) -> None:
+        """``operator``, and for ``"preconditioned"`` the :attr:`scaling` from the problem's D
+        (flattened like the parameters, and checked: a ``ProblemError`` names the first
+        entry that is not positive and finite)."""
+        self.operator = operator
+        if operator == "preconditioned":
+            diagonal = problem.preconditioner
+            # One array (numpy or the framework's) is a flat D; anything else is shaped like the parameters.
+            diagonal = np.asarray(diagonal) if hasattr(diagonal, "ndim") else self._parameter_arrays(diagonal)
+            self.scaling = inverse_sqrt_scaling(flat_preconditioner(diagonal, self.layout), self.layout)
 
     def _split_batches(self, arrays: Batch, batch_size: int, cast_to: np.dtype | None) -> list[Batch]:
         """The shard's ``arrays`` in batches of ``batch_size`` (the last may be smaller),
@@ -124,6 +145,10 @@ class ShardBackend:
     @staticmethod
     def host_placement() -> contextlib.AbstractContextManager:
         """A context in which the framework's arrays are made on the host CPU."""
+        raise NotImplementedError  # pragma: no cover - interface
+
+    def _parameter_arrays(self, structure: Any) -> list[np.ndarray]:
+        """The arrays of ``structure`` (shaped like the parameters), in the flat vector's order."""
         raise NotImplementedError  # pragma: no cover - interface
 
     def _tangents(self, block: np.ndarray) -> Any:

@@ -49,7 +49,8 @@ class JaxBackend(ShardBackend):
       compute_dtype: None or ``"float32"`` computes in the parameters' dtype (float32 for
         most models); ``"float64"`` casts parameters and floating data to float64 and
         runs with ``jax_enable_x64`` (validation mode).
-      operator: ``"hessian"`` or ``"ggn"`` (needs ``problem.predict`` and ``output_loss``).
+      operator: ``"hessian"``, ``"ggn"`` (needs ``problem.predict`` and ``output_loss``) or
+        ``"preconditioned"`` (needs ``problem.preconditioner``, a pytree like ``params``).
 
     Attributes:
       layout: the flat vector's :class:`~raylanczos.layout.ParameterLayout` (pytree paths).
@@ -65,12 +66,13 @@ class JaxBackend(ShardBackend):
     def __init__(self, problem: Problem, arrays: Batch, *, compute_dtype: str | None = None, operator: str = "hessian"):
         use_compilation_cache()
         self._x64 = compute_dtype == "float64"
-        self.operator = operator
+        self._treedef = jax.tree_util.tree_structure(problem.params)
         with self._product_scope():
             self._params, unravel = self._flat_params(problem, compute_dtype)
             self.layout = pytree_layout(unravel(self._params))
             self.dtype = np.dtype(self._params.dtype)
             self.num_params = int(self._params.size)
+            self._set_operator(problem, operator)
             cast_to = np.dtype(np.float64) if self._x64 else None
             self._batches = [jax.device_put(batch) for batch in self._split_batches(arrays, problem.batch_size, cast_to)]
             self._check_loss(problem, unravel)
@@ -114,6 +116,16 @@ class JaxBackend(ShardBackend):
     def host_placement() -> contextlib.AbstractContextManager:
         """Arrays made in this context live on the host CPU."""
         return jax.default_device(jax.devices("cpu")[0])
+
+    def _parameter_arrays(self, structure: Any) -> list[np.ndarray]:
+        """The leaves of a pytree with the parameters' structure, in ``ravel_pytree`` order."""
+        leaves, treedef = jax.tree_util.tree_flatten(structure)
+        if treedef != self._treedef:
+            raise ProblemError(
+                f"the preconditioner's pytree structure differs from the parameters': {treedef} against "
+                f"{self._treedef}; give a pytree like params, or one flat array of {self.num_params} entries"
+            )
+        return [np.asarray(leaf) for leaf in leaves]
 
     def _tangents(self, block: np.ndarray) -> jax.Array:
         return jnp.asarray(block, dtype=self.dtype)
@@ -168,8 +180,9 @@ def use_compilation_cache() -> None:
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 def _product_function(problem: Problem, unravel: Callable, operator: str) -> Callable:
-    """``(flat params, tangent, batch) -> C_b v`` for the Hessian or the Gauss–Newton matrix."""
-    if operator == "hessian":
+    """``(flat params, tangent, batch) -> C_b v`` for the Hessian (also the preconditioned
+    operator's, whose scaling the base class applies) or the Gauss–Newton matrix."""
+    if operator != "ggn":
 
         def flat_loss(p: jax.Array, batch: Batch) -> jax.Array:
             return problem.loss_fn(unravel(p), batch)

@@ -51,7 +51,8 @@ class KerasBackend(ShardBackend):
         ``"float32"`` or ``"float64"`` rebuilds the model from its config in that dtype,
         with the same weights, and casts floating data to it (``"float64"`` is the
         validation mode).
-      operator: ``"hessian"`` or ``"ggn"`` (needs ``problem.output_loss``).
+      operator: ``"hessian"``, ``"ggn"`` (needs ``problem.output_loss``) or ``"preconditioned"``
+        (needs ``problem.preconditioner``, one array per trainable variable).
 
     Attributes:
       layout: the flat vector's :class:`~raylanczos.layout.ParameterLayout`, named by the
@@ -73,7 +74,8 @@ class KerasBackend(ShardBackend):
             raise ProblemError(f"the Keras model {model.name!r} has no trainable weights: there is nothing to differentiate")
         self.layout = keras_layout(model)
         self.training = problem.training
-        self.operator = operator
+        self.num_params = self.layout.num_params
+        self._set_operator(problem, operator)
         self._cast_to = None
         policy = getattr(model, "dtype_policy", None)
         model_dtypes = {_widest_dtype(model.trainable_variables).name, getattr(policy, "compute_dtype", None)}
@@ -83,7 +85,6 @@ class KerasBackend(ShardBackend):
         self._model = model
         self._variables = [v.value for v in model.trainable_variables]  # tf.Variables, as the tapes need
         self.dtype = np.dtype(_widest_dtype(model.trainable_variables).as_numpy_dtype)
-        self.num_params = self.layout.num_params
 
         batches = self._split_batches(arrays, problem.batch_size, self._cast_to)
         self._batches = [{k: tf.identity(tf.convert_to_tensor(v)) for k, v in batch.items()} for batch in batches]
@@ -107,6 +108,15 @@ class KerasBackend(ShardBackend):
     def host_placement() -> Any:
         """Tensors made in this context live on the host CPU."""
         return tf.device("/CPU:0")
+
+    def _parameter_arrays(self, structure: Any) -> list[np.ndarray]:
+        """One array per trainable variable, in ``model.trainable_variables`` order."""
+        if isinstance(structure, dict) or not hasattr(structure, "__iter__"):
+            raise ProblemError(
+                f"a Keras preconditioner is a list of arrays, one per trainable variable, or one flat array; "
+                f"got {type(structure).__name__}"
+            )
+        return [np.asarray(array) for array in structure]
 
     def _tangents(self, block: np.ndarray) -> tf.Tensor:
         return tf.constant(block)

@@ -92,7 +92,7 @@ class WorkerOptions:
     """What each worker is asked to compute and how it may fail.
 
     ``compute_dtype``: None (the model's dtype) or ``"float64"``; ``operator``:
-    ``"hessian"`` or ``"ggn"``; ``arguments``: the factory's keyword arguments (a sweep
+    ``"hessian"``, ``"ggn"`` or ``"preconditioned"``; ``arguments``: the factory's keyword arguments (a sweep
     point); ``max_restarts``: how often Ray may restart a dead worker (its call is then
     retried); ``timeout``: seconds to wait for a worker to start or to answer one call;
     ``pin_cpus``: pin each worker to as many cores as its ``num_cpus`` (rounded up), the

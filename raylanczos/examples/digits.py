@@ -12,6 +12,9 @@ Factories (``raylanczos.examples.digits:<name>``):
   ``wide_problem``  hidden 1024 × 1024: about 1.13M parameters (benchmarks)
   ``at_step``       hidden 32 after ``step`` Adam steps (default 300, = ``problem``): the
                     spectrum through training, e.g. ``at_step(step=0)``, ``step=30``, ...
+  ``adam_problem``  ``problem`` with Adam's preconditioner D = √v̂ + ε at its weights, for
+                    ``operator="preconditioned"``: the curvature Adam sees
+  ``tiny_adam_problem``  the same for ``tiny_problem``
 
 The data and initial weights come from :mod:`raylanczos.examples.digits_data`, shared with
 the Keras twin :mod:`raylanczos.examples.digits_keras`.
@@ -32,6 +35,9 @@ from raylanczos.examples.digits_data import (
     init_params,
     load_digits,
 )
+
+#: Adam's settings for the examples' training (β₁, β₂, learning rate, ε).
+ADAM_B1, ADAM_B2, ADAM_LR, ADAM_EPS = 0.9, 0.999, 1e-2, 1e-8
 
 
 def problem() -> rl.Problem:
@@ -59,17 +65,33 @@ def at_step(step: int = 300) -> rl.Problem:
     return make_problem(hidden=(32,), train_steps=int(step))
 
 
-def make_problem(hidden: tuple[int, ...] = (32,), *, train_steps: int = 300, seed: int = 0) -> rl.Problem:
+def adam_problem(step: int = 300) -> rl.Problem:
+    """``at_step(step)`` with Adam's preconditioner D = √v̂ + ε (v̂ the bias-corrected second
+    moment after ``step`` steps, ε = 1e-8) for ``operator="preconditioned"``."""
+    return make_problem(hidden=(32,), train_steps=int(step), adam_preconditioner=True)
+
+
+def tiny_adam_problem() -> rl.Problem:
+    """``tiny_problem`` with Adam's preconditioner D = √v̂ + ε at its weights."""
+    return make_problem(hidden=(4,), adam_preconditioner=True)
+
+
+def make_problem(
+    hidden: tuple[int, ...] = (32,), *, train_steps: int = 300, seed: int = 0, adam_preconditioner: bool = False
+) -> rl.Problem:
     """The digits MLP problem with the given hidden widths, trained ``train_steps`` steps.
 
     The loss is also given as ``output_loss(predict(params, batch), batch)`` (logits, then
-    softmax cross-entropy), so ``operator="ggn"`` works on it.
+    softmax cross-entropy), so ``operator="ggn"`` works on it. With ``adam_preconditioner``
+    the problem carries Adam's D = √v̂ + ε at those weights (``operator="preconditioned"``).
     """
     x, y = load_digits()
     params = trained_params(tuple(hidden), train_steps, seed)
     data = rl.ArrayDataset({"x": x, "y": y})
+    preconditioner = adam_denominator(tuple(hidden), train_steps, seed) if adam_preconditioner else None
     return rl.Problem.from_jax(
-        params, mean_cross_entropy, data, batch_size=BATCH_SIZE, predict=logits, output_loss=softmax_cross_entropy
+        params, mean_cross_entropy, data, batch_size=BATCH_SIZE, predict=logits, output_loss=softmax_cross_entropy,
+        preconditioner=preconditioner,
     )
 
 
@@ -111,12 +133,36 @@ def trained_params(hidden: tuple[int, ...], train_steps: int, seed: int) -> list
     return cached_layers(key, lambda: train_params(hidden, train_steps, seed))
 
 
+@functools.cache
+def adam_denominator(hidden: tuple[int, ...], train_steps: int, seed: int) -> list[dict[str, np.ndarray]]:
+    """Adam's D = √v̂ + ε after ``train_steps`` steps (v̂ = v / (1 − β₂ᵗ), ε = ``ADAM_EPS``),
+    float64, shaped like the weights; ε alone before the first step. Cached like the weights."""
+    key = f"digits-mlp-{'x'.join(map(str, hidden))}-adam{train_steps}-seed{seed}-denominator-jax{jax.__version__}"
+
+    def compute() -> list[dict[str, np.ndarray]]:
+        second_moment = run_adam(hidden, train_steps, seed)[1]
+        correction = 1.0 - ADAM_B2**train_steps if train_steps else 1.0
+        return [
+            {name: np.sqrt(np.asarray(v, np.float64) / correction) + ADAM_EPS for name, v in layer.items()}
+            for layer in second_moment
+        ]
+
+    return cached_layers(key, compute)
+
+
 def train_params(hidden: tuple[int, ...], train_steps: int, seed: int) -> list[dict[str, np.ndarray]]:
     """Full-batch Adam (lr 1e-2) from :func:`init_params` on the CPU: deterministic on every worker."""
+    return run_adam(hidden, train_steps, seed)[0]
+
+
+def run_adam(
+    hidden: tuple[int, ...], train_steps: int, seed: int
+) -> tuple[list[dict[str, np.ndarray]], list[dict[str, np.ndarray]]]:
+    """Full-batch Adam from :func:`init_params` on the CPU: (weights, second moment v), as numpy."""
     x, y = load_digits()
     batch = {"x": x, "y": y}
     cpu = jax.devices("cpu")[0]
-    b1, b2, lr, eps = 0.9, 0.999, 1e-2, 1e-8
+    b1, b2, lr, eps = ADAM_B1, ADAM_B2, ADAM_LR, ADAM_EPS
 
     @jax.jit
     def adam_step(t, params, m, v):
@@ -133,4 +179,4 @@ def train_params(hidden: tuple[int, ...], train_steps: int, seed: int) -> list[d
         v = jax.tree_util.tree_map(jnp.zeros_like, params)
         for t in range(1, train_steps + 1):
             params, m, v = adam_step(jnp.float32(t), params, m, v)
-    return jax.tree_util.tree_map(np.asarray, params)
+    return jax.tree_util.tree_map(np.asarray, params), jax.tree_util.tree_map(np.asarray, v)

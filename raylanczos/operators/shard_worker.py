@@ -37,7 +37,7 @@ class ShardWorker:
         (imported here, after ``sys_path`` entries are added to ``sys.path``).
       shard: the rows or files this worker owns.
       compute_dtype: None (the model's dtype) or ``"float64"``.
-      operator: ``"hessian"`` or ``"ggn"``.
+      operator: ``"hessian"``, ``"ggn"`` or ``"preconditioned"``.
       arguments: keyword arguments for the factory (a sweep point), or None.
       sys_path: extra import-path entries (the driver's cwd and PYTHONPATH).
       cpu_slot: ``(first, count)``: pin this process to ``count`` of its allowed cores,

@@ -13,6 +13,8 @@ from typing import BinaryIO, Sequence
 
 import numpy as np
 
+from raylanczos.numerics.logdensity import LogDensity
+
 #: One curve of an overlay: (legend label, grid float64[G], density float64[G]).
 Curve = tuple[str, np.ndarray, np.ndarray]
 
@@ -166,6 +168,75 @@ def overlay_figure(curves: Sequence[Curve], *, title: str, xlabel: str = "eigenv
         ax.set_ylabel("density (log scale)")
     fig.suptitle(f"{title}\n(a panel each: their eigenvalue ranges differ more than {PANEL_SCALE_RATIO:g}-fold)")
     return fig
+
+
+def plot_log_density(
+    log: LogDensity,
+    target: str | os.PathLike | BinaryIO,
+    *,
+    title: str = "Hessian eigenvalue density, log scale",
+    reference: LogDensity | None = None,
+    reference_label: str = "exact",
+    floor_ratio: float = 1e-4,
+) -> None:
+    """Write a PNG of a log-scale density (:mod:`raylanczos.numerics.logdensity`) to a path or binary file.
+
+    The x axis is symmetric-log in λ: the positive part φ₊ at λ = 10^u, the negative part
+    φ₋ at λ = −10^u, and between them a linear band one decade wide around 0 that holds the
+    bulk at zero (|λ| ≤ τ), drawn as one marked stem whose height is its mass, not as a
+    spike of the smoothed density. The y axis is the density per decade, on a log scale, so
+    each side's area (in decades) is its mass; values below ``floor_ratio`` · the highest
+    are left out. ``reference`` (another density on the same conventions, an exact one,
+    say) is drawn dashed, in black.
+    """
+    from matplotlib.figure import Figure
+
+    curves = [(log, None)] + ([(reference, reference_label)] if reference is not None else [])
+    highest = max(max(float(np.max(c.positive)), float(np.max(c.negative)), c.zero_mass) for c, _ in curves)
+    floor = highest * floor_ratio
+    low = min(float(c.grid[0]) for c, _ in curves)
+    high = max(float(c.grid[-1]) for c, _ in curves)
+    fig = Figure(figsize=(8.5, 4.2), dpi=120, layout="constrained")
+    ax = fig.add_subplot()
+    ax.set_xscale("symlog", linthresh=10.0**low, linscale=1.0)
+    ax.set_yscale("log")
+    for curve, label in curves:
+        x = 10.0 ** curve.grid
+        style, width = ("-", 1.4) if label is None else ("--", 1.0)
+        prefix = "" if label is None else f"{label}, "
+        for sign, values, mass, colour, side in (
+            (1.0, curve.positive, curve.positive_mass, "tab:blue", "λ > τ"),
+            (-1.0, curve.negative, curve.negative_mass, "tab:red", "λ < −τ"),
+        ):
+            if mass > 0:
+                shown = np.where(values >= floor, values, np.nan)
+                ax.plot(sign * x, shown, color=colour if label is None else "black", linestyle=style, linewidth=width,
+                        label=f"{prefix}{side}: mass {mass:.3g}")
+        if curve.zero_mass > 0:
+            colour = "tab:grey" if label is None else "black"
+            ax.vlines(0.0, floor, curve.zero_mass, color=colour, linestyle=style, linewidth=2.5 if label is None else 1.0)
+            ax.plot([0.0], [curve.zero_mass], marker="D" if label is None else "o", color=colour, linestyle="none",
+                    fillstyle="full" if label is None else "none",
+                    label=f"{prefix}|λ| ≤ τ = {curve.zero_threshold:.2g}: mass {curve.zero_mass:.3g}")
+    _symmetric_decade_ticks(ax, low, high)
+    ax.set_ylim(bottom=floor, top=highest * 3.0)
+    ax.set_xlabel("eigenvalue λ (symmetric log scale; the band around 0 holds |λ| ≤ τ)")
+    ax.set_ylabel("density per decade of |λ| (log scale)")
+    ax.set_title(title)
+    ax.grid(True, which="major", alpha=0.3)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, fontsize="small")
+    fig.savefig(target, format="png", bbox_inches="tight")
+
+
+def _symmetric_decade_ticks(ax, low: float, high: float, per_side: int = 5) -> None:
+    """Ticks at ±10^k, k every few decades (at most ``per_side`` + 1 a side), and at 0."""
+    first, last = int(np.ceil(low)), int(np.floor(high))
+    step = max(1, int(np.ceil((last - first + 1) / per_side)))
+    exponents = list(range(last, first - 1, -step))[::-1]
+    ticks = [-(10.0**k) for k in exponents[::-1]] + [0.0] + [10.0**k for k in exponents]
+    labels = [f"$-10^{{{k}}}$" for k in exponents[::-1]] + ["0"] + [f"$10^{{{k}}}$" for k in exponents]
+    ax.set_xticks(ticks, labels)
+    ax.set_xticks([], minor=True)
 
 
 def _label_log_axes(ax, floor: float, *, xlabel: str, title: str) -> None:

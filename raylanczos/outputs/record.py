@@ -315,6 +315,32 @@ class CertificateRecord:
 
 
 @dataclass(frozen=True)
+class LogDensityRecord:
+    """How the log-scale density was drawn (:mod:`raylanczos.numerics.logdensity`): the
+    kernel's variance ``sigma2`` in decades², the bulk's threshold τ (eigenvalue units) and
+    its ε, the quadrature mass above τ, below −τ and within [−τ, τ], and the grid of
+    u = log₁₀|λ| (points, ends in decades)."""
+
+    sigma2: float
+    zero_threshold: float
+    zero_threshold_relative: float
+    positive_mass: float
+    negative_mass: float
+    zero_mass: float
+    grid_points: int
+    grid_min: float
+    grid_max: float
+    units: str = "grid in decades of |lambda|; sigma2 in decades squared; densities per decade"
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any] | None) -> "LogDensityRecord | None":
+        return _build(cls, data) if data else None
+
+
+@dataclass(frozen=True)
 class SpectrumRecord:
     """``summary.json`` of one spectrum. ``statistics`` and ``density`` are None until the
     tridiagonals are rendered (:func:`raylanczos.outputs.render.render_spectrum`)."""
@@ -326,6 +352,7 @@ class SpectrumRecord:
     statistics: SpectrumSummary | None = None
     density: DensityRecord | None = None
     certificate: CertificateRecord | None = None
+    log_density: LogDensityRecord | None = None
 
     @property
     def config(self) -> ConfigRecord:
@@ -344,6 +371,8 @@ class SpectrumRecord:
             data["density"] = self.density.to_json()
         if self.certificate is not None:
             data.update(self.certificate.to_json())
+        if self.log_density is not None:
+            data["log_density"] = self.log_density.to_json()
         return data
 
     @classmethod
@@ -357,6 +386,7 @@ class SpectrumRecord:
             run=RunInfo.from_json(data), draws=DrawRecords.from_json(data), part=PartRecord.from_json(data),
             top_eigenvectors=EigenvectorRecord.from_json(data.get("top_eigenvectors")), statistics=statistics,
             density=DensityRecord.from_json(data.get("density")), certificate=CertificateRecord.from_json(data),
+            log_density=LogDensityRecord.from_json(data.get("log_density")),
         )
 
 

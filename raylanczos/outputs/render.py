@@ -10,7 +10,12 @@ Files of a rendered result (a directory or URI)::
     spectrum.npz    nodes (D, m), weights (D, m), steps (D,), grid (G,), density (G,),
                     sigma2 (absolute variance), sigma2_relative (NaN when not relative)
     summary.json    configuration, versions, statistics, timings
-    density.png     the density on a log y-axis
+    density.png     the density on a log y-axis (with ``log_scale``: the log-scale density,
+                    on a symmetric-log x axis)
+
+With ``DensityConfig.log_scale``, ``spectrum.npz`` also holds the log-scale density
+(:mod:`raylanczos.numerics.logdensity`): ``log_grid`` (G,) in decades of |λ|, and
+``log_positive``, ``log_negative`` (G,) per decade; ``summary.json`` its settings and masses.
 
 A run with parts (blocks) writes these files in each part's sub-directory (``parts`` of
 the top-level ``summary.json`` maps part name → sub-directory); its top level holds only
@@ -32,10 +37,17 @@ import numpy as np
 from raylanczos.config import DensityConfig
 from raylanczos.numerics import spectrum
 from raylanczos.numerics.certificate import SpectrumCertificate, certify, density_band
-from raylanczos.outputs.plot import CdfBand, plot_density, plot_overlay
+from raylanczos.numerics.logdensity import LogDensity, log_density
+from raylanczos.outputs.plot import (
+    CdfBand,
+    plot_density,
+    plot_log_density,
+    plot_overlay,
+)
 from raylanczos.outputs.record import (
     CertificateRecord,
     DensityRecord,
+    LogDensityRecord,
     PartRow,
     PartsRecord,
     SpectrumRecord,
@@ -45,7 +57,7 @@ from raylanczos.outputs.store import OutputStore, json_writer, npy_writer, npz_w
 
 SIGMA2_UNITS = "sigma2 is an absolute variance (eigenvalue units squared)"
 RENDERED_NAMES = ("spectrum.npz", "summary.json", "density.png")
-OPERATOR_TITLES = {"hessian": "Hessian", "ggn": "Gauss–Newton"}
+OPERATOR_TITLES = {"hessian": "Hessian", "ggn": "Gauss–Newton", "preconditioned": "Preconditioned Hessian D^-1/2 H D^-1/2"}
 
 
 @dataclass(frozen=True)
@@ -60,6 +72,7 @@ class SpectrumResult:
       sigma2: the absolute variance of the smoothing Gaussian (eigenvalue units²).
       record: the run record (:class:`~raylanczos.outputs.record.SpectrumRecord`).
       out: the output location (a directory or URI), or None.
+      log_density: the log-scale density, when drawn (``DensityConfig.log_scale``).
     """
 
     tridiagonals: np.ndarray
@@ -71,6 +84,7 @@ class SpectrumResult:
     sigma2: float
     record: SpectrumRecord
     out: str | None
+    log_density: LogDensity | None = None
 
     @property
     def summary(self) -> dict[str, Any]:
@@ -133,25 +147,61 @@ def render_spectrum(
         nodes, weights, record.config.num_params, distribution=distribution, negative_threshold=density.negative_threshold,
     )
     spread = density_band(nodes, weights, grid, settings.sigma2) if density.sigma2_original is None else None
-    record = dataclasses.replace(record, statistics=stats, density=settings, certificate=_certificate_record(certificate))
+    log = None
+    if density.log_scale:
+        log = log_density(
+            nodes, weights, sigma2=density.log_sigma2, zero_threshold_relative=density.log_zero_threshold,
+            grid_points=density.grid_points,
+        )
+    record = dataclasses.replace(
+        record, statistics=stats, density=settings, certificate=_certificate_record(certificate), log_density=_log_record(log),
+    )
     steps = np.array([len(a) for a, _ in tridiagonals])
     if out is not None:
+        logs = {} if log is None else {"log_grid": log.grid, "log_positive": log.positive, "log_negative": log.negative}
         arrays = dict(
             nodes=nodes, weights=weights, steps=steps, grid=grid, density=values, sigma2=np.float64(settings.sigma2),
             sigma2_relative=np.float64(np.nan if settings.sigma2_relative is None else settings.sigma2_relative),
-            **certificate.arrays(), **(spread.arrays() if spread is not None else {}),
+            **certificate.arrays(), **(spread.arrays() if spread is not None else {}), **logs,
         )
         out.write("spectrum.npz", npz_writer(**arrays))
         out.write("summary.json", json_writer(record.to_json()))
         cdf = CdfBand(certificate.grid, certificate.estimate, certificate.lower, certificate.upper, certificate.confidence)
         band = (spread.lower, spread.upper) if spread is not None and np.isfinite(spread.std_error).all() else None
-        out.write("density.png", lambda handle: plot_density(grid, values, handle, title=plot_title(record), band=band, cdf=cdf))
-    return SpectrumResult(stacked, steps, nodes, weights, grid, values, settings.sigma2, record, str(out) if out else None)
+        if log is None:
+            out.write("density.png", lambda handle: plot_density(grid, values, handle, title=plot_title(record), band=band, cdf=cdf))
+        else:
+            out.write("density.png", lambda handle: plot_log_density(log, handle, title=log_plot_title(record)))
+    return SpectrumResult(
+        stacked, steps, nodes, weights, grid, values, settings.sigma2, record, str(out) if out else None, log,
+    )
+
+
+def _log_record(log: LogDensity | None) -> LogDensityRecord | None:
+    if log is None:
+        return None
+    return LogDensityRecord(
+        sigma2=log.sigma2, zero_threshold=log.zero_threshold, zero_threshold_relative=log.zero_threshold_relative,
+        positive_mass=log.positive_mass, negative_mass=log.negative_mass, zero_mass=log.zero_mass,
+        grid_points=int(log.grid.size), grid_min=float(log.grid[0]), grid_max=float(log.grid[-1]),
+    )
 
 
 def _certificate_record(certificate: SpectrumCertificate) -> CertificateRecord:
     """The certificate as the record holds it (its summary.json keys)."""
     return CertificateRecord.from_json(certificate.to_json())
+
+
+def _log_density_of(record: LogDensityRecord | None, arrays: Any) -> LogDensity | None:
+    """The log-scale density a rendered run holds: its arrays from ``spectrum.npz``, its masses from the record."""
+    if record is None or "log_grid" not in arrays:
+        return None
+    return LogDensity(
+        grid=arrays["log_grid"], positive=arrays["log_positive"], negative=arrays["log_negative"],
+        positive_mass=record.positive_mass, negative_mass=record.negative_mass, zero_mass=record.zero_mass,
+        zero_threshold=record.zero_threshold, zero_threshold_relative=record.zero_threshold_relative,
+        sigma2=record.sigma2,
+    )
 
 
 def render_parts(
@@ -275,12 +325,12 @@ def load_result(out: str | os.PathLike) -> Result:
     stacked = store.load_npy("tridiag.npy")
     return SpectrumResult(
         stacked, arrays["steps"], arrays["nodes"], arrays["weights"], arrays["grid"], arrays["density"],
-        float(arrays["sigma2"]), record, str(store),
+        float(arrays["sigma2"]), record, str(store), _log_density_of(record.log_density, arrays),
     )
 
 
 def operator_title(operator: str | None) -> str:
-    """``Hessian`` or ``Gauss–Newton``."""
+    """``Hessian``, ``Gauss–Newton`` or ``Preconditioned Hessian D^-1/2 H D^-1/2``."""
     operator = operator or "hessian"
     return OPERATOR_TITLES.get(operator, operator)
 
@@ -308,4 +358,16 @@ def plot_title(record: SpectrumRecord) -> str:
     return (
         f"{operator_title(config.operator)} density of {config.problem}{part}\n"
         f"n={config.num_params:,}, {_count(len(record.draws.steps_completed), 'draw')} × {config.order} steps, {sigma}"
+    )
+
+
+def log_plot_title(record: SpectrumRecord) -> str:
+    """``Hessian density of <problem>, log scale: n=…, D draws × m steps, s=… decades``."""
+    config = record.config
+    part = f", block {record.part.label}" if record.part else ""
+    log = record.log_density
+    return (
+        f"{operator_title(config.operator)} density of {config.problem}{part}, log scale\n"
+        f"n={config.num_params:,}, {_count(len(record.draws.steps_completed), 'draw')} × {config.order} steps, "
+        f"kernel s={np.sqrt(log.sigma2):.2g} decades, τ={log.zero_threshold_relative:g}·‖·‖"
     )

@@ -20,9 +20,6 @@ from typing import Any, Callable, Mapping, Union
 from raylanczos.choices import BACKENDS, OPERATORS, check_int
 from raylanczos.problem.data import ArrayDataset, Dataset
 
-#: The curvature operators a problem can be multiplied by: the Hessian of the mean loss,
-#: and the generalised Gauss–Newton matrix G = (1/N) Σᵢ Jᵢᵀ ∇²ℓ(fᵢ) Jᵢ.
-
 
 class ProblemError(ValueError):
     """A problem or problem factory that cannot be used as given."""
@@ -75,6 +72,11 @@ class Problem:
         -> scalar``, so that ``loss_fn(params, batch) = output_loss(predict(params, batch),
         batch)``.
       inputs: Keras only: the batch entry the model is called on for ``predict``.
+      preconditioner: a positive diagonal D for the preconditioned operator
+        D^{-1/2} H D^{-1/2} (Adam's √v̂ + ε, say): arrays shaped like the parameters (a
+        pytree like ``params`` for JAX, one array per ``model.trainable_variables`` entry
+        for Keras) or one flat array of n entries. Checked where it is used: every entry
+        must be positive and finite.
     """
 
     backend: str
@@ -86,6 +88,7 @@ class Problem:
     predict: Callable[..., Any] | None = None
     output_loss: Callable[..., Any] | None = None
     inputs: str = "x"
+    preconditioner: Any = None
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -120,13 +123,16 @@ class Problem:
         *,
         predict: Callable[[Any, dict], Any] | None = None,
         output_loss: Callable[[Any, dict], Any] | None = None,
+        preconditioner: Any = None,
     ) -> "Problem":
         """A JAX problem: ``loss_fn(params, batch)`` returns the mean loss over ``batch``.
 
         ``data`` is a dataset or a mapping of equal-length arrays (made an :class:`ArrayDataset`).
         Give ``predict(params, batch) -> outputs`` and ``output_loss(outputs, batch) -> mean
         loss`` as well for the Gauss–Newton operator; with both, ``loss_fn`` may be None
-        and is then ``output_loss(predict(params, batch), batch)``.
+        and is then ``output_loss(predict(params, batch), batch)``. ``preconditioner`` is the
+        positive diagonal D of the preconditioned operator D^{-1/2} H D^{-1/2}: a pytree
+        like ``params`` (Adam's √v̂ + ε) or one flat array of n entries.
         """
         if (predict is None) != (output_loss is None):
             raise ProblemError("give both predict and output_loss (for the Gauss-Newton operator), or neither")
@@ -134,7 +140,10 @@ class Problem:
             if predict is None:
                 raise ProblemError("loss_fn is required unless predict and output_loss are given")
             loss_fn = functools.partial(_composed_loss, predict, output_loss)
-        return cls("jax", params, loss_fn, _as_dataset(data), batch_size, predict=predict, output_loss=output_loss)
+        return cls(
+            "jax", params, loss_fn, _as_dataset(data), batch_size, predict=predict, output_loss=output_loss,
+            preconditioner=preconditioner,
+        )
 
     @classmethod
     def from_keras(
@@ -147,6 +156,7 @@ class Problem:
         training: bool = False,
         output_loss: Callable[[Any, dict], Any] | None = None,
         inputs: str = "x",
+        preconditioner: Any = None,
     ) -> "Problem":
         """A Keras 3 (TensorFlow backend) problem: the curvature at the model's current weights.
 
@@ -168,6 +178,9 @@ class Problem:
           output_loss: ``output_loss(outputs, batch)``, the mean loss of the model's
             outputs on ``batch[inputs]``; needed for the Gauss–Newton operator.
           inputs: the batch entry the model is called on (default ``"x"``).
+          preconditioner: the positive diagonal D of the preconditioned operator
+            D^{-1/2} H D^{-1/2}: one array per ``model.trainable_variables`` entry, in that
+            order (an optimiser's second moments, say), or one flat array of n entries.
         """
         for name, given in (("loss_fn", loss_fn), ("output_loss", output_loss)):
             if _is_keras_loss(given):
@@ -183,7 +196,7 @@ class Problem:
         predict = functools.partial(_keras_predict, inputs) if output_loss is not None else None
         return cls(
             "keras", model, loss_fn, _as_dataset(data), batch_size, training=training,
-            predict=predict, output_loss=output_loss, inputs=inputs,
+            predict=predict, output_loss=output_loss, inputs=inputs, preconditioner=preconditioner,
         )
 
     def check_operator(self, operator: str) -> None:
@@ -197,6 +210,12 @@ class Problem:
             raise ProblemError(
                 f"the Gauss-Newton operator (ggn) needs the network's outputs and the loss of the outputs apart: "
                 f"build the problem with {maker}"
+            )
+        if operator == "preconditioned" and self.preconditioner is None:
+            maker = "Problem.from_jax" if self.backend == "jax" else "Problem.from_keras"
+            raise ProblemError(
+                f"the preconditioned operator needs the diagonal D of D^-1/2 H D^-1/2: build the problem with "
+                f"{maker}(..., preconditioner=...)"
             )
 
     @property
