@@ -43,13 +43,14 @@ then hold for any measure within η of it. See ``docs/certificates.md``.
 References: Chen, Trogdon & Ubaru, *Analysis of stochastic Lanczos quadrature for
 spectrum approximation*, ICML 2021; Karlin & Shapley, *Geometry of moment spaces*
 (1953) for the inequalities; Marchal & Arbel, Electron. Commun. Probab. 22 (2017);
-Hsu, Kakade & Zhang, Electron. Commun. Probab. 17 (2012). numpy only.
+Hsu, Kakade & Zhang, Electron. Commun. Probab. 17 (2012). Pure numpy/scipy.
 """
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -333,7 +334,7 @@ def density_band(
 # --------------------------------------------------------------------------- helpers
 
 
-def _sorted_rules(nodes: np.ndarray, weights: np.ndarray):
+def _sorted_rules(nodes: np.ndarray, weights: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Each draw's (θ ascending float64[k], cumulative weights float64[k + 1] from 0)."""
     for row_nodes, row_weights in zip(nodes, weights):
         present = np.isfinite(row_nodes) & np.isfinite(row_weights)
@@ -342,7 +343,13 @@ def _sorted_rules(nodes: np.ndarray, weights: np.ndarray):
         yield theta, np.concatenate([[0.0], np.cumsum(row_weights[present][order])])
 
 
-def _band_figures(nodes, weights, band, tolerance: float, support: tuple[float, float]) -> tuple[float, float]:
+def _band_figures(
+    nodes: np.ndarray,
+    weights: np.ndarray,
+    band: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
+    tolerance: float,
+    support: tuple[float, float],
+) -> tuple[float, float]:
     """(KS half-width over all t, ∫ (U − L) over ``support``) of the step-function band.
 
     U − L changes only at the breakpoints θ ± η, and is right-continuous: its values are
@@ -369,7 +376,7 @@ def _check_grid(grid: np.ndarray) -> np.ndarray:
 
 
 def _check_confidence(confidence: float) -> float:
-    if not (isinstance(confidence, (int, float)) and 0.0 < confidence < 1.0):
+    if isinstance(confidence, bool) or not (isinstance(confidence, numbers.Real) and 0.0 < confidence < 1.0):
         raise ValueError(f"confidence must be a probability in (0, 1), got {confidence!r}")
     return float(confidence)
 

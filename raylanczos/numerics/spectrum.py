@@ -315,11 +315,9 @@ class SpectrumSummary:
       is itself unreliable for a few skewed values.
     - ``negative_fraction``: the estimate of the fraction of eigenvalues below
       ``negative_threshold`` (dimensionless; see :func:`negative_fraction`);
-      ``negative_fraction_std_error``: its standard error over draws (NaN for one draw),
-      which includes the draws' scatter of quadrature error;
-      ``negative_fraction_sampling_std_error``: the start vectors' part alone,
-      √(2p̂(1 − p̂)/((n + 2)D)) (:func:`fraction_sampling_std_error`), to set beside the
-      certified interval of :mod:`raylanczos.numerics.certificate`, which bounds the rest.
+      ``negative_fraction_std_error``: its standard error over draws (NaN for one draw).
+      It includes the draws' scatter of quadrature error but not its bias; the certified
+      interval of :mod:`raylanczos.numerics.certificate` bounds both.
     - ``negative_threshold``: −ε·‖H‖, the threshold actually used (eigenvalue units), with
       ‖H‖ = max(|``lambda_max``|, |``lambda_min``|); ``negative_threshold_relative``: ε.
     - ``negative_mass``: ∫_{t<0} φ(t) dt of the smoothed density with variance ``sigma2``
@@ -336,7 +334,6 @@ class SpectrumSummary:
     trace_std_error_sample: float
     negative_fraction: float
     negative_fraction_std_error: float
-    negative_fraction_sampling_std_error: float
     negative_threshold: float
     negative_threshold_relative: float
     negative_mass: float
@@ -393,15 +390,11 @@ def summarize(
         trace_std_error_sample=sample,
         negative_fraction=negative.fraction,
         negative_fraction_std_error=negative.std_error,
-        negative_fraction_sampling_std_error=fraction_sampling_std_error(
-            negative.fraction, dim, nodes.shape[0], distribution=distribution
-        ),
         negative_threshold=negative.threshold,
         negative_threshold_relative=negative.threshold_relative,
         negative_mass=negative_mass(nodes, weights, sigma2),
         sigma2=float(sigma2),
     )
-
 
 
 def trace_std_error(first_betas: np.ndarray, dim: int, *, distribution: str = "gaussian") -> float:
@@ -430,24 +423,6 @@ def trace_std_error(first_betas: np.ndarray, dim: int, *, distribution: str = "g
     if distribution == "rademacher":
         variance = variance * dim / (dim - 2) if dim > 2 else float("nan")
     return float(np.sqrt(variance / betas.size))
-
-
-def fraction_sampling_std_error(fraction: float, dim: int, draws: int, *, distribution: str = "gaussian") -> float:
-    """The start vectors' part of the standard error of a spectral fraction's estimate.
-
-    For a fraction p = F(t) of the eigenvalues, the per-draw exact fraction F_v(t) has
-    Var = 2p(1 − p)/(n + 2) for v uniform on the sphere (F_v(t) ~ Beta(np/2, n(1−p)/2)),
-    and Var ≤ 2p(1 − p)/n for Rademacher starts. Returns √(that / D) at p = ``fraction``
-    (dimensionless). The estimate's quadrature error is not in it: the certified interval
-    bounds that.
-    """
-    check_int("dim", dim)
-    check_int("draws", draws)
-    check_choice("distribution", distribution, START_DISTRIBUTIONS)
-    if not 0.0 <= fraction <= 1.0:
-        raise ValueError(f"fraction must lie in [0, 1], got {fraction!r}")
-    denominator = dim + 2 if distribution == "gaussian" else dim
-    return float(np.sqrt(2.0 * fraction * (1.0 - fraction) / (denominator * draws)))
 
 
 # --------------------------------------------------------------------------- the original's convention
