@@ -20,7 +20,6 @@ from raylanczos.numerics.spectrum import (
     exact_smoothed_density,
     extreme_ritz_values,
     fraction_below,
-    fraction_sampling_std_error,
     log_abs_density,
     negative_fraction,
     negative_mass,
