@@ -16,7 +16,7 @@ import pytest
 import raylanczos as rl
 from raylanczos import cli
 from tests.conftest import FAST, TINY
-from tests.test_spectrum import reference_original_density
+from tests.numerics.test_spectrum import reference_original_density
 
 
 def run_cli(capsys, *args: str) -> tuple[int, str]:

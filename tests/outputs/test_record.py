@@ -15,7 +15,7 @@ from raylanczos.outputs.record import (
     record_from_json,
 )
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).parents[1] / "data"
 
 
 def load(name: str) -> dict:

@@ -23,7 +23,7 @@ from raylanczos.distributed.session import (
 )
 from tests.conftest import WORKER_RESOURCES, free_port
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TINY = "raylanczos.examples.digits:tiny_problem"
 
 

@@ -24,7 +24,7 @@ import raylanczos as rl
 from raylanczos.examples import digits
 from raylanczos.operators.contract import TIMING_COLUMNS
 from raylanczos.operators.shard_worker import ShardWorker
-from tests.test_faults import Driver
+from tests.distributed.test_faults import Driver
 
 PROBLEM = "raylanczos.examples.digits:problem"
 PARAMS, EXAMPLES = 2410, 1797

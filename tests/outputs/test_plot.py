@@ -20,7 +20,7 @@ from raylanczos.outputs.plot import (
 )
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def two_peaks(grid: np.ndarray, where: float) -> np.ndarray:
