@@ -25,8 +25,8 @@ e.g. the Hessian product jvp-of-grad, ``jax.vmap``-ped over the block axis)::
 
 The products are jitted with the shardings as ``in_shardings``/``out_shardings``, so XLA
 inserts the collectives (all-gathers of the parameter shards, reductions of partial
-sums). Imports JAX; the rest of raylanczos never imports this module unless a worker
-has several devices.
+sums). Imports JAX; a backend should import this module only for a worker with several
+devices.
 """
 
 from __future__ import annotations
