@@ -25,8 +25,8 @@ e.g. the Hessian product jvp-of-grad, ``jax.vmap``-ped over the block axis)::
 
 The products are jitted with the shardings as ``in_shardings``/``out_shardings``, so XLA
 inserts the collectives (all-gathers of the parameter shards, reductions of partial
-sums). Imports JAX; the rest of raylanczos never imports this module unless a worker
-has several devices.
+sums). Imports JAX; a backend should import this module only for a worker with several
+devices.
 """
 
 from __future__ import annotations
@@ -170,12 +170,23 @@ class Placement:
                     target[shard.index] = np.asarray(shard.data)
         return out
 
-    def jit_block_product(self, product: Callable[[Any, Any, Any], Any]) -> Callable:
+    def batch_sharding(self) -> NamedSharding:
+        """The batch's examples (its arrays' first axis) split over the devices."""
+        return NamedSharding(self.mesh, PartitionSpec(AXIS))
+
+    def jit_block_product(self, product: Callable[[Any, Any, Any], Any], *, shard_batch: bool = False) -> Callable:
         """``product(params, tangents, batch) -> products`` jitted with the parameters'
-        and the blocks' shardings, the batch replicated, the products sharded as the tangents."""
+        and the blocks' shardings, the products sharded as the tangents.
+
+        The batch is replicated, or with ``shard_batch`` split over the devices by
+        examples, as FSDP does: each device then computes its examples' share and XLA
+        all-gathers the parameter shards it needs. A split batch's length must be a
+        multiple of G, so a ragged last batch needs a replicated program of its own.
+        """
+        batch = self.batch_sharding() if shard_batch else self.replicated()
         return jax.jit(
             product,
-            in_shardings=(self.param_shardings(), self.block_shardings(), self.replicated()),
+            in_shardings=(self.param_shardings(), self.block_shardings(), batch),
             out_shardings=self.block_shardings(),
         )
 

@@ -89,6 +89,8 @@ reference_compiled = single.jit_block_product(block_product).lower(
 reference = single.gather_block(reference_compiled(
     single.put_params(params64, np.float64), single.put_block(vectors, np.float64), batch))
 roundtrip = tiny.gather_block(tiny.put_block(vectors, np.float64))
+by_examples = tiny.gather_block(tiny.jit_block_product(block_product, shard_batch=True)(
+    tiny.put_params(params64, np.float64), tiny.put_block(vectors, np.float64), batch))
 
 report["tiny"] = {
     "n": tiny.layout.num_params,
@@ -97,6 +99,7 @@ report["tiny"] = {
     "gather_vs_device": float(np.max(np.abs(gathered - device_result))),
     "sharded_vs_single": float(np.max(np.abs(gathered - reference)) / np.max(np.abs(reference))),
     "roundtrip_exact": bool(np.array_equal(roundtrip, vectors)),
+    "batch_split_vs_single": float(np.max(np.abs(by_examples - reference)) / np.max(np.abs(reference))),
     "output_devices": len({s.device for x in jax.tree_util.tree_leaves(products) for s in x.addressable_shards}),
     "memory_4": compiled_memory(compiled).__dict__,
     "memory_1": compiled_memory(reference_compiled).__dict__,
@@ -141,6 +144,7 @@ def test_a_sharded_float64_product_equals_the_one_device_product(forced_devices)
     assert 1000 < tiny["n"] < 5000 and tiny["sharded_leaves"] >= 10
     assert tiny["output_devices"] == DEVICES
     assert tiny["sharded_vs_single"] < 1e-12
+    assert tiny["batch_split_vs_single"] < 1e-12  # the 16 windows split 4 ways, FSDP's way
 
 
 @pytest.mark.slow
