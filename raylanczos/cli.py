@@ -244,15 +244,27 @@ def error_line(err: BaseException) -> str:
 
 def closing_line(result: Any) -> str:
     """The statistics a reader wants first: extreme eigenvalues, trace, negative fraction;
-    a table of them for a run of several parts (blocks, sweep points)."""
+    a table of them for a run of several parts (blocks, sweep points), and one table per
+    point for a sweep of blocks runs."""
     from raylanczos.outputs.render import PartsResult
 
     if isinstance(result, PartsResult):
-        from raylanczos.outputs.compare import format_table
-
-        rows = [[row.part, row.dim, *(row.statistics.get(key, float("nan")) for key in PART_STATISTICS)] for row in result.record.part_statistics]
-        return format_table(["part", "n", *PART_STATISTICS], rows) + f"\n→ {result.out}"
+        nested = [name for name, part in result.parts.items() if isinstance(part, PartsResult)]
+        if nested:
+            tables = [f"{name}:\n{_parts_table(result.parts[name])}" for name in nested]
+            return "\n".join(tables) + f"\n→ {result.out}"
+        return _parts_table(result) + f"\n→ {result.out}"
     return f"{_statistics(result.record)}  → {result.out}"
+
+
+def _parts_table(result: Any) -> str:
+    from raylanczos.outputs.compare import format_table
+
+    rows = [
+        [row.part, row.dim, *(row.statistics.get(key, float("nan")) for key in PART_STATISTICS)]
+        for row in result.record.part_statistics
+    ]
+    return format_table(["part", "n", *PART_STATISTICS], rows)
 
 
 def _statistics(record: Any) -> str:

@@ -407,8 +407,11 @@ class PartRow:
     statistics: dict[str, float]
 
     @classmethod
-    def of(cls, name: str, record: SpectrumRecord) -> "PartRow":
-        values = dataclasses.asdict(record.statistics) if record.statistics is not None else {}
+    def of(cls, name: str, record: "SpectrumRecord | PartsRecord") -> "PartRow":
+        """The row of a part; a part that has parts of its own (a sweep point of a blocks
+        run) has no statistics of its own (NaN; its blocks' are in its own table)."""
+        statistics = getattr(record, "statistics", None)
+        values = dataclasses.asdict(statistics) if statistics is not None else {}
         return cls(name, int(record.config.num_params or 0), {key: values.get(key, float("nan")) for key in PART_STATISTICS})
 
     def to_json(self) -> dict[str, Any]:

@@ -205,7 +205,7 @@ def _log_density_of(record: LogDensityRecord | None, arrays: Any) -> LogDensity 
 
 
 def render_parts(
-    results: dict[str, SpectrumResult],
+    results: dict[str, "SpectrumResult | PartsResult"],
     record: PartsRecord,
     out: OutputStore | None,
 ) -> PartsResult:
@@ -220,8 +220,9 @@ def render_parts(
     if out is not None:
         out.write("summary.json", json_writer(record.to_json()))
         out.write("statistics.csv", lambda handle: handle.write(_csv([row.to_json() for row in record.part_statistics]).encode()))
-        curves = [(record.part_labels[name], r.grid, r.density) for name, r in results.items()]
-        out.write("density.png", lambda handle: plot_overlay(curves, handle, title=record.parts_title))
+        curves = [(record.part_labels[name], r.grid, r.density) for name, r in results.items() if isinstance(r, SpectrumResult)]
+        if curves:  # a sweep of blocks runs: each point's overlay is in its own directory
+            out.write("density.png", lambda handle: plot_overlay(curves, handle, title=record.parts_title))
     return PartsResult(dict(results), record, str(out) if out is not None else None)
 
 

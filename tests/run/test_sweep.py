@@ -107,3 +107,20 @@ def test_a_sweep_killed_mid_way_resumes_bit_identically(ray_session, swept, tmp_
     assert "sweep point step=0: finished already, kept" in err and "resuming: 0 draw(s) finished, 2 in progress" in err
     for point in POINTS:
         assert np.array_equal(np.load(out / point / "tridiag.npy"), np.load(swept / point / "tridiag.npy")), point
+
+
+@pytest.mark.slow
+def test_a_sweep_of_per_layer_runs_gives_each_point_its_blocks(ray_session, tmp_path, capsys):
+    """``--sweep`` with ``--per-layer``: every point is a blocks run of its own, the sweep's
+    closing lines give one table of blocks per point, and it re-renders."""
+    out = tmp_path / "sweep"
+    argv = ["run", "--problem", "raylanczos.examples.digits:at_step", "--sweep", "step=0,30", "--per-layer",
+            "--order", "6", "--draws", "1", "--workers", "2", "--cpus-per-worker", "0.5", "--out", str(out), "--quiet"]
+    assert cli.main(argv) == 0
+    closing = capsys.readouterr().out
+    assert "step=0:\npart" in closing and "step=30:\npart" in closing
+    for point in ("step=0", "step=30"):
+        point_summary = json.loads((out / point / "summary.json").read_text())
+        assert list(point_summary["parts"]) == ["0", "1"]
+        assert all((out / point / "blocks" / block / "tridiag.npy").is_file() for block in ("0", "1"))
+    assert cli.main(["density", "--run", str(out)]) == 0
