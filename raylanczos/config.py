@@ -163,8 +163,9 @@ class ScalingConfig:
       max_restarts: how often a dead worker (killed process, lost node) is restarted;
         its pass is then recomputed, so the result is unchanged.
       basis_memory_gb: the driver's memory for the bases (GB): the default draws per pass
-        is capped to the bases that fit, and without a checkpoint, bases of B·n·(m+1)·8 bytes
-        above it are memory-mapped to temporary files instead of held in RAM.
+        is capped to the bases that fit, and when even one does not, the state is sharded
+        (unless ``state`` says otherwise); with ``state="driver"`` and no checkpoint, bases
+        of B·n·(m+1)·8 bytes above it are memory-mapped to temporary files.
       state: where the Lanczos vectors live: ``"driver"`` (the driver's bases), ``"sharded"``
         (keepers on the workers' nodes hold slices of them; the driver moves only scalars),
         or None: the driver while B bases fit ``basis_memory_gb``, else sharded.

@@ -72,7 +72,8 @@ def test_unpinned_workers_spilled_basis_and_fresh_products(ray_session, in_proce
     caplog.set_level(logging.INFO, logger="raylanczos")
     result = rl.hessian_spectrum(
         TINY, order=20, draws=2, seed=3, num_workers=2, worker_resources=WORKER_RESOURCES, compute_dtype="float64",
-        pin_cpus=False, basis_memory_gb=0, lanczos=rl.LanczosOptions(lookahead_min_rho=2.0), draws_per_pass=1,
+        pin_cpus=False, basis_memory_gb=0, state="driver", lanczos=rl.LanczosOptions(lookahead_min_rho=2.0),
+        draws_per_pass=1,
     )
     allowed = sorted(os.sched_getaffinity(0))
     assert [info["cores"] for info in result.summary["workers"]] == [allowed, allowed]
