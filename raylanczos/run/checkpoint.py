@@ -12,6 +12,9 @@ cache directory or ``--checkpoint-dir``)::
                        in one of two halves used in turn, so the half ``state.npz`` names
                        is never the one being written
     eigenvectors.npz   the best top Ritz pairs so far (only with top eigenvectors asked for)
+    deflation.npz      each part's deflated eigenpairs (only with deflation), so that a
+                       resumed run deflates the same Q to the bit
+                       (:func:`raylanczos.run.deflation.save_deflations`)
 
 Everything is numbers or JSON: arrays are read with ``allow_pickle=False``, so a tampered
 file cannot run code; ``state.npz`` is written atomically (a temporary file, then a
@@ -78,7 +81,7 @@ class Checkpoint:
         the run: a resumed run sums in the same groups wherever its workers now run.
         """
         self.directory.mkdir(parents=True, exist_ok=True)
-        for name in ("state.npz", "eigenvectors.npz"):
+        for name in ("state.npz", "eigenvectors.npz", "deflation.npz"):
             self.store.remove(name)
         self.store.write(
             "config.json", json_writer({"identity": identity, "hash": identity_hash(identity), "node_groups": node_groups})

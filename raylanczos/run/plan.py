@@ -130,6 +130,9 @@ def plan_run(problem: Problem, config: SpectrumConfig, scaling: ScalingConfig) -
         for p, part in enumerate(parts) for d in range(config.draws)
     )
     for part in parts:
+        if config.deflate >= part.dim:
+            where = f" of block {part.name!r}" if part.name else ""
+            raise OptionError("deflate", config.deflate, "{name} {value} leaves nothing" + f"{where} (dimension {part.dim})")
         if config.order > part.dim:
             logger.warning(
                 "order %d exceeds the number of parameters %d%s; using order %d",
@@ -144,6 +147,16 @@ def plan_run(problem: Problem, config: SpectrumConfig, scaling: ScalingConfig) -
             block_size, byte_size(basis_bytes), scaling.basis_memory_gb,
         )
     return RunPlan(facts, parts, tasks, block_size, config.order)
+
+
+def operator_plan(dim: int, *, draws: int, block_size: int, order: int) -> RunPlan:
+    """The plan of draws over a bare operator of dimension ``dim`` (a dense matrix, say): one
+    part, one flat tensor, no problem behind it; for runs in one process and benchmarks."""
+    layout = ParameterLayout.from_shapes([("operator", (dim,))])
+    facts = ProblemFacts(dim, layout, "float64", "", None, 0, 0)
+    part = Part("", "", ("operator",), dim, None, layout, "")
+    tasks = tuple(DrawTask(d, "", d, dim) for d in range(draws))
+    return RunPlan(facts, (part,), tasks, min(block_size, draws), order)
 
 
 def chosen_shard_plan(scaling: ScalingConfig, problem: Problem) -> ShardPlan | None:
@@ -175,6 +188,7 @@ def config_record(
         blocks=[{"name": p.name, "pattern": p.pattern, "dim": p.dim} for p in plan.parts if p.name],
         backend=facts.backend, training=facts.training, num_params=facts.num_params,
         num_examples=facts.num_examples, batch_size=facts.batch_size, shard_plan=shards.to_json(),
+        deflate=config.deflate or None, deflate_tol=config.deflate_tol if config.deflate else None,
     )
 
 

@@ -19,6 +19,7 @@ from raylanczos.numerics import spectrum
 from raylanczos.numerics.lanczos import LanczosState
 from raylanczos.numerics.ritz import RitzPairs, best_pairs, ritz_pairs
 from raylanczos.outputs.record import (
+    DeflationRecord,
     DrawRecords,
     EigenvectorRecord,
     PartRecord,
@@ -126,13 +127,20 @@ class RunOutputs:
             return None
         return self.out.child(part.path) if part.path else self.out
 
-    def finish(self, run: RunInfo, residuals: dict[str, np.ndarray]) -> Result:
+    def finish(
+        self, run: RunInfo, residuals: dict[str, np.ndarray], deflations: dict[str, DeflationRecord] | None = None
+    ) -> Result:
         """Render every part (and a parts run's top level) from the finished draws.
 
         ``run``: the record's shared part; ``residuals``: per part, the true residual norms
-        of its kept Ritz pairs (float64[K]), from one extra pass of products.
+        of its kept Ritz pairs (float64[K]), from one extra pass of products; ``deflations``:
+        per part of a deflated run, its deflated eigenpairs and start vectors' weights.
         """
-        results = {part.name: self._render_part(part, run, residuals.get(part.name)) for part in self.plan.parts}
+        deflations = deflations or {}
+        results = {
+            part.name: self._render_part(part, run, residuals.get(part.name), deflations.get(part.name))
+            for part in self.plan.parts
+        }
         if len(self.plan.parts) == 1 and not self.plan.parts[0].name:
             return results[""]
         top = PartsRecord(
@@ -141,7 +149,9 @@ class RunOutputs:
         )
         return render_parts(results, top, self.out)
 
-    def _render_part(self, part: Part, run: RunInfo, residuals: np.ndarray | None) -> SpectrumResult:
+    def _render_part(
+        self, part: Part, run: RunInfo, residuals: np.ndarray | None, deflation: DeflationRecord | None
+    ) -> SpectrumResult:
         records = self._records(part)
         config = dataclasses.replace(run.config, num_params=part.dim, order=self.plan.part_order(part))
         layout = run.layout and dataclasses.replace(run.layout, parameter_layout=part.layout.to_json())
@@ -155,6 +165,7 @@ class RunOutputs:
             ),
             part=PartRecord(part.name, part.pattern, list(part.parameters), part.dim) if part.name else None,
             top_eigenvectors=self._write_eigenvectors(part, residuals),
+            deflation=deflation,
         )
         store = self._store(part)
         if store is not None:
