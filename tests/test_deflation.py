@@ -231,6 +231,9 @@ def test_cli_deflated_run_resume_and_rerender(ray_session, tmp_path):
     assert np.max(np.abs(np.array(summary_values(summary)) - largest_magnitude(hessian, 3))) <= 1e-8 * norm
     assert all(entry["residual"] <= 1e-9 * norm for entry in summary["deflated"])
     assert summary["config"]["deflate"] == 3 and summary["lambda_max"] == pytest.approx(largest_magnitude(hessian, 1)[0])
+    vectors = np.load(out / "deflated_vectors.npy")
+    assert vectors.shape == (3, 310) and summary["deflation"]["vectors_file"] == "deflated_vectors.npy"
+    assert np.max(np.linalg.norm(vectors @ hessian - np.array(summary_values(summary))[:, None] * vectors, axis=1)) <= 1e-9 * norm
     assert abs(summary["trace_deflated"] - np.trace(hessian)) <= 5 * summary["trace_deflated_std_error"]
     tridiag = (out / "tridiag.npy").read_bytes()
     assert cli.main([*argv, "--resume"]) == 0

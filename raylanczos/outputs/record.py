@@ -278,6 +278,7 @@ class DeflationRecord:
     trace: float | None = None
     trace_std_error: float | None = None
 
+    VECTORS_FILE = "deflated_vectors.npy"
     NOTE = (
         "deflated: the K eigenpairs of largest magnitude taken out first (residual ||C q - lambda q||); the density "
         "is (1/n) sum_k delta(lambda_k) + ((n-K)/n) times SLQ of P C P, P = I - QQ^T; trace_deflated = sum_k lambda_k "
@@ -296,7 +297,7 @@ class DeflationRecord:
             "trace_products": draws,
             "deflation": {
                 "tolerance": self.tolerance, "steps": self.steps, "products": self.products,
-                "start_weights": self.start_weights, "note": self.NOTE,
+                "vectors_file": self.VECTORS_FILE, "start_weights": self.start_weights, "note": self.NOTE,
             },
         }
 

@@ -221,6 +221,7 @@ def run_spectrum(
     logger.info("driver: %s", threads.describe())
     with threadpool_limits(limits=threads.blas, user_api="blas"), BasisSweeps(threads.sweeps) as sweeps:
         deflations = _deflations(operator, plan, settings.spectrum, sweeps, checkpoint, resumed is not None)
+        outputs.deflated(deflations)
         plan = deflated_plan(plan, deflations)
         state = _loop(operator, plan, settings.spectrum, bases, sweeps, state, outputs, reporter)
     residuals = {name: residual_norms(operator, plan, name, pairs) for name, pairs in outputs.eigenvectors.items() if pairs}

@@ -16,6 +16,7 @@ import numpy as np
 
 from raylanczos.config import DensityConfig, OutputConfig
 from raylanczos.numerics import spectrum
+from raylanczos.numerics.deflation import Deflation
 from raylanczos.numerics.lanczos import LanczosState
 from raylanczos.numerics.ritz import RitzPairs, best_pairs, ritz_pairs
 from raylanczos.outputs.record import (
@@ -44,7 +45,7 @@ from raylanczos.run.plan import Part, RunPlan
 
 logger = logging.getLogger("raylanczos")
 
-OUTPUT_NAMES = ("tridiag.npy", *RENDERED_NAMES, "eigenvectors.npy")
+OUTPUT_NAMES = ("tridiag.npy", *RENDERED_NAMES, "eigenvectors.npy", "deflated_vectors.npy")
 
 
 def prepare_output(output: OutputConfig) -> tuple[OutputStore | None, Checkpoint | None]:
@@ -94,6 +95,14 @@ class RunOutputs:
         self.finished = dict(state.finished)
         if self.output.top_eigenvectors and self.checkpoint is not None:
             self.eigenvectors.update(self.checkpoint.load_eigenvectors())
+
+    def deflated(self, deflations: dict[str, Deflation]) -> None:
+        """Each part's deflated eigenvectors, ``deflated_vectors.npy`` float64 (K, n_part)
+        (rows in the part's layout, as ``eigenvectors.npy``), once the search found them."""
+        for part in self.plan.parts:
+            store = self._store(part)
+            if store is not None and part.name in deflations:
+                store.write("deflated_vectors.npy", npy_writer(deflations[part.name].vectors))
 
     def draw_finished(self, task: DrawTask, lanczos: LanczosState, record: FinishedDraw) -> None:
         """A draw ended: keep its Ritz pairs, write its basis (if asked) and its part's tridiagonals."""
