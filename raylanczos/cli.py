@@ -18,6 +18,7 @@ from typing import Any, NoReturn, Sequence
 
 from raylanczos import __version__
 from raylanczos.config import (
+    DEFAULT_DEFLATE_TOL,
     DEFAULT_DRAWS_PER_PASS,
     OPERATORS,
     PROGRESS_MODES,
@@ -91,6 +92,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="spectra of parameter blocks: glob patterns over the parameter names (e.g. '0/*' '*conv1*'), one block each",
     )
     what.add_argument("--per-layer", action="store_true", help="one block per top-level layer or module")
+    what.add_argument(
+        "--deflate", type=int, default=0, metavar="K",
+        help="first find the K eigenpairs of largest magnitude (of each block), then run SLQ on the rest of the "
+        "spectrum (P H P, P = I - QQ^T); the density adds them back as spikes, and a deflated trace is reported",
+    )
+    what.add_argument(
+        "--deflate-tol", type=float, default=DEFAULT_DEFLATE_TOL, metavar="TOL",
+        help=f"the K eigenpairs' residuals ||Hq - lambda q|| must be <= TOL*||H|| (default {DEFAULT_DEFLATE_TOL:g}); "
+        "refused, naming them, if they do not get there",
+    )
     what.add_argument(
         "--sweep", default=None, metavar="NAME=V1,V2,...",
         help="one run per value of a factory keyword argument (e.g. step=100,1000 for training checkpoints), "
@@ -272,6 +283,11 @@ def _statistics(record: Any) -> str:
     trace = f"trace ≈ {stats.trace_estimate:.6g}"
     if stats.trace_std_error == stats.trace_std_error:  # not NaN
         trace += f" ± {stats.trace_std_error:.2g}"
+    deflation = record.deflation
+    if deflation is not None and deflation.trace is not None:
+        trace += f" (deflated: {deflation.trace:.6g}" + (
+            f" ± {deflation.trace_std_error:.2g})" if deflation.trace_std_error == deflation.trace_std_error else ")"
+        )
     error = stats.negative_fraction_std_error
     negative = f"negative eigenvalues {100 * stats.negative_fraction:.3g}%" + (f" ± {100 * error:.2g}%" if error == error else "")
     symbol = OPERATOR_SYMBOLS.get(record.config.operator, "H")
@@ -314,7 +330,7 @@ def _run(args: argparse.Namespace):
     config = SpectrumConfig(
         order=args.order, draws=args.draws, draws_per_pass=args.draws_per_pass, seed=args.seed,
         distribution=args.distribution, compute_dtype=args.compute_dtype, operator=args.operator,
-        blocks=tuple(args.blocks), per_layer=args.per_layer,
+        blocks=tuple(args.blocks), per_layer=args.per_layer, deflate=args.deflate, deflate_tol=args.deflate_tol,
     )
     scaling = ScalingConfig(
         num_workers=args.num_workers, worker_resources=resources, shards=args.shards, pin_cpus=args.pin_cpus,

@@ -42,6 +42,9 @@ from raylanczos.problem.data import ShardPlan
 #: the digits conv net, 1.9× in Keras; on the 1.1M-parameter MLP, memory-bound on the
 #: CPU, 0.86× (B = 2: 1.07×).
 DEFAULT_DRAWS_PER_PASS = 4
+#: The deflated eigenpairs' residuals, relative to the operator's norm: float32 products
+#: are exact to about 1e-7·‖H‖ (docs/benchmarks.md), so tighter needs float64 products.
+DEFAULT_DEFLATE_TOL = 1e-6
 
 
 class OptionError(ValueError):
@@ -102,6 +105,10 @@ class SpectrumConfig:
       blocks: glob patterns over the parameter layout's names; each gives one block
         (the operator restricted to those parameters) with its own spectrum.
       per_layer: one block per top-level layer or module (the layout names' first part).
+      deflate: K > 0 first finds the K eigenpairs of largest magnitude (of each block, with
+        blocks), then estimates the rest of the spectrum by SLQ on P C P, P = I − QQᵀ
+        (:mod:`raylanczos.numerics.deflation`); 0: no deflation.
+      deflate_tol: the K pairs must have true residuals ‖C q − λ q‖ ≤ ``deflate_tol``·‖C‖.
       lanczos: the Lanczos step's thresholds.
     """
 
@@ -114,6 +121,8 @@ class SpectrumConfig:
     operator: str = "hessian"
     blocks: tuple[str, ...] = ()
     per_layer: bool = False
+    deflate: int = 0
+    deflate_tol: float = DEFAULT_DEFLATE_TOL
     lanczos: LanczosOptions = field(default_factory=LanczosOptions)
 
     def __post_init__(self) -> None:
@@ -130,6 +139,8 @@ class SpectrumConfig:
         object.__setattr__(self, "blocks", tuple(self.blocks))
         if self.per_layer and self.blocks:
             raise OptionError("per_layer", self.per_layer, "{name} and blocks choose the blocks two ways: give one of them")
+        _int("deflate", self.deflate, minimum=0)
+        _positive_number("deflate_tol", self.deflate_tol)
 
     def block_size(self, tasks: int, basis_bytes: int, budget_bytes: float) -> int:
         """B for a run of ``tasks`` draws (all blocks' together) whose bases take

@@ -10,6 +10,8 @@ Factories (``raylanczos.examples.convnet:<name>``):
   ``digits_problem``     1→32→64 channels, 3×3 SAME + GELU, on the 1,797 digits as 8×8×1
                          images; 19,466 parameters but ~2.4 MFLOP per example forward:
                          a compute-bound CPU problem (the HVP dominates, n is small).
+  ``tiny_digits_problem``  1→4→8 channels on the digits: 426 parameters, small enough for
+                         a dense Hessian (tests, the deflation benchmark).
 
 Weights are untrained and drawn from a fixed seed, so every worker rebuilds the same
 parameters; the data is generated (reference) or shipped with scikit-learn (digits).
@@ -29,6 +31,7 @@ from raylanczos.examples.digits_data import load_digits
 #: The design's conv net: output channels per 3×3 convolution, "pool" for a 2×2 max-pool.
 REFERENCE_LAYERS = (64, 64, "pool", 128, 128, "pool", 256, 256, "pool", 512, 512, 512)
 DIGITS_LAYERS = (32, 64)
+TINY_DIGITS_LAYERS = (4, 8)
 
 
 def reference_problem(
@@ -44,12 +47,17 @@ def reference_problem(
     return rl.Problem.from_jax(params, loss, rl.ArrayDataset({"x": x, "y": y}), batch_size=batch_size)
 
 
-def digits_problem(batch_size: int = 256, seed: int = 0) -> rl.Problem:
-    """The small conv net over the 1,797 digits as 8×8×1 images."""
+def digits_problem(batch_size: int = 256, seed: int = 0, layers: tuple = DIGITS_LAYERS) -> rl.Problem:
+    """The small conv net over the 1,797 digits as 8×8×1 images (``layers``: its channels)."""
     x, y = load_digits()
-    params = init_params(1, DIGITS_LAYERS, 10, seed)
+    params = init_params(1, layers, 10, seed)
     data = rl.ArrayDataset({"x": x.reshape(-1, 8, 8, 1), "y": y})
-    return rl.Problem.from_jax(params, functools.partial(mean_cross_entropy, layers=DIGITS_LAYERS), data, batch_size=batch_size)
+    return rl.Problem.from_jax(params, functools.partial(mean_cross_entropy, layers=layers), data, batch_size=batch_size)
+
+
+def tiny_digits_problem() -> rl.Problem:
+    """The digits conv net with 4 and 8 channels: 426 parameters, for dense references."""
+    return digits_problem(layers=TINY_DIGITS_LAYERS)
 
 
 def init_params(in_channels: int, layers: tuple, classes: int, seed: int) -> dict:

@@ -80,3 +80,17 @@ def best_pairs(current: RitzPairs | None, candidate: RitzPairs) -> RitzPairs:
         np.where(take[:, None], candidate.vectors[:k], current.vectors[:k]),
         np.where(take, candidate.residuals[:k], current.residuals[:k]),
     )
+
+
+def largest_magnitude_pairs(basis: np.ndarray, alpha: np.ndarray, beta: np.ndarray, residual_norm: float, k: int) -> RitzPairs:
+    """The k Ritz pairs of largest |θ| (largest first), as :func:`ritz_pairs` gives the
+    largest or smallest: the outliers at both ends of a spectrum, for deflation."""
+    size = len(alpha)
+    k = min(k, size)
+    if size == 1:
+        values, vectors = np.asarray(alpha, dtype=np.float64), np.ones((1, 1))
+    else:
+        values, vectors = eigh_tridiagonal(alpha, beta)
+    order = np.argsort(-np.abs(values), kind="stable")[:k]
+    ritz = vectors[:, order].T @ np.asarray(basis[:size])
+    return RitzPairs(values[order], ritz, abs(residual_norm) * np.abs(vectors[-1, order]))

@@ -178,6 +178,7 @@ def plot_log_density(
     reference: LogDensity | None = None,
     reference_label: str = "exact",
     floor_ratio: float = 1e-4,
+    outliers: Sequence[float] = (),
 ) -> None:
     """Write a PNG of a log-scale density (:mod:`raylanczos.numerics.logdensity`) to a path or binary file.
 
@@ -187,7 +188,8 @@ def plot_log_density(
     spike of the smoothed density. The y axis is the density per decade, on a log scale, so
     each side's area (in decades) is its mass; values below ``floor_ratio`` · the highest
     are left out. ``reference`` (another density on the same conventions, an exact one,
-    say) is drawn dashed, in black.
+    say) is drawn dashed, in black. ``outliers`` (a deflated run's eigenvalues) are marked
+    as spikes with a marker on top.
     """
     from matplotlib.figure import Figure
 
@@ -218,6 +220,7 @@ def plot_log_density(
             ax.plot([0.0], [curve.zero_mass], marker="D" if label is None else "o", color=colour, linestyle="none",
                     fillstyle="full" if label is None else "none",
                     label=f"{prefix}|λ| ≤ τ = {curve.zero_threshold:.2g}: mass {curve.zero_mass:.3g}")
+    _mark_outliers(ax, outliers, floor, highest * 2.0)
     _symmetric_decade_ticks(ax, low, high)
     ax.set_ylim(bottom=floor, top=highest * 3.0)
     ax.set_xlabel("eigenvalue λ (symmetric log scale; the band around 0 holds |λ| ≤ τ)")
@@ -226,6 +229,41 @@ def plot_log_density(
     ax.grid(True, which="major", alpha=0.3)
     ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, fontsize="small")
     fig.savefig(target, format="png", bbox_inches="tight")
+
+
+def plot_deflated_density(
+    grid: np.ndarray,
+    density: np.ndarray,
+    outliers: Sequence[float],
+    target: str | os.PathLike | BinaryIO,
+    *,
+    title: str = "Hessian eigenvalue density",
+    floor_ratio: float = 1e-10,
+) -> None:
+    """:func:`plot_density` of a deflated run: the density (its outliers smoothed with the
+    rest), and each deflated eigenvalue in ``outliers`` marked as a spike with a marker on top."""
+    from matplotlib.figure import Figure
+
+    highest = float(np.max(density))
+    floor = highest * floor_ratio
+    fig = Figure(figsize=(7, 4), dpi=120, layout="constrained")
+    ax = fig.add_subplot()
+    ax.semilogy(grid, np.maximum(density, floor), color="tab:blue", linewidth=1.0, label="density")
+    _mark_outliers(ax, outliers, floor, highest * 3.0)
+    _label_log_axes(ax, floor, xlabel="eigenvalue λ", title=title)
+    ax.set_ylim(top=highest * 10.0)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, fontsize="small")
+    fig.savefig(target, format="png", bbox_inches="tight")
+
+
+def _mark_outliers(ax, outliers: Sequence[float], floor: float, top: float) -> None:
+    """Deflated eigenvalues as thin spikes from ``floor`` to ``top``, a marker on each."""
+    if len(outliers) == 0:
+        return
+    values = np.asarray(outliers, dtype=np.float64)
+    ax.vlines(values, floor, top, color="tab:orange", linewidth=0.8, alpha=0.8)
+    ax.plot(values, np.full(values.size, top), marker="v", color="tab:orange", linestyle="none",
+            label=f"{values.size} deflated eigenvalue{'s' if values.size != 1 else ''}")
 
 
 def _symmetric_decade_ticks(ax, low: float, high: float, per_side: int = 5) -> None:

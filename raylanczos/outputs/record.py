@@ -50,6 +50,8 @@ class ConfigRecord:
     batch_size: int | None = None
     shard_plan: dict[str, Any] | None = None
     state: str | None = None
+    deflate: int | None = None
+    deflate_tol: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         return _without_none(dataclasses.asdict(self), keep=("arguments", "training"))
@@ -315,6 +317,63 @@ class CertificateRecord:
 
 
 @dataclass(frozen=True)
+class DeflationRecord:
+    """The eigenpairs a deflated run took out (:mod:`raylanczos.numerics.deflation`), and the traces.
+
+    ``values``, ``residuals``: the K eigenvalues (largest magnitude first) and their true
+    residual norms ‖C q − λ q‖ (eigenvalue units); ``tolerance``: the ``deflate_tol`` they
+    met (relative to ‖C‖); ``steps``, ``products``: the Lanczos steps and the block products
+    (rows of every pass; shared by the blocks of a run) the search took; ``start_weights``:
+    per draw, (q_kᵀ v)² of its unit start vector v (D × K). ``trace``, ``trace_std_error``:
+    Σ λ_k + (n − K)·mean α₀ and its standard error, set when rendered.
+    """
+
+    values: list[float]
+    residuals: list[float]
+    tolerance: float
+    steps: int
+    products: int
+    start_weights: list[list[float]]
+    trace: float | None = None
+    trace_std_error: float | None = None
+
+    VECTORS_FILE = "deflated_vectors.npy"
+    NOTE = (
+        "deflated: the K eigenpairs of largest magnitude taken out first (residual ||C q - lambda q||); the density "
+        "is (1/n) sum_k delta(lambda_k) + ((n-K)/n) times SLQ of P C P, P = I - QQ^T; trace_deflated = sum_k lambda_k "
+        "+ (n-K) mean(alpha_0); trace_estimate is the plain Hutchinson estimate of the same start vectors"
+    )
+
+    def to_json(self) -> dict[str, Any]:
+        """Top-level keys of summary.json: ``deflated``, ``trace_deflated`` (± its standard
+        error), the products each trace estimate cost, and ``deflation``'s details."""
+        draws = len(self.start_weights)
+        return {
+            "deflated": [{"value": value, "residual": residual} for value, residual in zip(self.values, self.residuals)],
+            "trace_deflated": self.trace,
+            "trace_deflated_std_error": self.trace_std_error,
+            "trace_deflated_products": self.products + draws,
+            "trace_products": draws,
+            "deflation": {
+                "tolerance": self.tolerance, "steps": self.steps, "products": self.products,
+                "vectors_file": self.VECTORS_FILE, "start_weights": self.start_weights, "note": self.NOTE,
+            },
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "DeflationRecord | None":
+        if not data.get("deflated"):
+            return None
+        details = data.get("deflation") or {}
+        return cls(
+            values=[entry["value"] for entry in data["deflated"]], residuals=[entry["residual"] for entry in data["deflated"]],
+            tolerance=details.get("tolerance", float("nan")), steps=int(details.get("steps", 0)),
+            products=int(details.get("products", 0)), start_weights=[list(row) for row in details.get("start_weights", [])],
+            trace=data.get("trace_deflated"), trace_std_error=data.get("trace_deflated_std_error"),
+        )
+
+
+@dataclass(frozen=True)
 class LogDensityRecord:
     """How the log-scale density was drawn (:mod:`raylanczos.numerics.logdensity`): the
     kernel's variance ``sigma2`` in decades², the bulk's threshold τ (eigenvalue units) and
@@ -353,6 +412,7 @@ class SpectrumRecord:
     density: DensityRecord | None = None
     certificate: CertificateRecord | None = None
     log_density: LogDensityRecord | None = None
+    deflation: DeflationRecord | None = None
 
     @property
     def config(self) -> ConfigRecord:
@@ -373,6 +433,8 @@ class SpectrumRecord:
             data.update(self.certificate.to_json())
         if self.log_density is not None:
             data["log_density"] = self.log_density.to_json()
+        if self.deflation is not None:
+            data.update(self.deflation.to_json())
         return data
 
     @classmethod
@@ -387,6 +449,7 @@ class SpectrumRecord:
             top_eigenvectors=EigenvectorRecord.from_json(data.get("top_eigenvectors")), statistics=statistics,
             density=DensityRecord.from_json(data.get("density")), certificate=CertificateRecord.from_json(data),
             log_density=LogDensityRecord.from_json(data.get("log_density")),
+            deflation=DeflationRecord.from_json(data),
         )
 
 

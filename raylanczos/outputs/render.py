@@ -37,9 +37,15 @@ import numpy as np
 from raylanczos.config import DensityConfig
 from raylanczos.numerics import spectrum
 from raylanczos.numerics.certificate import SpectrumCertificate, certify, density_band
+from raylanczos.numerics.deflation import (
+    deflated_quadrature,
+    deflated_trace,
+    plain_trace_samples,
+)
 from raylanczos.numerics.logdensity import LogDensity, log_density
 from raylanczos.outputs.plot import (
     CdfBand,
+    plot_deflated_density,
     plot_density,
     plot_log_density,
     plot_overlay,
@@ -130,20 +136,28 @@ def render_spectrum(
     ``out`` is set (``tridiag.npy`` is the run's to write).
 
     ``record.config`` must hold ``order`` and ``num_params`` (the operator's dimension); the
-    statistics and the density's settings replace the record's.
+    statistics and the density's settings replace the record's. A deflated run's
+    tridiagonals are of P H P on range(P): its record's eigenvalues join each draw's
+    quadrature (:func:`~raylanczos.numerics.deflation.deflated_quadrature`), and its record
+    gains the deflated trace.
     """
     order = record.config.order
     stacked = spectrum.stack_tridiagonals(tridiagonals, order)
-    nodes, weights = spectrum.slq_quadrature(tridiagonals, order)
+    nodes, weights, first_alphas, record = _quadrature(tridiagonals, record)
+    if record.deflation is not None and density.sigma2_original is not None:
+        raise ValueError(
+            "sigma2_original draws the original code's density from the tridiagonals alone, which leaves out a "
+            "deflated run's eigenvalues; use sigma2 or sigma2_relative"
+        )
     grid, values, settings = _density(stacked, nodes, weights, density)
-    first_alphas = np.array([alpha[0] for alpha, _ in tridiagonals])
-    first_betas = np.array([beta[0] if len(beta) else 0.0 for _, beta in tridiagonals])
+    deflated = record.deflation is not None
+    first_betas = None if deflated else np.array([beta[0] if len(beta) else 0.0 for _, beta in tridiagonals])
     distribution = record.config.distribution or "gaussian"
     stats = spectrum.summarize(
         nodes, weights, first_alphas, record.config.num_params, sigma2=settings.sigma2, k=density.top_k,
         negative_threshold=density.negative_threshold, first_betas=first_betas, distribution=distribution,
     )
-    certificate = certify(
+    certificate = None if deflated else certify(  # a deflated run's rule is not a Gauss rule of its start vector's measure
         nodes, weights, record.config.num_params, distribution=distribution, negative_threshold=density.negative_threshold,
     )
     spread = density_band(nodes, weights, grid, settings.sigma2) if density.sigma2_original is None else None
@@ -154,7 +168,8 @@ def render_spectrum(
             grid_points=density.grid_points,
         )
     record = dataclasses.replace(
-        record, statistics=stats, density=settings, certificate=_certificate_record(certificate), log_density=_log_record(log),
+        record, statistics=stats, density=settings, log_density=_log_record(log),
+        certificate=_certificate_record(certificate) if certificate is not None else None,
     )
     steps = np.array([len(a) for a, _ in tridiagonals])
     if out is not None:
@@ -162,19 +177,52 @@ def render_spectrum(
         arrays = dict(
             nodes=nodes, weights=weights, steps=steps, grid=grid, density=values, sigma2=np.float64(settings.sigma2),
             sigma2_relative=np.float64(np.nan if settings.sigma2_relative is None else settings.sigma2_relative),
-            **certificate.arrays(), **(spread.arrays() if spread is not None else {}), **logs,
+            **(certificate.arrays() if certificate is not None else {}), **(spread.arrays() if spread is not None else {}),
+            **logs,
         )
         out.write("spectrum.npz", npz_writer(**arrays))
         out.write("summary.json", json_writer(record.to_json()))
-        cdf = CdfBand(certificate.grid, certificate.estimate, certificate.lower, certificate.upper, certificate.confidence)
+        cdf = None if certificate is None else CdfBand(
+            certificate.grid, certificate.estimate, certificate.lower, certificate.upper, certificate.confidence
+        )
         band = (spread.lower, spread.upper) if spread is not None and np.isfinite(spread.std_error).all() else None
-        if log is None:
-            out.write("density.png", lambda handle: plot_density(grid, values, handle, title=plot_title(record), band=band, cdf=cdf))
-        else:
-            out.write("density.png", lambda handle: plot_log_density(log, handle, title=log_plot_title(record)))
+        out.write("density.png", lambda handle: _figure(grid, values, log, record, handle, band=band, cdf=cdf))
     return SpectrumResult(
         stacked, steps, nodes, weights, grid, values, settings.sigma2, record, str(out) if out else None, log,
     )
+
+
+def _quadrature(
+    tridiagonals: list[tuple[np.ndarray, np.ndarray]], record: SpectrumRecord
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, SpectrumRecord]:
+    """(nodes, weights) float64 (D, m [+ K]) of the whole spectrum, each draw's v₀ᵀ H v₀
+    float64[D] (the plain Hutchinson samples), and the record (with a deflated run's trace)."""
+    nodes, weights = spectrum.slq_quadrature(tridiagonals, record.config.order)
+    first_alphas = np.array([alpha[0] for alpha, _ in tridiagonals])
+    deflation = record.deflation
+    if deflation is None:
+        return nodes, weights, first_alphas, record
+    values, dim = np.asarray(deflation.values, dtype=np.float64), record.config.num_params
+    start_weights = np.asarray(deflation.start_weights, dtype=np.float64).reshape(len(tridiagonals), values.size)
+    trace, error = deflated_trace(first_alphas, values, dim)
+    record = dataclasses.replace(record, deflation=dataclasses.replace(deflation, trace=trace, trace_std_error=error))
+    nodes, weights = deflated_quadrature(nodes, weights, values, dim)
+    return nodes, weights, plain_trace_samples(first_alphas, start_weights, values), record
+
+
+def _figure(
+    grid: np.ndarray, values: np.ndarray, log: LogDensity | None, record: SpectrumRecord, handle: Any, *,
+    band: tuple[np.ndarray, np.ndarray] | None = None, cdf: CdfBand | None = None,
+) -> None:
+    """density.png: the density (with its spread over draws and the certified CDF beside
+    it), or the log-scale one; a deflated run's eigenvalues marked."""
+    outliers = record.deflation.values if record.deflation is not None else ()
+    if log is not None:
+        plot_log_density(log, handle, title=log_plot_title(record), outliers=outliers)
+    elif outliers:
+        plot_deflated_density(grid, values, outliers, handle, title=plot_title(record))
+    else:
+        plot_density(grid, values, handle, title=plot_title(record), band=band, cdf=cdf)
 
 
 def _log_record(log: LogDensity | None) -> LogDensityRecord | None:
@@ -353,6 +401,7 @@ def plot_title(record: SpectrumRecord) -> str:
     """``Hessian density of <problem>: n=…, D draws × m steps, σ²=…`` (and the block or point)."""
     config = record.config
     part = f", block {record.part.label}" if record.part else ""
+    part += _deflated(record)
     settings = record.density
     relative = settings.sigma2_relative if settings else None
     sigma = f"σ²={settings.sigma2 if settings else float('nan'):.3g}" + (f" ({relative:g}·width²)" if relative else "")
@@ -362,10 +411,16 @@ def plot_title(record: SpectrumRecord) -> str:
     )
 
 
+def _deflated(record: SpectrumRecord) -> str:
+    """``, 5 outliers deflated`` for a deflated run, else ""."""
+    return f", {_count(len(record.deflation.values), 'outlier')} deflated" if record.deflation is not None else ""
+
+
 def log_plot_title(record: SpectrumRecord) -> str:
     """``Hessian density of <problem>, log scale: n=…, D draws × m steps, s=… decades``."""
     config = record.config
     part = f", block {record.part.label}" if record.part else ""
+    part += _deflated(record)
     log = record.log_density
     return (
         f"{operator_title(config.operator)} density of {config.problem}{part}, log scale\n"

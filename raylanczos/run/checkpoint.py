@@ -17,6 +17,9 @@ cache directory or ``--checkpoint-dir``)::
                        basis_<s>.npy float64 (m + 1, slice length) and pending.npy
                        (2 · B · 2, slice length); then there are no basis_<s>.npy or
                        pending.npy at the top, and state.npz holds the slots' scalars only
+    deflation.npz      each part's deflated eigenpairs (only with deflation), so that a
+                       resumed run deflates the same Q to the bit
+                       (:func:`raylanczos.run.deflation.save_deflations`)
 
 Everything is numbers or JSON: arrays are read with ``allow_pickle=False``, so a tampered
 file cannot run code; ``state.npz`` is written atomically (a temporary file, then a
@@ -121,7 +124,7 @@ class Checkpoint:
         [slices[i], slices[i + 1])), fixed for the run; None when the driver holds the state.
         """
         self.directory.mkdir(parents=True, exist_ok=True)
-        for name in ("state.npz", "eigenvectors.npz"):
+        for name in ("state.npz", "eigenvectors.npz", "deflation.npz"):
             self.store.remove(name)
         record = {"identity": identity, "hash": identity_hash(identity), "node_groups": node_groups}
         if slices is not None:

@@ -29,6 +29,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from raylanczos.numerics.basis import BasisSweeps
+from raylanczos.numerics.deflation import Deflation
 from raylanczos.numerics.lanczos import (
     LanczosOptions,
     LanczosScalars,
@@ -48,7 +49,9 @@ class DrawTask:
     block's name ("" for the whole model); ``draw``: d, which seeds the start vector;
     ``indices``: int64[|b|], the block's positions in the flat parameter vector, or None
     for all n. Vectors of a block are zero outside it and products are restricted to it
-    (the operator H_bb).
+    (the operator H_bb). ``deflation``: eigenpairs taken out of the operator, or None: the
+    draw is then of P H P on range(P) (:mod:`raylanczos.numerics.deflation`), its start
+    vector, the vectors it submits and its products all projected by P.
     """
 
     index: int
@@ -56,9 +59,11 @@ class DrawTask:
     draw: int
     dim: int
     indices: np.ndarray | None = None
+    deflation: Deflation | None = None
 
     def embed(self, vector: np.ndarray, out: np.ndarray) -> None:
         """Write ``vector`` (float64[dim]) into the full-length row ``out`` (zeros elsewhere)."""
+        vector = self.start(vector)
         if self.indices is None:
             out[:] = vector
         else:
@@ -66,7 +71,12 @@ class DrawTask:
             out[self.indices] = vector
 
     def restrict(self, product: np.ndarray) -> np.ndarray:
-        return product if self.indices is None else product[self.indices]
+        product = product if self.indices is None else product[self.indices]
+        return product if self.deflation is None else self.deflation.project(product)
+
+    def start(self, vector: np.ndarray) -> np.ndarray:
+        """``vector`` (float64[dim]) in the draw's space: P v when deflated, else as it is."""
+        return vector if self.deflation is None else self.deflation.project(vector)
 
 
 @dataclass

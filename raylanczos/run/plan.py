@@ -135,6 +135,9 @@ def plan_run(problem: Problem, config: SpectrumConfig, scaling: ScalingConfig) -
         for p, part in enumerate(parts) for d in range(config.draws)
     )
     for part in parts:
+        if config.deflate >= part.dim:
+            where = f" of block {part.name!r}" if part.name else ""
+            raise OptionError("deflate", config.deflate, "{name} {value} leaves nothing" + f"{where} (dimension {part.dim})")
         if config.order > part.dim:
             logger.warning(
                 "order %d exceeds the number of parameters %d%s; using order %d",
@@ -145,6 +148,10 @@ def plan_run(problem: Problem, config: SpectrumConfig, scaling: ScalingConfig) -
     budget = math.inf if scaling.state == "sharded" else scaling.basis_memory_gb * 1e9
     block_size = config.block_size(len(tasks), basis_bytes, budget)
     state, reason = choose_state(scaling.state, block_size, basis_bytes, scaling.basis_memory_gb)
+    if state == "sharded" and config.deflate:
+        raise OptionError(
+            "deflate", config.deflate, "{name} needs the driver's state (--state driver), and this run's is sharded: " + reason
+        )
     if state == "sharded":  # the keepers' nodes hold the bases: the head's budget does not cap B
         block_size = config.block_size(len(tasks), basis_bytes, math.inf)
     elif config.draws_per_pass is None and block_size < min(DEFAULT_DRAWS_PER_PASS, len(tasks)):
@@ -153,6 +160,16 @@ def plan_run(problem: Problem, config: SpectrumConfig, scaling: ScalingConfig) -
             block_size, byte_size(basis_bytes), scaling.basis_memory_gb,
         )
     return RunPlan(facts, parts, tasks, block_size, config.order, state, reason)
+
+
+def operator_plan(dim: int, *, draws: int, block_size: int, order: int) -> RunPlan:
+    """The plan of draws over a bare operator of dimension ``dim`` (a dense matrix, say): one
+    part, one flat tensor, no problem behind it; for runs in one process and benchmarks."""
+    layout = ParameterLayout.from_shapes([("operator", (dim,))])
+    facts = ProblemFacts(dim, layout, "float64", "", None, 0, 0)
+    part = Part("", "", ("operator",), dim, None, layout, "")
+    tasks = tuple(DrawTask(d, "", d, dim) for d in range(draws))
+    return RunPlan(facts, (part,), tasks, min(block_size, draws), order)
 
 
 def chosen_shard_plan(scaling: ScalingConfig, problem: Problem) -> ShardPlan | None:
@@ -184,6 +201,7 @@ def config_record(
         blocks=[{"name": p.name, "pattern": p.pattern, "dim": p.dim} for p in plan.parts if p.name],
         backend=facts.backend, training=facts.training, num_params=facts.num_params,
         num_examples=facts.num_examples, batch_size=facts.batch_size, shard_plan=shards.to_json(), state=plan.state,
+        deflate=config.deflate or None, deflate_tol=config.deflate_tol if config.deflate else None,
     )
 
 

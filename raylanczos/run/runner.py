@@ -34,6 +34,7 @@ from raylanczos.distributed.keepers import KeeperActors, keeper_nodes
 from raylanczos.distributed.session import RaySession
 from raylanczos.distributed.workers import WorkerGroup, WorkerOptions
 from raylanczos.numerics.basis import BasisSweeps
+from raylanczos.numerics.deflation import Deflation
 from raylanczos.numerics.sharded import SliceLayout
 from raylanczos.operators.contract import TIMING_COLUMNS, BlockOperator
 from raylanczos.outputs.progress import Progress, make_progress, reporting
@@ -56,6 +57,13 @@ from raylanczos.outputs.store import OutputStore
 from raylanczos.problem.definition import ProblemSource, build_problem, source_name
 from raylanczos.run.bases import new_bases
 from raylanczos.run.checkpoint import Checkpoint
+from raylanczos.run.deflation import (
+    deflated_plan,
+    deflation_records,
+    find_outliers,
+    load_deflations,
+    save_deflations,
+)
 from raylanczos.run.loop import (
     DrawTask,
     FinishedDraw,
@@ -70,6 +78,7 @@ from raylanczos.run.plan import (
     plan_run,
     run_identity,
 )
+from raylanczos.run.residuals import residual_norms
 from raylanczos.run.sink import RunOutputs, prepare_output
 from raylanczos.run.stores import KeeperStore
 from raylanczos.run.sweep import SweepPoint, sweep_points, sweep_title
@@ -209,6 +218,9 @@ def run_spectrum(
         logger.info("resuming: %s", describe_progress(resumed[0]))
     home = vector_home(plan, settings, group, groups, checkpoint, resumed, slices, arguments)
     try:
+        deflations = _deflations(home.operator, plan, settings.spectrum, checkpoint, resumed is not None)
+        outputs.deflated(deflations)
+        plan = deflated_plan(plan, deflations)
         state = _loop(home, plan, settings, resumed[0] if resumed is not None else None, outputs, reporter)
         products = home.operator if slices is None else _plain_operator(plan, settings, group, groups, arguments)
         residuals = {name: residual_norms(products, plan, name, pairs) for name, pairs in outputs.eigenvectors.items() if pairs}
@@ -221,14 +233,36 @@ def run_spectrum(
         parameter_layout=plan.facts.layout.to_json(), sums_on_driver=home.operator.sums_on_driver, keepers=home.keepers,
     )
     run = RunInfo(_version("raylanczos"), _versions(), config, problem.data.describe(), layout, timing_record(state.timings))
-    return outputs.finish(run, residuals)
+    return outputs.finish(run, residuals, deflation_records(plan, deflations, settings.spectrum))
+
+
+def _deflations(
+    operator: BlockOperator, plan: RunPlan, config: SpectrumConfig, checkpoint: Checkpoint | None, resuming: bool,
+) -> dict[str, Deflation]:
+    """Each part's deflation (none without ``config.deflate``): the checkpoint's when resuming
+    a run that found them, else found now (:func:`~raylanczos.run.deflation.find_outliers`)
+    and checkpointed. A new run checkpoints an empty loop first, so that one interrupted in
+    the search can be resumed too."""
+    if not config.deflate:
+        return {}
+    saved = load_deflations(checkpoint) if resuming and checkpoint is not None else None
+    if saved is not None:
+        return saved
+    if checkpoint is not None and not resuming:
+        checkpoint.save(LoopState.empty(plan.block_size))
+    with BasisSweeps() as sweeps:
+        found = find_outliers(operator, plan, config, sweeps)
+    if checkpoint is not None:
+        save_deflations(checkpoint, found)
+    return found
 
 
 def _finished_already(
     out: OutputStore, config: SpectrumConfig, plan: RunPlan, source: ProblemSource, arguments: dict[str, Any] | None
 ) -> bool:
     """Whether ``out`` holds a rendered run of the same problem, factory arguments, operator,
-    order, draws, draws per pass, seed, start distribution, compute dtype and blocks: a
+    order, draws, draws per pass, seed, start distribution, compute dtype, blocks and
+    deflation: a
     ``--resume`` of it has nothing to compute. (Any other difference is the checkpoint's to
     refuse, naming it.)"""
     if not out.exists("summary.json"):
@@ -241,11 +275,11 @@ def _finished_already(
     wanted = (
         source_name(source), arguments, config.operator, min(config.order, plan.facts.num_params), config.draws,
         plan.block_size, config.seed, config.distribution, config.compute_dtype or "model",
-        [p.pattern for p in plan.parts if p.name],
+        [p.pattern for p in plan.parts if p.name], config.deflate or None, config.deflate_tol if config.deflate else None,
     )
     return wanted == (
         held.problem, held.arguments, held.operator, held.order, held.draws, held.draws_per_pass, held.seed,
-        held.distribution, held.compute_dtype, [block["pattern"] for block in held.blocks],
+        held.distribution, held.compute_dtype, [block["pattern"] for block in held.blocks], held.deflate, held.deflate_tol,
     )
 
 
@@ -400,25 +434,6 @@ def describe_progress(state: LoopState) -> str:
     """``2 draw(s) finished, 4 in progress, 480 Lanczos steps done``."""
     active = sum(entry is not None for entry in state.slots)
     return f"{len(state.finished)} draw(s) finished, {active} in progress, {steps_done(state)} Lanczos steps done"
-
-
-def residual_norms(operator: BlockOperator, plan: RunPlan, part_name: str, pairs: Any) -> np.ndarray:
-    """‖C y − θ y‖ of each kept Ritz pair of a part (float64[K]), from one extra pass of true
-    products: the K vectors share the pass, B at a time (zero rows pad the last block)."""
-    part = plan.part(part_name)
-    count, size = len(pairs.values), operator.block_size
-    residuals = np.empty(count)
-    for first in range(0, count, size):
-        rows = pairs.vectors[first:first + size]
-        block = np.zeros((size, operator.dim))
-        if part.indices is None:
-            block[: len(rows)] = rows
-        else:
-            block[: len(rows), part.indices] = rows
-        products, _ = operator.collect(operator.submit(block))
-        products = products[: len(rows)] if part.indices is None else products[: len(rows), part.indices]
-        residuals[first:first + len(rows)] = np.linalg.norm(products - pairs.values[first:first + size, None] * rows, axis=1)
-    return residuals
 
 
 def timing_record(rows: list[list[float]]) -> TimingRecord:

@@ -16,9 +16,11 @@ import numpy as np
 
 from raylanczos.config import DensityConfig, OutputConfig
 from raylanczos.numerics import spectrum
+from raylanczos.numerics.deflation import Deflation
 from raylanczos.numerics.lanczos import LanczosState
 from raylanczos.numerics.ritz import RitzPairs, best_pairs, ritz_pairs
 from raylanczos.outputs.record import (
+    DeflationRecord,
     DrawRecords,
     EigenvectorRecord,
     PartRecord,
@@ -43,7 +45,7 @@ from raylanczos.run.plan import Part, RunPlan
 
 logger = logging.getLogger("raylanczos")
 
-OUTPUT_NAMES = ("tridiag.npy", *RENDERED_NAMES, "eigenvectors.npy")
+OUTPUT_NAMES = ("tridiag.npy", *RENDERED_NAMES, "eigenvectors.npy", "deflated_vectors.npy")
 
 
 def prepare_output(output: OutputConfig) -> tuple[OutputStore | None, Checkpoint | None]:
@@ -95,6 +97,14 @@ class RunOutputs:
         if self.output.top_eigenvectors and self.checkpoint is not None:
             self.eigenvectors.update(self.checkpoint.load_eigenvectors())
 
+    def deflated(self, deflations: dict[str, Deflation]) -> None:
+        """Each part's deflated eigenvectors, ``deflated_vectors.npy`` float64 (K, n_part)
+        (rows in the part's layout, as ``eigenvectors.npy``), once the search found them."""
+        for part in self.plan.parts:
+            store = self._store(part)
+            if store is not None and part.name in deflations:
+                store.write("deflated_vectors.npy", npy_writer(deflations[part.name].vectors))
+
     def draw_finished(self, task: DrawTask, lanczos: LanczosState, record: FinishedDraw) -> None:
         """A draw ended: keep its Ritz pairs, write its basis (if asked) and its part's tridiagonals."""
         self.finished[task.index] = record
@@ -127,13 +137,20 @@ class RunOutputs:
             return None
         return self.out.child(part.path) if part.path else self.out
 
-    def finish(self, run: RunInfo, residuals: dict[str, np.ndarray]) -> Result:
+    def finish(
+        self, run: RunInfo, residuals: dict[str, np.ndarray], deflations: dict[str, DeflationRecord] | None = None
+    ) -> Result:
         """Render every part (and a parts run's top level) from the finished draws.
 
         ``run``: the record's shared part; ``residuals``: per part, the true residual norms
-        of its kept Ritz pairs (float64[K]), from one extra pass of products.
+        of its kept Ritz pairs (float64[K]), from one extra pass of products; ``deflations``:
+        per part of a deflated run, its deflated eigenpairs and start vectors' weights.
         """
-        results = {part.name: self._render_part(part, run, residuals.get(part.name)) for part in self.plan.parts}
+        deflations = deflations or {}
+        results = {
+            part.name: self._render_part(part, run, residuals.get(part.name), deflations.get(part.name))
+            for part in self.plan.parts
+        }
         if len(self.plan.parts) == 1 and not self.plan.parts[0].name:
             return results[""]
         top = PartsRecord(
@@ -142,7 +159,9 @@ class RunOutputs:
         )
         return render_parts(results, top, self.out)
 
-    def _render_part(self, part: Part, run: RunInfo, residuals: np.ndarray | None) -> SpectrumResult:
+    def _render_part(
+        self, part: Part, run: RunInfo, residuals: np.ndarray | None, deflation: DeflationRecord | None
+    ) -> SpectrumResult:
         records = self._records(part)
         config = dataclasses.replace(run.config, num_params=part.dim, order=self.plan.part_order(part))
         layout = run.layout and dataclasses.replace(run.layout, parameter_layout=part.layout.to_json())
@@ -156,6 +175,7 @@ class RunOutputs:
             ),
             part=PartRecord(part.name, part.pattern, list(part.parameters), part.dim) if part.name else None,
             top_eigenvectors=self._write_eigenvectors(part, residuals),
+            deflation=deflation,
         )
         store = self._store(part)
         if store is not None:

@@ -124,10 +124,11 @@ class DriverStore:
             self.kernel.slots[slot] = lanczos
 
     def prepare(self, incoming: Mapping[int, Any]) -> None:
-        """Draw the start vector of each task about to take a slot (once per task)."""
+        """Draw the start vector of each task about to take a slot (once per task), in the
+        task's space (projected by a deflated task's P)."""
         for slot, task in incoming.items():
             if self.starts.get(slot, (None,))[0] != task.index:
-                vector = start_vector(task.dim, seed=self.seed, draw=task.draw, distribution=self.distribution)
+                vector = task.start(start_vector(task.dim, seed=self.seed, draw=task.draw, distribution=self.distribution))
                 self.starts[slot] = (task.index, vector)
 
     def block(self, rows: Sequence[BlockRow]) -> np.ndarray:

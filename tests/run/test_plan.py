@@ -60,3 +60,8 @@ def test_the_identity_holds_what_determines_the_numbers(tiny):
     assert identity["shard_plan"] == shards.to_json() and "lanczos" in identity
     other = run_identity(record, SpectrumConfig(order=20, draws=3, seed=4), ScalingConfig())
     assert other != identity, "another reduction is another run"
+
+
+def test_deflation_with_a_sharded_state_is_refused_naming_both(tiny):
+    with pytest.raises(OptionError, match=r"deflate needs the driver's state \(--state driver\)"):
+        plan_run(tiny, SpectrumConfig(order=20, draws=2, deflate=2), ScalingConfig(state="sharded"))
