@@ -99,6 +99,7 @@ def test_rendering_and_loading_need_no_ray(tmp_path):
     assert out == "[]"
 
 
+@pytest.mark.slow
 def test_jax_keeps_compiled_products_in_the_cache_unless_told_not_to(tmp_path):
     """A JAX backend caches its compiled programs under ``$RAYLANCZOS_CACHE`` by default, so a
     second run of the same model starts without compiling; ``RAYLANCZOS_COMPILATION_CACHE=off``

@@ -89,6 +89,7 @@ def test_the_model_is_causal():
     assert not np.allclose(before[:, -1], after[:, -1])
 
 
+@pytest.mark.slow
 def test_training_lowers_the_loss_of_the_hessians_windows():
     def loss(step):
         problem = transformer.make_problem(SHAPE, train_steps=step, windows=32, batch_size=16)

@@ -66,6 +66,7 @@ def test_jax_products_with_adams_preconditioner():
     check_block_products(flat_problem, dense, seed=1)
 
 
+@pytest.mark.slow
 def test_keras_products_are_the_dense_preconditioned_hessian():
     """The Keras twin of the tiny MLP (the JAX weights in Keras's order), D one array per variable."""
     pytest.importorskip("tensorflow")
