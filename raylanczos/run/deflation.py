@@ -51,6 +51,10 @@ def find_outliers(operator: BlockOperator, plan: RunPlan, config: SpectrumConfig
     longest = max(LONGEST_SEARCH * config.order, 2 * config.deflate)
     while waiting:
         order = min(max(order * 2, config.order, 2 * config.deflate), longest, max(part.dim for part in waiting))
+        logger.info(
+            "deflation: searching the %d largest-magnitude eigenpairs of %d part(s), %d Lanczos steps",
+            config.deflate, len(waiting), order,
+        )
         candidates, passes = _search(operator, waiting, order, attempt, config, sweeps)
         products += passes * operator.block_size
         unconverged = []
