@@ -47,10 +47,7 @@ def ritz_pairs(
     """
     size = len(alpha)
     k = min(k, size)
-    if size == 1:
-        values, vectors = np.asarray(alpha, dtype=np.float64), np.ones((1, 1))
-    else:
-        values, vectors = eigh_tridiagonal(alpha, beta)
+    values, vectors = _eigen(alpha, beta)
     order = np.argsort(values)[::-1][:k] if largest else np.argsort(values)[:k]
     ritz = combine_rows(basis, vectors[:, order].T)
     residuals = abs(residual_norm) * np.abs(vectors[-1, order])
@@ -87,10 +84,14 @@ def largest_magnitude_pairs(basis: np.ndarray, alpha: np.ndarray, beta: np.ndarr
     largest or smallest: the outliers at both ends of a spectrum, for deflation."""
     size = len(alpha)
     k = min(k, size)
-    if size == 1:
-        values, vectors = np.asarray(alpha, dtype=np.float64), np.ones((1, 1))
-    else:
-        values, vectors = eigh_tridiagonal(alpha, beta)
+    values, vectors = _eigen(alpha, beta)
     order = np.argsort(-np.abs(values), kind="stable")[:k]
     ritz = vectors[:, order].T @ np.asarray(basis[:size])
     return RitzPairs(values[order], ritz, abs(residual_norm) * np.abs(vectors[-1, order]))
+
+
+def _eigen(alpha: np.ndarray, beta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """T's eigenvalues float64[k] and eigenvectors float64 (k, k), k = len(alpha)."""
+    if len(alpha) == 1:
+        return np.asarray(alpha, dtype=np.float64), np.ones((1, 1))
+    return eigh_tridiagonal(alpha, beta)
