@@ -191,6 +191,11 @@ def test_a_worker_killed_from_outside_is_reported_as_lost(ray_session):
     group = WorkerGroup(TINY, rl.ShardPlan.balanced(1797, 2), resources=WORKER_RESOURCES)
     try:
         ray.kill(group.actors[1], no_restart=True)
+        # ray.kill is asynchronous: a call sent before the kill lands is still answered.
+        # Wait for the death itself (a call that fails), then ask the group.
+        with pytest.raises(ray.exceptions.RayActorError):
+            while True:
+                ray.get(group.actors[1].__ray_ready__.remote(), timeout=30)
         with pytest.raises(WorkerError) as lost:
             group.execute("describe")
     finally:
