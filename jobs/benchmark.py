@@ -52,11 +52,10 @@ import numpy as np
 import ray
 
 import raylanczos as rl
-from raylanczos.benchmarking import describe_machine, median_seconds
+from raylanczos.benchmarking import describe_machine, jax_original_lanczos, median_seconds
 from raylanczos.config import DEFAULT_DRAWS_PER_PASS
 from raylanczos.distributed.policy import pin_to_cores
 from raylanczos.operators.local import LocalHessian
-from raylanczos.problem.data import BatchPlan
 from raylanczos.outputs.progress import configure_logging
 from raylanczos.problem.definition import build_problem
 
@@ -105,50 +104,15 @@ def numpy_loop(problem_path: str, order: int, seed: int) -> dict[str, float]:
 
 
 def jax_original(problem_path: str, order: int, seed: int) -> dict[str, float]:
-    """Float32 Lanczos with the whole loop (HVPs and re-orthogonalisation) in one jit."""
+    """Float32 Lanczos with the whole loop (HVPs and re-orthogonalisation) in one jit
+    (:func:`raylanczos.benchmarking.jax_original_lanczos`)."""
     start = time.perf_counter()
-    import jax
-    import jax.numpy as jnp
-    from jax.flatten_util import ravel_pytree
-
-    problem = build_problem(problem_path)
-    flat, unravel = ravel_pytree(problem.params)
-    arrays = problem.data.read(rl.ShardPlan.balanced(problem.num_examples, 1).shards[0])
-    batches = list(BatchPlan(arrays, problem.batch_size))
-    n, total = flat.size, problem.num_examples
-
-    def hvp(v, batches):
-        out = jnp.zeros_like(flat)
-        for batch in batches:
-            size = len(next(iter(batch.values())))
-            grad = jax.grad(lambda p, b=batch: problem.loss_fn(unravel(p), b))
-            out = out + size * jax.jvp(grad, (flat,), (v,))[1]
-        return out / total
-
-    def lanczos(v0, batches):
-        def step(i, carry):
-            basis, alpha, beta, v, v_old, b = carry
-            basis = basis.at[i].set(v)
-            w = hvp(v, batches) - b * v_old
-            a = w @ v
-            w = w - a * v
-            mask = (jnp.arange(order) <= i).astype(w.dtype)
-            w = w - basis.T @ (mask * (basis @ w))
-            b_new = jnp.linalg.norm(w)
-            return basis, alpha.at[i].set(a), beta.at[i].set(b_new), w / b_new, v, b_new
-
-        init = (jnp.zeros((order, n), jnp.float32), jnp.zeros(order), jnp.zeros(order), v0, jnp.zeros(n), 0.0)
-        _, alpha, beta, *_ = jax.lax.fori_loop(0, order, step, init)
-        return alpha, beta
-
-    v0 = jnp.asarray(rl.start_vector(n, seed=seed), jnp.float32)
-    batches = jax.device_put(batches)  # arguments, not closed-over constants: no constant folding
-    compiled = jax.jit(lanczos).lower(v0, batches).compile()
-    alpha, _ = compiled(v0, batches)
-    alpha.block_until_ready()
+    lanczos, n = jax_original_lanczos(build_problem(problem_path), order)
+    v0 = rl.start_vector(n, seed=seed)
+    lanczos(v0)[0].block_until_ready()
     total_s = time.perf_counter() - start
     run_start = time.perf_counter()
-    compiled(v0, batches)[0].block_until_ready()
+    lanczos(v0)[0].block_until_ready()
     return {"jax_original_draw_total_s": total_s, "jax_original_step_s": (time.perf_counter() - run_start) / order}
 
 
