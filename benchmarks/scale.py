@@ -31,8 +31,8 @@ With ``--model`` it also measures, alone, ``ray.put`` of a partial, a float64 su
 driver's ``accept`` per byte and a keeper's round trip, pools the per-byte costs over the
 configurations and prints ``scale_model``'s projections with them::
 
-    python benchmarks/scale.py --model       # K = 1 2 4, w = 2, n = 1M 4M, driver and sharded, node reduction
-    python benchmarks/scale.py --states driver --reductions node flat --workers-per-node 1 2   # the flat/node table
+    PYTHONPATH=. python benchmarks/scale.py --model   # K = 1 2 4, w = 2, n = 1M 4M, driver and sharded, node reduction
+    PYTHONPATH=. python benchmarks/scale.py --states driver --reductions node flat --workers-per-node 1 2   # flat/node
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ import statistics
 import sys
 import time
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import jax.numpy as jnp
 import numpy as np
@@ -362,6 +362,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2, help="runs of each configuration; medians are shown (default 2)")
     parser.add_argument("--model", action="store_true", help="also print the projections with these costs")
     args = parser.parse_args()
+    if args.model and set(args.states) != {"driver", "sharded"}:
+        parser.error("--model pools the costs of both states: give --states driver sharded")
     started = machine()
     print(started, flush=True)
     head_store, node_store = stores(args)
@@ -379,7 +381,7 @@ def main() -> None:
                                 print(json.dumps(runs[-1]), file=sys.stderr, flush=True)
     records = combine(runs)
     print(
-        f"finished {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, load average "
+        f"finished {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, load average "
         f"{', '.join(f'{x:.2f}' for x in os.getloadavg())}; B = {args.draws_per_pass}, m = {args.order}, "
         f"{CPUS_PER_WORKER} CPU per worker, {EXAMPLES} examples; medians over passes, then over {args.repeats} repeats\n"
     )

@@ -257,6 +257,10 @@ SHARDED_ROUND_TRIPS = 6
 REFERENCE_BYTES = 28
 #: Bytes of a worker's account of a pass (:class:`~raylanczos.operators.contract.NodeSumInfo`: five numbers).
 INFO_BYTES = 40
+#: Bytes of the step's operations (their scalar fields) one keeper receives per slot and
+#: pass, beyond the coefficients: fitted to the bytes ``benchmarks/scale.py`` measured
+#: (K = 1, 2, 4; B = 2, m = 10), which :func:`sharded_driver_bytes` then gives within 7%.
+STEP_OP_BYTES = 400
 
 
 @dataclass(frozen=True)
@@ -282,9 +286,14 @@ class ShardedCosts:
 
 
 #: What ``benchmarks/scale.py --model`` measured on the 2-core machine of docs/scaling.md
-#: (the sharded state's section).
-SHARDED_MEASURED = ShardedCosts(
-    sum=0.27e-9, put=1.13e-9, accept=2.12e-9, sweep=0.44e-9, round_trip=1e-3, source="placeholder",
+#: (the sharded state's section), and the driver state's costs of the same run.
+SHARDED_MEASURED_2026_12_06 = ShardedCosts(
+    sum=0.117e-9, put=0.418e-9, accept=1.352e-9, sweep=0.934e-9, round_trip=0.835e-3,
+    source="benchmarks/scale.py --model, 2026-12-06 03:22-03:35 UTC, 2-core Xeon VM, docs/scaling.md",
+)
+MEASURED_2026_12_06 = DriverCosts(
+    reduce=1.109e-9, node_reduce=0.862e-9, broadcast=1.757e-9, put=0.418e-9, accept=1.352e-9, reorth=0.970e-9,
+    source=SHARDED_MEASURED_2026_12_06.source,
 )
 
 
@@ -339,11 +348,15 @@ def keeper_node_bytes(num_params: int, nodes: int, order: int, draws_per_pass: i
 
 def sharded_driver_bytes(inputs: ClusterInputs) -> tuple[int, int]:
     """Bytes (out, in) the driver moves in one sharded pass, none of them n-sized: K slice
-    references to every worker, K pieces' references from every node, the workers' accounts,
-    and per keeper the step's coefficients out (B·(2k + 1) floats) and partial sums back
-    (B·(k + 5) floats), at the mean basis size k = m/2."""
+    references to every worker and the K + 1 slice bounds to every node, K pieces'
+    references from every node, the workers' accounts, and per keeper the step's
+    coefficients and operations out (B·(2k + 1) floats and B·:data:`STEP_OP_BYTES`) and
+    partial sums back (B·(k + 5) floats), at the mean basis size k = m/2."""
     k, b, keepers = inputs.order // 2, inputs.draws_per_pass, inputs.nodes
-    out = inputs.workers * keepers * REFERENCE_BYTES + keepers * b * (2 * k + 1) * 8
+    out = (
+        inputs.workers * keepers * REFERENCE_BYTES + keepers * (keepers + 1) * 8
+        + keepers * b * ((2 * k + 1) * 8 + STEP_OP_BYTES)
+    )
     back = keepers * keepers * REFERENCE_BYTES + inputs.workers * INFO_BYTES + keepers * b * (k + 5) * 8
     return out, back
 
@@ -557,17 +570,21 @@ def split_table(rows: list[tuple[str, ClusterInputs]], costs: ShardedCosts, targ
     lines = [
         (
             "| configuration | N | publish | all-gather | node work | scatter | accept | round trips | reorth (overlapped) "
-            f"| largest term | N for {target:.2f}× | overhead, node sum on the GPUs | its largest term |"
+            f"| largest term | N for {target:.2f}× | overhead, node sum on the GPUs | and keepers at "
+            f"{ANCHOR_SWEEP_GBS:.1f} GB/s | then the largest term |"
         ),
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---|",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---|",
     ]
+    threaded = dataclasses.replace(costs, sweep=1 / (ANCHOR_SWEEP_GBS * 1e9))
     for name, inputs in rows:
         q = predict_sharded(inputs, costs)
-        on_gpus = predict_sharded(dataclasses.replace(inputs, gpu_node_sum_gbs=NVLINK_GBS), costs)
+        on_gpus = dataclasses.replace(inputs, gpu_node_sum_gbs=NVLINK_GBS)
+        both = predict_sharded(on_gpus, threaded)
         lines.append(
             f"| {name} | {inputs.num_examples:,} | {q.publish:.3f} | {q.allgather:.3f} | {q.node_work:.3f} "
             f"| {q.scatter:.3f} | {q.accept:.3f} | {q.round_trips:.3f} | {q.reorth:.3f} | {largest_term(q)} "
-            f"| {examples_for_overhead(inputs, costs, target):,} | {on_gpus.overhead:.3f} | {largest_term(on_gpus)} |"
+            f"| {examples_for_overhead(inputs, costs, target):,} | {predict_sharded(on_gpus, costs).overhead:.3f} "
+            f"| {both.overhead:.3f} | {largest_term(both)} |"
         )
     return "\n".join(lines)
 
@@ -619,7 +636,7 @@ def main() -> None:
                         help="instead: ResNet-50 and 1B/7B transformers, the driver's state against the sharded one")
     args = parser.parse_args()
     if args.sharded:
-        print(report_all(MEASURED_2026_12_01, SHARDED_MEASURED))
+        print(report_all(MEASURED_2026_12_06, SHARDED_MEASURED_2026_12_06))
         return
     overrides = dict(
         num_params=args.params, num_examples=args.examples, tangent_cost=args.tangent_cost,
