@@ -300,7 +300,9 @@ def mean_of(records: list[dict], name: str) -> float:
     return statistics.mean(values)
 
 
-def pooled_costs(records: list[dict], measured: dict[str, float], source: str) -> tuple:
+def pooled_costs(
+    records: list[dict], measured: dict[str, float], source: str
+) -> tuple[scale_model.DriverCosts, scale_model.ShardedCosts]:
     """The model's per-byte costs: each the mean over the configurations that measure it, or
     the probes measured alone; (driver state's, sharded state's)."""
     driver = [r for r in records if r["state"] == "driver"]

@@ -143,6 +143,12 @@ class Prediction:
         return self.step / self.hvp
 
 
+def hvp_seconds(inputs: ClusterInputs) -> float:
+    """One GPU's share of one pass: (N / (K·G)) / throughput, B tangents at the tangent cost."""
+    b = inputs.draws_per_pass
+    return inputs.num_examples / inputs.workers / inputs.hvp_throughput * (1 + (b - 1) * inputs.tangent_cost)
+
+
 def basis_rows_read(step: int, order: int) -> int:
     """Basis vectors one draw's re-orthogonalisation reads at ``step`` (1 … m) of ``order``.
 
@@ -166,7 +172,7 @@ def predict(inputs: ClusterInputs, costs: DriverCosts, reduce: str) -> Predictio
     nic = inputs.nic_gbs * 1e9
     block = b * n * inputs.broadcast_itemsize
     partial = b * n * 8
-    hvp = inputs.num_examples / inputs.workers / inputs.hvp_throughput * (1 + (b - 1) * inputs.tangent_cost)
+    hvp = hvp_seconds(inputs)
     bytes_out = inputs.nodes * block  # every node pulls the block from the driver's node
     senders = inputs.nodes if reduce == "node" else inputs.workers
     bytes_in = senders * partial
@@ -330,12 +336,6 @@ class ShardedPrediction:
     def overhead(self) -> float:
         """Step time over the HVP floor (1 is no overhead)."""
         return self.step / self.hvp
-
-
-def hvp_seconds(inputs: ClusterInputs) -> float:
-    """One GPU's share of one pass: (N / (K·G)) / throughput, B tangents at the tangent cost."""
-    b = inputs.draws_per_pass
-    return inputs.num_examples / inputs.workers / inputs.hvp_throughput * (1 + (b - 1) * inputs.tangent_cost)
 
 
 def keeper_node_bytes(num_params: int, nodes: int, order: int, draws_per_pass: int) -> int:
