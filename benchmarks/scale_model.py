@@ -12,14 +12,23 @@ driver's re-orthogonalisation sweeps the bases while the workers compute. So::
             + node sum and its result written (node reduction) + partials into the driver
     step  = block put + max(chain, re-orthogonalisation) + driver sum + accept
 
+With the sharded state (:func:`predict_sharded`) keepers, one per node, hold slices of
+every vector; the driver moves only scalars and references::
+
+    chain = all-gather of the keepers' slices + HVP + node work (puts and the node sum)
+    step  = publish + max(chain, keepers' re-orthogonalisation) + reduce-scatter
+            + keepers' accept + the driver's round trips
+
 Costs per byte come from ``benchmarks/scale.py`` (measured on the machine it runs on, in
-the same run when it is given ``--model``); :data:`MEASURED_2026_12_01` holds the figures
-recorded in docs/scaling.md. Every other figure is an input, and :func:`resnet50_inputs`
-states the sources of the ResNet-50 projection's. Pure: the standard library only.
+the same run when it is given ``--model``); :data:`MEASURED_2026_12_01` and
+:data:`SHARDED_MEASURED` hold the figures recorded in docs/scaling.md. Every other figure
+is an input; :func:`resnet50_inputs` and :func:`transformer_inputs` state their sources.
+Pure: the standard library only.
 
 Usage::
 
     python benchmarks/scale_model.py                       # the ResNet-50 / ImageNet table
+    python benchmarks/scale_model.py --sharded             # ResNet-50, 1B and 7B transformers: driver against sharded
     python benchmarks/scale_model.py --params 7050314 --examples 50000 --throughput 45872 --gpus 8 16 --nic-gbs 3
 """
 
@@ -80,7 +89,12 @@ class ClusterInputs:
     node's network interface, the driver's included; ``driver_bandwidth_gbs``: GB/s at
     which the driver's re-orthogonalisation reads the bases; ``order``: m; ``draws``: D;
     ``draws_per_pass``: B; ``broadcast_itemsize``: bytes per entry of the broadcast block
-    (4 for float32 models); ``head_ram_gb``: GB of the driver's RAM the bases may use.
+    (4 for float32 models); ``head_ram_gb``: GB of the driver's RAM the bases may use;
+    ``node_ram_gb``: GB of a worker node's RAM its keeper's slices may use (sharded state);
+    ``gpu_node_sum_gbs``: not built, a design to weigh: a node's GPUs reduce-scatter their
+    partials among themselves at this many GB/s per GPU (NCCL over NVLink) and each puts
+    its 1/G of the node sum's pieces, instead of the host's puts and sum (None: the host's,
+    as built; sharded state only).
     """
 
     num_params: int
@@ -96,6 +110,8 @@ class ClusterInputs:
     tangent_cost: float = 1.0
     broadcast_itemsize: int = 4
     head_ram_gb: float = 2048.0
+    node_ram_gb: float = 2048.0
+    gpu_node_sum_gbs: float | None = None
 
     @property
     def workers(self) -> int:
@@ -127,6 +143,12 @@ class Prediction:
         return self.step / self.hvp
 
 
+def hvp_seconds(inputs: ClusterInputs) -> float:
+    """One GPU's share of one pass: (N / (K·G)) / throughput, B tangents at the tangent cost."""
+    b = inputs.draws_per_pass
+    return inputs.num_examples / inputs.workers / inputs.hvp_throughput * (1 + (b - 1) * inputs.tangent_cost)
+
+
 def basis_rows_read(step: int, order: int) -> int:
     """Basis vectors one draw's re-orthogonalisation reads at ``step`` (1 … m) of ``order``.
 
@@ -150,7 +172,7 @@ def predict(inputs: ClusterInputs, costs: DriverCosts, reduce: str) -> Predictio
     nic = inputs.nic_gbs * 1e9
     block = b * n * inputs.broadcast_itemsize
     partial = b * n * 8
-    hvp = inputs.num_examples / inputs.workers / inputs.hvp_throughput * (1 + (b - 1) * inputs.tangent_cost)
+    hvp = hvp_seconds(inputs)
     bytes_out = inputs.nodes * block  # every node pulls the block from the driver's node
     senders = inputs.nodes if reduce == "node" else inputs.workers
     bytes_in = senders * partial
@@ -230,6 +252,235 @@ def resnet50_inputs(gpus: int, *, gpus_per_node: int = 8, nic_gbs: float = 12.5,
     return ClusterInputs(**{**fields, **overrides})
 
 
+# ----------------------------------------------------------------------------- sharded state
+
+
+#: Driver ↔ keepers round trips of one sharded pass (``raylanczos.run.stores.KeeperStore``):
+#: the keepers' receiving of the products, the step's two rounds with sums, the publishing
+#: of the next block, and the re-orthogonalisation's two rounds (a DGKS second pass adds two).
+SHARDED_ROUND_TRIPS = 6
+#: Bytes counted for an object reference in a message (``raylanczos.numerics.sharded.REFERENCE_BYTES``).
+REFERENCE_BYTES = 28
+#: Bytes of a worker's account of a pass (:class:`~raylanczos.operators.contract.NodeSumInfo`: five numbers).
+INFO_BYTES = 40
+#: Bytes of the step's operations (their scalar fields) one keeper receives per slot and
+#: pass, beyond the coefficients: fitted to the bytes ``benchmarks/scale.py`` measured
+#: (K = 1, 2, 4; B = 2, m = 10), which :func:`sharded_driver_bytes` then gives within 7%.
+STEP_OP_BYTES = 400
+
+
+@dataclass(frozen=True)
+class ShardedCosts:
+    """Seconds per byte of a sharded pass's work on the nodes (``benchmarks/scale.py --model``).
+
+    ``sum``: a float64 add in numpy, per byte added (a node's sum of its workers' partials,
+    a keeper's sum of its pieces of the node sums); ``put``: ``ray.put`` of a float64 array,
+    per byte (a member's partial, a node sum's pieces, a keeper's slice; also taken for a
+    worker's concatenation of the slices, a copy of the block); ``accept``: the step's first
+    half, per byte of one float64 vector's slice, per draw; ``sweep``: a keeper's
+    re-orthogonalisation per byte of its slice of the basis read (as measured on the
+    simulated cluster, its two round trips included); ``round_trip``: seconds of one message
+    from the driver to the keepers and its answer. ``source`` says where they were measured.
+    """
+
+    sum: float
+    put: float
+    accept: float
+    sweep: float
+    round_trip: float
+    source: str
+
+
+#: What ``benchmarks/scale.py --model`` measured on the 2-core machine of docs/scaling.md
+#: (the sharded state's section), and the driver state's costs of the same run.
+SHARDED_MEASURED_2026_12_06 = ShardedCosts(
+    sum=0.117e-9, put=0.418e-9, accept=1.352e-9, sweep=0.934e-9, round_trip=0.835e-3,
+    source="benchmarks/scale.py --model, 2026-12-06 03:22-03:35 UTC, 2-core Xeon VM, docs/scaling.md",
+)
+MEASURED_2026_12_06 = DriverCosts(
+    reduce=1.109e-9, node_reduce=0.862e-9, broadcast=1.757e-9, put=0.418e-9, accept=1.352e-9, reorth=0.970e-9,
+    source=SHARDED_MEASURED_2026_12_06.source,
+)
+
+
+@dataclass(frozen=True)
+class ShardedPrediction:
+    """One sharded pass (seconds), the driver's bytes, the memory it needs, and the run.
+
+    ``publish``: a keeper's putting its slice of the block; ``allgather``: a node's fetching
+    the other slices over its NIC and a worker's concatenation; ``node_work``: a member's
+    put, the node sum and the put of its pieces; ``scatter``: a keeper's fetching its pieces
+    of the other nodes' sums over its NIC and adding them; ``accept``, ``reorth``: the
+    keepers' step (reorth overlapped with the products); ``round_trips``: the driver's
+    messages on the critical path; ``node_bytes``: one keeper's slices (B bases, pending
+    vectors and work vectors); ``head_bytes``: the driver's scalars.
+    """
+
+    hvp: float
+    publish: float
+    allgather: float
+    node_work: float
+    scatter: float
+    accept: float
+    reorth: float
+    round_trips: float
+    step: float
+    bytes_out: int
+    bytes_in: int
+    node_bytes: int
+    head_bytes: int
+    passes: int
+    total: float
+
+    @property
+    def overhead(self) -> float:
+        """Step time over the HVP floor (1 is no overhead)."""
+        return self.step / self.hvp
+
+
+def keeper_node_bytes(num_params: int, nodes: int, order: int, draws_per_pass: int) -> int:
+    """Host bytes one keeper holds for its slice of n/K: B bases of m + 1 rows, two halves of
+    each slot's pending vector and correction, four work vectors per slot, float64
+    (``raylanczos.distributed.keepers.keeper_bytes``)."""
+    b = draws_per_pass
+    return (b * (order + 1) + 2 * b * 2 + 4 * b) * math.ceil(num_params / nodes) * 8
+
+
+def sharded_driver_bytes(inputs: ClusterInputs) -> tuple[int, int]:
+    """Bytes (out, in) the driver moves in one sharded pass, none of them n-sized: K slice
+    references to every worker and the K + 1 slice bounds to every node, K pieces'
+    references from every node, the workers' accounts, and per keeper the step's
+    coefficients and operations out (B·(2k + 1) floats and B·:data:`STEP_OP_BYTES`) and
+    partial sums back (B·(k + 5) floats), at the mean basis size k = m/2."""
+    k, b, keepers = inputs.order // 2, inputs.draws_per_pass, inputs.nodes
+    out = (
+        inputs.workers * keepers * REFERENCE_BYTES + keepers * (keepers + 1) * 8
+        + keepers * b * ((2 * k + 1) * 8 + STEP_OP_BYTES)
+    )
+    back = keepers * keepers * REFERENCE_BYTES + inputs.workers * INFO_BYTES + keepers * b * (k + 5) * 8
+    return out, back
+
+
+def node_work_seconds(inputs: ClusterInputs, costs: ShardedCosts) -> float:
+    """A node's work from its workers' partials to its sum's pieces in its object store: on
+    the host (a member's put, the sum of G partials, the pieces' put), or with
+    ``gpu_node_sum_gbs`` a reduce-scatter on the GPUs and a put of 1/G per GPU."""
+    partial, g = inputs.draws_per_pass * inputs.num_params * 8, inputs.gpus_per_node
+    if inputs.gpu_node_sum_gbs is not None:
+        return partial * (g - 1) / g / (inputs.gpu_node_sum_gbs * 1e9) + partial / g * costs.put
+    if g == 1:
+        return partial * costs.put
+    return partial * costs.put + g * partial * costs.sum + partial * costs.put
+
+
+def predict_sharded(inputs: ClusterInputs, costs: ShardedCosts) -> ShardedPrediction:
+    """One pass with the vectors sliced over K keepers, one per node; the node reduction::
+
+        chain = all-gather + HVP + node work        (the products, from the published slices)
+        step  = publish + max(chain, reorth) + scatter + accept + round trips
+    """
+    n, b, k = inputs.num_params, inputs.draws_per_pass, inputs.nodes
+    nic = inputs.nic_gbs * 1e9
+    remote = (k - 1) / k  # the share of a vector a node fetches from, or sends to, the others
+    block, partial = b * n * inputs.broadcast_itemsize, b * n * 8
+    publish = block / k * costs.put
+    allgather = block * remote / nic + block * costs.put
+    node_work = node_work_seconds(inputs, costs)
+    scatter = partial * remote / nic + partial * costs.sum
+    accept = b * n / k * 8 * costs.accept
+    reorth = b * basis_bytes_per_draw(n, inputs.order) / inputs.order / k * costs.sweep
+    hvp = hvp_seconds(inputs)
+    round_trips = (SHARDED_ROUND_TRIPS - 2) * costs.round_trip  # the two of the reorth are in its measured cost
+    step = publish + max(allgather + hvp + node_work, reorth) + scatter + accept + round_trips
+    passes = math.ceil(inputs.draws / b) * inputs.order
+    out, back = sharded_driver_bytes(inputs)
+    return ShardedPrediction(
+        hvp=hvp, publish=publish, allgather=allgather, node_work=node_work, scatter=scatter, accept=accept,
+        reorth=reorth, round_trips=round_trips, step=step, bytes_out=out, bytes_in=back,
+        node_bytes=keeper_node_bytes(n, k, inputs.order, b), head_bytes=b * (inputs.order + 1) * 2 * 8,
+        passes=passes, total=passes * step,
+    )
+
+
+def overhead_terms(prediction: ShardedPrediction) -> dict[str, float]:
+    """The sharded pass's seconds beyond the HVP floor, by term (the re-orthogonalisation
+    only for what it outlasts the products by)."""
+    chain = prediction.allgather + prediction.hvp + prediction.node_work
+    return {
+        "publish": prediction.publish, "all-gather": prediction.allgather, "node work": prediction.node_work,
+        "reorth beyond the products": max(prediction.reorth - chain, 0.0), "scatter": prediction.scatter,
+        "accept": prediction.accept, "round trips": prediction.round_trips,
+    }
+
+
+def largest_term(prediction: ShardedPrediction) -> str:
+    """The name of the largest of :func:`overhead_terms`."""
+    terms = overhead_terms(prediction)
+    return max(terms, key=terms.get)
+
+
+def examples_for_overhead(inputs: ClusterInputs, costs: ShardedCosts, target: float) -> int:
+    """Examples N enough for a sharded overhead of at most ``target`` (> 1), all else equal:
+    the HVP grows with N, the vectors' terms do not (exact when the products, not the
+    re-orthogonalisation, bound the pass)."""
+    if not target > 1:
+        raise ValueError(f"target must exceed 1, got {target}")
+    per_example = hvp_seconds(dataclasses.replace(inputs, num_examples=1))
+    fixed = predict_sharded(dataclasses.replace(inputs, num_examples=0), costs)
+    serial = fixed.publish + fixed.scatter + fixed.accept + fixed.round_trips
+    beside = fixed.allgather + fixed.node_work
+    needed = max((serial + beside) / (target - 1), (serial + fixed.reorth) / target)
+    return math.ceil(needed / per_example)
+
+
+# ----------------------------------------------------------------------------- transformers
+
+
+#: NVIDIA H100 SXM: 989 TFLOP/s dense BF16 (NVIDIA H100 Tensor Core GPU datasheet, 2023).
+H100_BF16_FLOPS = 989e12
+#: Assumed model-FLOPs utilisation of the HVP: 40%, as large-model training reaches on H100s
+#: (e.g. Llama 3's 38–43% BF16 MFU on 16K H100s: Dubey et al., "The Llama 3 Herd of Models", 2024).
+HVP_MFU = 0.40
+#: A training step's FLOPs per token: 6·n (Kaplan et al., "Scaling Laws for Neural Language
+#: Models", 2020). Assumed: a forward-over-reverse HVP costs twice that (Pearlmutter, "Fast exact
+#: multiplication by the Hessian", 1994: a small constant times a gradient; JAX's jvp of grad
+#: carries a tangent through both passes), 12·n per token.
+HVP_FLOPS_PER_TOKEN_PER_PARAM = 12
+#: Tokens of data per pass: 2²⁷ (32,768 sequences of 4,096 tokens), an assumption.
+TRANSFORMER_TOKENS = 2**27
+#: 400 Gb/s per node (a DGX H100's InfiniBand NDR ports are 400 Gb/s each: NVIDIA DGX H100
+#: user guide), assumed filled by Ray's object transfers.
+IB_NIC_GBS = 50.0
+#: NVLink 4: 900 GB/s per H100 both ways, 450 GB/s each way (NVIDIA H100 datasheet), for
+#: the node sum on the GPUs (:attr:`ClusterInputs.gpu_node_sum_gbs`).
+NVLINK_GBS = 450.0
+
+
+def transformer_throughput(num_params: int) -> float:
+    """Tokens/s of one H100's HVP: peak BF16 FLOP/s × MFU / (12·n FLOPs per token)."""
+    return H100_BF16_FLOPS * HVP_MFU / (HVP_FLOPS_PER_TOKEN_PER_PARAM * num_params)
+
+
+def transformer_inputs(num_params: int, gpus: int, *, tokens: int = TRANSFORMER_TOKENS, **overrides) -> ClusterInputs:
+    """A decoder-only transformer of ``num_params`` on ``gpus`` H100s, 8 to a node, BF16
+    (2-byte block), 400 Gb/s per node; B = 1, m = 90, D = 10; 2 TB of head RAM."""
+    fields = {
+        "num_params": num_params, "num_examples": tokens, "nodes": math.ceil(gpus / 8), "gpus_per_node": min(gpus, 8),
+        "hvp_throughput": transformer_throughput(num_params), "nic_gbs": IB_NIC_GBS,
+        "driver_bandwidth_gbs": ANCHOR_SWEEP_GBS, "broadcast_itemsize": 2,
+    }
+    return ClusterInputs(**{**fields, **overrides})
+
+
+def projections() -> list[tuple[str, ClusterInputs]]:
+    """The configurations of docs/scaling.md's sharded projections."""
+    return [
+        *((f"ResNet-50, {g} H100s", resnet50_inputs(g, nic_gbs=IB_NIC_GBS)) for g in (64, 512)),
+        *((f"1B transformer, {g} H100s", transformer_inputs(10**9, g)) for g in (64, 256)),
+        *((f"7B transformer, {g} H100s", transformer_inputs(7 * 10**9, g)) for g in (64, 256)),
+    ]
+
+
 # ----------------------------------------------------------------------------- tables
 
 
@@ -287,6 +538,83 @@ def report(rows: list[tuple[str, ClusterInputs]], costs: DriverCosts) -> str:
     ])
 
 
+def state_table(rows: list[tuple[str, ClusterInputs]], driver: DriverCosts, sharded: ShardedCosts) -> str:
+    """A markdown table: each configuration with the driver's state (node reduction) and
+    sharded: the pass against the HVP floor, the driver's bytes, the memory and the run."""
+    lines = [
+        (
+            "| configuration | state | HVP floor s | step s | overhead | driver MB out/in per pass | head GB "
+            "| node GB (slices) | fits | total h |"
+        ),
+        "|---|---|---:|---:|---:|---:|---:|---:|---|---:|",
+    ]
+    for name, inputs in rows:
+        p = predict(inputs, driver, "node")
+        fits = "yes" if p.bases_bytes <= inputs.head_ram_gb * 1e9 else f"no: > {inputs.head_ram_gb:g} GB head"
+        lines.append(
+            f"| {name} | driver | {p.hvp:.2f} | {p.step:.2f} | {p.overhead:.3f} | {p.bytes_out / 1e6:,.0f} / "
+            f"{p.bytes_in / 1e6:,.0f} | {gigabytes(p.bases_bytes)} | 0 | {fits} | {p.total / 3600:.1f} |"
+        )
+        q = predict_sharded(inputs, sharded)
+        fits = "yes" if q.node_bytes <= inputs.node_ram_gb * 1e9 else f"no: > {inputs.node_ram_gb:g} GB node"
+        lines.append(
+            f"| {name} | sharded | {q.hvp:.2f} | {q.step:.2f} | {q.overhead:.3f} | {q.bytes_out / 1e6:.3f} / "
+            f"{q.bytes_in / 1e6:.3f} | {q.head_bytes / 1e9:.6f} | {gigabytes(q.node_bytes)} | {fits} | {q.total / 3600:.1f} |"
+        )
+    return "\n".join(lines)
+
+
+def split_table(rows: list[tuple[str, ClusterInputs]], costs: ShardedCosts, target: float = 1.10) -> str:
+    """A markdown table: the sharded pass's terms beyond the HVP floor (seconds), the largest,
+    and the examples N that would bring the overhead to ``target``."""
+    lines = [
+        (
+            "| configuration | N | publish | all-gather | node work | scatter | accept | round trips | reorth (overlapped) "
+            f"| largest term | N for {target:.2f}× | overhead, node sum on the GPUs | and keepers at "
+            f"{ANCHOR_SWEEP_GBS:.1f} GB/s | then the largest term |"
+        ),
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---|",
+    ]
+    threaded = dataclasses.replace(costs, sweep=1 / (ANCHOR_SWEEP_GBS * 1e9))
+    for name, inputs in rows:
+        q = predict_sharded(inputs, costs)
+        on_gpus = dataclasses.replace(inputs, gpu_node_sum_gbs=NVLINK_GBS)
+        both = predict_sharded(on_gpus, threaded)
+        lines.append(
+            f"| {name} | {inputs.num_examples:,} | {q.publish:.3f} | {q.allgather:.3f} | {q.node_work:.3f} "
+            f"| {q.scatter:.3f} | {q.accept:.3f} | {q.round_trips:.3f} | {q.reorth:.3f} | {largest_term(q)} "
+            f"| {examples_for_overhead(inputs, costs, target):,} | {predict_sharded(on_gpus, costs).overhead:.3f} "
+            f"| {both.overhead:.3f} | {largest_term(both)} |"
+        )
+    return "\n".join(lines)
+
+
+def report_all(driver: DriverCosts, sharded: ShardedCosts) -> str:
+    """The costs, the driver's state against the sharded one for :func:`projections`, and the
+    sharded pass's terms. Node sums run at the sum's cost per byte in both states."""
+    rows = projections()
+    driver = dataclasses.replace(driver, node_reduce=sharded.sum)
+    costs = (
+        f"sharded per-byte costs ({sharded.source}): sum {sharded.sum * 1e9:.3f} ns/B, put {sharded.put * 1e9:.3f} ns/B, "
+        f"accept {sharded.accept * 1e9:.3f} ns/B per draw, keeper sweep {sharded.sweep * 1e9:.3f} ns/B, "
+        f"round trip {sharded.round_trip * 1e3:.2f} ms; driver sum {driver.reduce * 1e9:.3f} ns/B, "
+        f"broadcast {driver.broadcast * 1e9:.3f} ns/B ({driver.source})"
+    )
+    setting = (
+        f"NIC {IB_NIC_GBS:g} GB/s per node; transformers: {TRANSFORMER_TOKENS:,} tokens per pass, "
+        f"HVP {HVP_FLOPS_PER_TOKEN_PER_PARAM}·n FLOPs per token at {HVP_MFU:.0%} of {H100_BF16_FLOPS / 1e12:g} TFLOP/s; "
+        "m = 90, D = 10, B = 1, 8 H100s per node, 2 TB per node and head"
+    )
+    return "\n".join([
+        costs,
+        setting,
+        "",
+        state_table(rows, driver, sharded),
+        "",
+        split_table(rows, sharded),
+    ])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--gpus", type=int, nargs="+", default=[1, 8, 64], help="GPUs in all, one row each (default 1 8 64)")
@@ -304,7 +632,12 @@ def main() -> None:
     parser.add_argument("--draws", type=int, default=10, help="D (default 10)")
     parser.add_argument("--draws-per-pass", type=int, default=1, help="B (default 1)")
     parser.add_argument("--head-ram-gb", type=float, default=2048.0, help="GB of driver RAM for the bases (default 2048)")
+    parser.add_argument("--sharded", action="store_true",
+                        help="instead: ResNet-50 and 1B/7B transformers, the driver's state against the sharded one")
     args = parser.parse_args()
+    if args.sharded:
+        print(report_all(MEASURED_2026_12_06, SHARDED_MEASURED_2026_12_06))
+        return
     overrides = dict(
         num_params=args.params, num_examples=args.examples, tangent_cost=args.tangent_cost,
         driver_bandwidth_gbs=args.driver_gbs, order=args.order, draws=args.draws,

@@ -239,5 +239,6 @@ class SlicedHessian(DistributedHessian):
             node_reduce=node_reduce,
             bytes_sent=pending.bytes_sent,
             bytes_received=payload_bytes(infos) + payload_bytes(cuts),
+            allgather=max(info.allgather for info in infos),
         )
         return products, timing

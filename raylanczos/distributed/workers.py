@@ -9,7 +9,7 @@ import os
 import re
 import socket
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
@@ -63,8 +63,9 @@ class ShardActor(ShardWorker):
     ) -> tuple[PartialInfo, Any]:
         """This shard's partial products of the block the keepers' slices make up, as an
         object reference (None when the pass failed)."""
-        info, products = self.partial_products(_assembled(slice_refs), arguments)
-        return info, None if products is None else ray.put(products)
+        block, allgather = _assembled(slice_refs)
+        info, products = self.partial_products(block, arguments)
+        return replace(info, allgather=allgather), None if products is None else ray.put(products)
 
     def node_sum_pieces(
         self, slice_refs: Sequence[Any], member_refs: Sequence[Any], own_index: int, bounds: Sequence[int],
@@ -76,15 +77,20 @@ class ShardActor(ShardWorker):
         def members() -> list[np.ndarray | None]:
             return [None if ref is None else ray.get(ref) for ref in ray.get(list(member_refs))]
 
-        info, total = self.node_sum(_assembled(slice_refs), members, own_index, arguments)
+        block, allgather = _assembled(slice_refs)
+        info, total = self.node_sum(block, members, own_index, arguments)
+        info = replace(info, allgather=allgather)
         if total is None:
             return info, None
         return info, [ray.put(np.ascontiguousarray(total[:, lo:hi])) for lo, hi in zip(bounds[:-1], bounds[1:])]
 
 
-def _assembled(slice_refs: Sequence[Any]) -> np.ndarray:
-    """The (B, n) block from the keepers' slices (object references, in keeper order)."""
-    return np.concatenate(ray.get(list(slice_refs)), axis=1)
+def _assembled(slice_refs: Sequence[Any]) -> tuple[np.ndarray, float]:
+    """The (B, n) block from the keepers' slices (object references, in keeper order), and
+    the seconds its fetch and concatenation took (this worker's part of the all-gather)."""
+    start = time.perf_counter()
+    block = np.concatenate(ray.get(list(slice_refs)), axis=1)
+    return block, time.perf_counter() - start
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ in-process :class:`InProcessKeepers` group for tests, or one Ray actor per node
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, Sequence
@@ -351,8 +352,9 @@ class ShardedSpace:
     A round with reductions goes to every keeper at once, with the rounds deferred before
     it; their partial reductions are added in keeper order. A round with nothing to reduce
     waits for the next message. :attr:`bytes_sent` and :attr:`bytes_received` count the
-    numbers the driver sent and received (see :func:`payload_bytes`), until
-    :meth:`take_bytes`.
+    numbers the driver sent and received (see :func:`payload_bytes`), and
+    :attr:`sum_seconds` the seconds it spent adding the rounds' partial reductions, until
+    :meth:`take_counts`.
     """
 
     def __init__(self, keepers: KeeperGroup):
@@ -360,12 +362,17 @@ class ShardedSpace:
         self.deferred: list[Op] = []
         self.bytes_sent = 0
         self.bytes_received = 0
+        self.sum_seconds = 0.0
 
     def run(self, ops: Sequence[Op]) -> list[float | np.ndarray]:
         if reductions_size(ops) == 0:
             self.deferred += ops
             return []
-        return split_reductions(ops, sum_in_order(self.call("run", list(ops))))
+        partials = self.call("run", list(ops))
+        started = time.perf_counter()
+        reduced = split_reductions(ops, sum_in_order(partials))
+        self.sum_seconds += time.perf_counter() - started
+        return reduced
 
     def call(self, method: str, *args: Any) -> list[Any]:
         """``method(*args)`` on every keeper after the deferred rounds; answers in keeper order."""
@@ -388,8 +395,10 @@ class ShardedSpace:
         self.bytes_received += payload_bytes(answer)
         return answer
 
-    def take_bytes(self) -> tuple[int, int]:
-        """(sent, received) since the last call, and start counting again."""
-        counted = (self.bytes_sent, self.bytes_received)
+    def take_counts(self) -> tuple[int, int, float]:
+        """(bytes sent, bytes received, seconds of sums) since the last call, and start
+        counting again."""
+        counted = (self.bytes_sent, self.bytes_received, self.sum_seconds)
         self.bytes_sent = self.bytes_received = 0
+        self.sum_seconds = 0.0
         return counted

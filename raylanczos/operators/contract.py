@@ -21,9 +21,11 @@ from typing import Any, Protocol, Sequence
 import numpy as np
 
 #: Per-pass timing columns: seconds, but for the pass index, the active draws and bytes.
+#: ``allgather``, ``scatter``, ``accept`` and ``driver_sums`` split a sharded state's pass
+#: (see :class:`StepTiming` and :class:`~raylanczos.run.loop.LoopState`).
 TIMING_COLUMNS = (
     "step", "active", "broadcast", "hvp_max", "gather", "node_reduce", "reduce", "reorth", "checkpoint", "total",
-    "bytes_sent", "bytes_received",
+    "bytes_sent", "bytes_received", "allgather", "scatter", "accept", "driver_sums",
 )
 
 
@@ -37,7 +39,9 @@ class StepTiming:
     outlasted the product when it was started before the re-orthogonalisation);
     ``node_reduce``: the slowest node's sum of its workers' partials (0 for the flat
     reduction); ``reduce``: the float64 sum and division on the driver; bytes the driver
-    sent (the block, once per node that reads it) and received (the partials it summed).
+    sent (the block, once per node that reads it) and received (the partials it summed);
+    ``allgather``: the slowest worker's fetching and concatenating the keepers' slices of
+    the block (a sharded state's all-gather, part of ``gather``; 0 with the driver's state).
     """
 
     broadcast: float = 0.0
@@ -47,6 +51,7 @@ class StepTiming:
     reduce: float = 0.0
     bytes_sent: int = 0
     bytes_received: int = 0
+    allgather: float = 0.0
 
 
 class BlockOperator(Protocol):
@@ -125,23 +130,28 @@ class PartialInfo:
     """A worker's account of one pass (small; travels apart from the products).
 
     ``count``: the shard's examples; ``seconds``: the worker's own product time;
-    ``error``: one line naming worker, shard and cause when the pass failed, else "".
+    ``error``: one line naming worker, shard and cause when the pass failed, else "";
+    ``allgather``: seconds it spent fetching and concatenating the keepers' slices of the
+    block before its product (0 when the block came whole).
     """
 
     count: int
     seconds: float
     error: str = ""
+    allgather: float = 0.0
 
 
 @dataclass(frozen=True)
 class NodeSumInfo:
     """A node group's account of one pass: its examples, its first worker's product time,
-    the seconds spent summing the group's partials on the node, and any error line."""
+    the seconds spent summing the group's partials on the node, any error line, and its
+    first worker's all-gather seconds (as :class:`PartialInfo`)."""
 
     count: int
     seconds: float
     node_reduce_seconds: float
     error: str = ""
+    allgather: float = 0.0
 
 
 def check_answer(error: str) -> None:

@@ -67,6 +67,16 @@ FINISHED_FIELDS = {
 }
 
 
+def widened(timings: np.ndarray) -> list[list[float]]:
+    """A checkpoint's timing rows with a zero for each column added since it was written
+    (:data:`TIMING_COLUMNS` grow at the end), so a resumed run's rows are one table."""
+    rows = timings.reshape(timings.shape[0], -1) if timings.size else timings.reshape(0, len(TIMING_COLUMNS))
+    missing = len(TIMING_COLUMNS) - rows.shape[1]
+    if missing < 0:
+        raise ValueError(f"timing rows of {rows.shape[1]} columns, more than the {len(TIMING_COLUMNS)} known")
+    return np.pad(rows, ((0, 0), (0, missing))).tolist()
+
+
 class Checkpoint:
     """The local checkpoint directory of a run: identity, loop state, bases and pending rows
     (or, with a sharded state, the keepers' directories)."""
@@ -243,7 +253,7 @@ class Checkpoint:
                 slots=slots,
                 next_task=int(arrays["next_task"]),
                 finished=finished,
-                timings=np.asarray(arrays["timings"], dtype=np.float64).tolist(),
+                timings=widened(np.asarray(arrays["timings"], dtype=np.float64)),
                 passes=int(arrays["passes"]),
             )
         except (KeyError, ValueError, IndexError) as err:

@@ -104,7 +104,13 @@ class LoopState:
     a :class:`~raylanczos.numerics.lanczos.LanczosState` with its vectors on the driver,
     its :class:`~raylanczos.numerics.lanczos.LanczosScalars` when keepers hold them);
     ``next_task``: the first task not yet started; ``finished``: finished draws by task
-    index; ``timings``: one row of :data:`TIMING_COLUMNS` per pass.
+    index; ``timings``: one row of :data:`TIMING_COLUMNS` per pass. The loop measures
+    ``reorth``, ``checkpoint`` and ``total`` itself, and ``scatter`` (the store's receiving
+    the products: with a sharded state, the keepers' reduce-scatter), ``accept`` (the
+    step's first half: with a sharded state, the keepers' rounds and the driver's sums)
+    and ``driver_sums`` (the seconds the driver spent adding keepers' partial reductions,
+    in ``accept`` and ``reorth``); the rest comes from the operator's
+    :class:`~raylanczos.operators.contract.StepTiming`.
     """
 
     slots: list[tuple[int, LanczosScalars] | None]
@@ -192,8 +198,11 @@ class SpectrumLoop:
             started = time.perf_counter()
             products, timing = self.operator.collect(in_flight)
             active = len(self._occupied(state))
+            scatter_started = time.perf_counter()
             self.store.receive(products, {slot: self.tasks[task] for slot, (task, _) in self._occupied(state)})
+            accept_started = time.perf_counter()
             accept_block([(slot, lanczos) for slot, (_, lanczos) in self._occupied(state)], space, self.options)
+            accept = time.perf_counter() - accept_started
             ending = [slot for slot, (_, lanczos) in self._occupied(state) if _ends_this_step(lanczos)]
             incoming = self._assign(state, ending)
             in_flight = self._submit(state, incoming)
@@ -214,10 +223,11 @@ class SpectrumLoop:
             for slot in ending:
                 self._finish(state, slot)
             state.passes += 1
-            sent, received = self.store.take_bytes()
+            sent, received, driver_sums = self.store.take_counts()
             row = [
                 state.passes, active, timing.broadcast, timing.hvp_max, timing.gather, timing.node_reduce,
                 timing.reduce, reorth, 0.0, 0.0, timing.bytes_sent + sent, timing.bytes_received + received,
+                timing.allgather, accept_started - scatter_started, accept, driver_sums,
             ]
             state.timings.append(row)
             checkpoint_started = time.perf_counter()

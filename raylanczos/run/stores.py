@@ -96,7 +96,7 @@ class VectorStore(Protocol):
 
     def release(self, slot: int) -> None: ...
 
-    def take_bytes(self) -> tuple[int, int]: ...
+    def take_counts(self) -> tuple[int, int, float]: ...
 
 
 class DriverStore:
@@ -163,8 +163,9 @@ class DriverStore:
     def release(self, slot: int) -> None:
         self.space.run([Release(slot)])
 
-    def take_bytes(self) -> tuple[int, int]:
-        return 0, 0
+    def take_counts(self) -> tuple[int, int, float]:
+        """Nothing: the driver's own vectors move no message and need no sums of parts."""
+        return 0, 0, 0.0
 
 
 class KeptBasis:
@@ -281,5 +282,7 @@ class KeeperStore:
         """Every keeper writes its slices (pending vectors into ``half``) and flushes its files."""
         self.space.call("save", half)
 
-    def take_bytes(self) -> tuple[int, int]:
-        return self.space.take_bytes()
+    def take_counts(self) -> tuple[int, int, float]:
+        """The bytes the driver sent to and received from the keepers since the last call,
+        and the seconds it spent adding their partial reductions."""
+        return self.space.take_counts()

@@ -28,7 +28,11 @@ from raylanczos.numerics.sharded import (
     task_part,
 )
 from raylanczos.numerics.spectrum import gauss_quadrature
-from raylanczos.operators.contract import InProcessOperator, InProcessSlicedOperator
+from raylanczos.operators.contract import (
+    TIMING_COLUMNS,
+    InProcessOperator,
+    InProcessSlicedOperator,
+)
 from raylanczos.run.checkpoint import Checkpoint, CheckpointError
 from raylanczos.run.loop import DrawTask, LoopHooks, SpectrumLoop
 from raylanczos.run.stores import KeeperStore, choose_state
@@ -186,6 +190,22 @@ def test_two_sharded_runs_are_bit_identical(outliers):
     for task in range(len(tasks)):
         assert np.array_equal(first.finished[task].alpha, second.finished[task].alpha)
         assert np.array_equal(first.finished[task].beta, second.finished[task].beta)
+
+
+def test_the_timing_rows_split_a_sharded_pass(outliers):
+    """Each pass's row times the keepers' receiving of the products, the step's first half
+    and the driver's sums of the keepers' partial reductions (none with the driver's state,
+    which has no parts to add); no worker assembles slices in process (all-gather 0)."""
+    _, a = outliers
+    tasks = tasks_for(N, 2)
+    sharded = sharded_loop(a, tasks, UNEVEN[0], order=10).run()
+    driver = run_driver(a, tasks, order=10)
+    rows, plain = np.array(sharded.timings), np.array(driver.timings)
+    assert rows.shape == plain.shape == (10, len(TIMING_COLUMNS))
+    col = {name: rows[:, i] for i, name in enumerate(TIMING_COLUMNS)}
+    assert np.all(col["scatter"] > 0) and np.all(col["accept"] > 0) and np.all(col["driver_sums"] > 0)
+    assert np.all(col["driver_sums"] < col["accept"] + col["reorth"]) and np.all(col["allgather"] == 0)
+    assert np.all(plain[:, TIMING_COLUMNS.index("driver_sums")] == 0) and np.all(plain[:, TIMING_COLUMNS.index("accept")] > 0)
 
 
 def test_a_breakdown_frees_its_slot_as_with_the_driver_state():

@@ -8,8 +8,8 @@ import pytest
 from raylanczos.numerics.basis import BasisSweeps
 from raylanczos.numerics.lanczos import Phase
 from raylanczos.numerics.ritz import RitzPairs
-from raylanczos.operators.contract import InProcessOperator
-from raylanczos.run.checkpoint import Checkpoint, CheckpointError
+from raylanczos.operators.contract import TIMING_COLUMNS, InProcessOperator
+from raylanczos.run.checkpoint import Checkpoint, CheckpointError, widened
 from raylanczos.run.loop import DrawTask, LoopHooks, SpectrumLoop
 from tests.matrices import matrix_with_spectrum
 
@@ -85,6 +85,16 @@ def test_a_run_that_never_finished_a_pass_leaves_no_checkpoint(tmp_path):
     checkpoint = Checkpoint(tmp_path)
     checkpoint.begin(IDENTITY, GROUPS)
     assert not checkpoint.exists(), "config.json alone: a failed start, nothing to resume"
+
+
+def test_timing_rows_of_an_older_checkpoint_gain_the_new_columns_as_zeros():
+    """A checkpoint written before the sharded pass's columns resumes into one table."""
+    old = np.arange(24, dtype=np.float64).reshape(2, 12)
+    rows = widened(old)
+    assert np.array_equal(np.array(rows)[:, :12], old) and np.all(np.array(rows)[:, 12:] == 0)
+    assert len(rows[0]) == len(TIMING_COLUMNS) and widened(np.zeros((0, 12))) == []
+    with pytest.raises(ValueError, match="more than the"):
+        widened(np.zeros((1, len(TIMING_COLUMNS) + 1)))
 
 
 def test_a_damaged_state_is_named(matrix, tmp_path):
