@@ -1,7 +1,5 @@
 """``python -m raylanczos`` is the ``raylanczos`` command."""
 
-import sys
+from raylanczos.cli import command
 
-from raylanczos.cli import main
-
-sys.exit(main())
+command()

@@ -6,7 +6,11 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
+import tempfile
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,18 +21,41 @@ from tests.user_project import FACTORY, NUM_PARAMS, console_script, write_projec
 pytestmark = pytest.mark.slow
 
 
-def run_command(directory, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # nothing but the cwd finds my_problem
-    return subprocess.run([console_script(), *args], cwd=directory, capture_output=True, text=True, timeout=timeout, env=env)
+def run_command(directory, *args: str, timeout: float = 300, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    environment = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # nothing but the cwd finds my_problem
+    return subprocess.run(
+        [console_script(), *args], cwd=directory, capture_output=True, text=True, timeout=timeout, env={**environment, **(env or {})},
+    )
 
 
-def test_the_command_finds_a_factory_in_the_current_directory(ray_session, tmp_path):
+def processes_naming(text: str) -> list[int]:
+    """The pids of the processes whose command line contains ``text``."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if text.encode() in cmdline.read_bytes():
+                found.append(int(cmdline.parent.name))
+        except OSError:
+            pass
+    return found
+
+
+def test_the_command_finds_a_factory_in_the_current_directory(tmp_path):
+    """The user's default on a workstation: a private local Ray of the run's own. The
+    command ends as soon as its outputs are written, and the guard ends that Ray's
+    processes (each names the Ray's temporary directory on its command line) in seconds."""
     project = write_project(tmp_path / "project")
+    ray_tmp = tempfile.mkdtemp(prefix="rl-", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
     done = run_command(
         project, "run", "--problem", FACTORY, "--out", "runs/first", "--order", "8", "--draws", "3",
-        "--cpus-per-worker", "0.5", "--address", ray_session.address, "--progress", "lines",
+        "--cpus-per-worker", "0.5", "--address", "local", "--progress", "lines", env={"RAY_TMPDIR": ray_tmp},
     )
     assert done.returncode == 0, done.stderr[-4000:]
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and processes_naming(ray_tmp):
+        time.sleep(0.2)
+    assert not processes_naming(ray_tmp), "the run's local Ray still runs 20 s after the command ended"
+    shutil.rmtree(ray_tmp, ignore_errors=True)
     summary = json.loads((project / "runs" / "first" / "summary.json").read_text())
     assert summary["config"]["num_params"] == NUM_PARAMS and summary["steps_completed"] == [8, 8, 8]
     assert np.load(project / "runs" / "first" / "tridiag.npy").shape == (3, 8, 8)

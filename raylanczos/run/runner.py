@@ -11,6 +11,7 @@ and the outputs are written as draws finish and rendered at the end
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -105,6 +106,7 @@ def hessian_spectrum(
     *,
     sweep: Mapping[str, Sequence[Any]] | None = None,
     progress: str | Progress = "auto",
+    session: RaySession | None = None,
     **options: Any,
 ) -> Result:
     """Estimate the eigenvalue density of a problem's Hessian (or Gauss–Newton matrix) by
@@ -122,6 +124,9 @@ def hessian_spectrum(
       progress: ``"auto"`` (a bar on a terminal, else log lines), ``"bar"``, ``"lines"``,
         ``"none"``, or a :class:`~raylanczos.outputs.progress.Progress`. Log lines go to the
         ``raylanczos`` logger; with no logging configured they are shown on standard error.
+      session: a :class:`~raylanczos.distributed.session.RaySession` the caller opened and
+        will close (its ``address`` is used instead of ``scaling.address``); by default the
+        call opens its own and closes it before returning.
       **options: any field of the four configs by name, e.g. ``order=90, draws=10,
         draws_per_pass=4, num_workers=4, worker_resources={"num_gpus": 1}, out="runs/x",
         seed=0, resume=False`` (applied on top of the config objects).
@@ -136,10 +141,10 @@ def hessian_spectrum(
     with reporting():
         if points is not None:
             _check_sweep_factories(problem, points)
-        with RaySession(settings.scaling.address) as session:
+        with contextlib.nullcontext(session) if session is not None else RaySession(settings.scaling.address) as ray_session:
             if points is None:
-                return run_spectrum(problem, settings, session, reporter)
-            results = _run_points(problem, settings, session, reporter, points)
+                return run_spectrum(problem, settings, ray_session, reporter)
+            results = _run_points(problem, settings, ray_session, reporter, points)
         return _render_sweep(problem, sweep, settings, results)
 
 
