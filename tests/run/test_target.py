@@ -77,12 +77,12 @@ def test_the_gate_checks_each_round_once_its_draws_have_ended():
 # ------------------------------------------------------------------ the loop with the gate
 
 
-def run_gated(matrix, tasks, block, target, *, state=None, bases=None, hooks=LoopHooks()):
+def run_gated(matrix, tasks, block, target, *, state=None, bases=None, hooks=None):
     operator = InProcessOperator(Dense(matrix), block)
     bases = bases or [allocate_basis(7, N) for _ in range(block)]
     gate = TargetGate(tasks, block, target, "gaussian") if target is not None else None
     with BasisSweeps() as sweeps:
-        loop = SpectrumLoop(operator, tasks, 6, bases, seed=3, distribution="gaussian", sweeps=sweeps, hooks=hooks, gate=gate)
+        loop = SpectrumLoop(operator, tasks, 6, bases, seed=3, distribution="gaussian", sweeps=sweeps, hooks=hooks or LoopHooks(), gate=gate)
         return loop.run(state)
 
 
@@ -128,7 +128,7 @@ def test_a_gated_run_resumed_from_any_pass_stops_at_the_same_draw(positive):
     for stop_at in (5, 6, 9, 12):
         saved = {}
 
-        def checkpoint(state, stop_at=stop_at):
+        def checkpoint(state, stop_at=stop_at, saved=saved):
             if state.passes == stop_at:
                 saved["state"] = copy_state(state)
                 raise Stop
