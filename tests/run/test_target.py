@@ -11,6 +11,8 @@ from raylanczos.numerics.basis import BasisSweeps, allocate_basis
 from raylanczos.numerics.certificate import WidthCheck, sampling_half_width, width_check
 from raylanczos.numerics.lanczos import lanczos
 from raylanczos.operators.contract import InProcessOperator
+from raylanczos.outputs.record import ConfigRecord
+from raylanczos.outputs.render import draws_phrase
 from raylanczos.run.loop import DrawTask, LoopHooks, SpectrumLoop
 from raylanczos.run.target import TargetGate, stop_reason, stopping_record
 from tests.matrices import matrix_with_spectrum
@@ -148,6 +150,8 @@ def test_a_gated_run_resumed_from_any_pass_stops_at_the_same_draw(positive):
 
 def test_a_target_width_is_a_fraction_of_a_run_with_a_band():
     assert rl.SpectrumConfig(target_width=0.05, draws=16).target_width == 0.05
+    assert draws_phrase(ConfigRecord("p", draws=16, target_width=0.05)) == "up to 16 draws (target width 0.05)"
+    assert draws_phrase(ConfigRecord("p", draws=1)) == "1 draw"
     with pytest.raises(rl.OptionError, match="target_width must be below 1"):
         rl.SpectrumConfig(target_width=1.5)
     with pytest.raises(rl.OptionError, match="target_width must be a number > 0, got -0.1"):
