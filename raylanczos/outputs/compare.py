@@ -85,14 +85,14 @@ def compare_runs(
     high = max(float(r.grid[-1]) for r in results)
     grid = np.linspace(low, high, grid_points)
     curves = [(name, grid, spectrum.smoothed_density(r.nodes, r.weights, grid, r.sigma2)) for name, r in zip(names, results)]
-    rules = {name: rule for name, r in zip(names, results) if (rule := certified_rule(r)) is not None}
+    rules = [(name, rule) for name, r in zip(names, results) if (rule := certified_rule(r)) is not None]
     gaps = band_gaps(rules)
     operators = {r.record.config.operator for r in results}
     what = " and ".join(operator_title(o) for o in sorted(operators))
     figure.parent.mkdir(parents=True, exist_ok=True)
     plot_overlay(
         curves, figure, title=f"{what} densities of {len(results)} runs\n(one grid; each run's own σ²)",
-        bands=[(name, cdf_band_on(rule, grid)) for name, rule in rules.items()],
+        bands=[(name, cdf_band_on(rule, grid)) for name, rule in rules],
         bands_note=gaps[0].line() if len(gaps) == 1 else "",
     )
     header = ["run", "num_params", *COLUMNS]
@@ -150,11 +150,11 @@ def certified_rule(result: SpectrumResult) -> CertifiedRule | None:
     )
 
 
-def band_gaps(rules: dict[str, CertifiedRule]) -> list[BandGap]:
-    """The :class:`BandGap` of every pair of runs with a band, in the runs' order."""
+def band_gaps(rules: Sequence[tuple[str, CertifiedRule]]) -> list[BandGap]:
+    """The :class:`BandGap` of every pair of ``(label, rule)``, in the runs' order."""
     return [
-        BandGap(first, second, band_gap(rules[first], rules[second]), (rules[first].confidence, rules[second].confidence))
-        for first, second in itertools.combinations(rules, 2)
+        BandGap(first, second, band_gap(one, other), (one.confidence, other.confidence))
+        for (first, one), (second, other) in itertools.combinations(rules, 2)
     ]
 
 

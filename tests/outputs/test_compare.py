@@ -112,11 +112,10 @@ def test_compare_writes_a_figure_and_a_table(runs, tmp_path, monkeypatch, count)
         assert np.all(density[beyond] <= 1e-12 * density.max())  # the first run's curve is flat far right
 
 
-def test_compare_states_whether_the_bands_are_apart(tmp_path, monkeypatch):
-    """Two runs of one spectrum overlap (gap 0: "no"); between a spectrum and one moved by
-    10, the first band is near 1 and the second near 0, apart by up to 1 − 2ε ≈ 0.52 (ε =
-    0.24 for n = 40 and 3 draws), less the quadrature's part ("yes").
-    The CDF panel shows both bands, and compare.json carries the gaps."""
+def test_compare_states_whether_the_bands_are_apart(runs, tmp_path, monkeypatch):
+    """A run and itself overlap (gap 0: "no"); spectra on [−1, 1] and [1, 5] (2 draws, ε ≈
+    0.3) have bands apart by 0.42 below λ = 1 ("yes"). The CDF panel shows every band, a
+    run given twice included, and compare.json carries the gaps."""
     drawn, plot_overlay = {}, compare.plot_overlay
 
     def recording(curves, target, **kwargs):
@@ -124,19 +123,18 @@ def test_compare_states_whether_the_bands_are_apart(tmp_path, monkeypatch):
         plot_overlay(curves, target, **kwargs)
 
     monkeypatch.setattr(compare, "plot_overlay", recording)
-    for name, eigenvalues in (("a", np.linspace(0, 1, 40)), ("b", np.linspace(0, 1, 40)), ("c", np.linspace(10, 11, 40))):
-        write_run(tmp_path / name, eigenvalues, draws=3)
     figure = tmp_path / "gaps.png"
-    text = compare.compare_runs([tmp_path / "a", tmp_path / "b", tmp_path / "c"], figure, labels=["a", "b", "c"])
+    text = compare.compare_runs([runs[0], runs[0], runs[4]], figure, labels=["a", "b", "c"], grid_points=500)
     assert "a vs b: max gap between the CDF bands 0: differ beyond the certificate: no" in text
     gaps = json.loads(figure.with_suffix(".json").read_text())["band_gaps"]
     assert [gap["runs"] for gap in gaps] == [["a", "b"], ["a", "c"], ["b", "c"]]
     assert gaps[0]["max_gap"] == 0 and not gaps[0]["differ_beyond_certificate"]
-    assert 0.4 < gaps[1]["max_gap"] < 0.52 and gaps[1]["differ_beyond_certificate"] and gaps[1]["confidences"] == [0.95, 0.95]
+    assert 0.3 < gaps[1]["max_gap"] == gaps[2]["max_gap"] < 1 and gaps[1]["differ_beyond_certificate"]
+    assert gaps[1]["confidences"] == [0.95, 0.95]
     assert f"a vs c: max gap between the CDF bands {gaps[1]['max_gap']:.3g}: differ beyond the certificate: yes" in text
     assert [label for label, _ in drawn["bands"]] == ["a", "b", "c"] and drawn["bands_note"] == ""
-    compare.compare_runs([tmp_path / "a", tmp_path / "c"], tmp_path / "two.png")
-    assert drawn["bands_note"].endswith("differ beyond the certificate: yes"), "two runs: the panel names their gap"
+    compare.compare_runs([runs[2], runs[4]], tmp_path / "two.png", grid_points=500)
+    assert drawn["bands_note"].endswith("differ beyond the certificate: no"), "two runs: the panel names their gap"
 
 
 def test_labels_name_the_curves(runs, tmp_path):
