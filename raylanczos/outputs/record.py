@@ -344,7 +344,7 @@ class StoppingRecord:
         return {"stop_reason": self.reason, "stopping": figures}
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> "StoppingRecord | None":
+    def from_json(cls, data: Mapping[str, Any]) -> StoppingRecord | None:
         if "stop_reason" not in data:
             return None
         return cls(reason=data["stop_reason"], **(data.get("stopping") or {}))
