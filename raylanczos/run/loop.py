@@ -124,7 +124,7 @@ class LoopState:
 
 def first_coefficients(alpha: np.ndarray, beta: np.ndarray, steps: int) -> tuple[float, float]:
     """(α₀, β₁) of a draw of ``steps`` steps, as its tridiagonal has them (β₁ = 0 for one step)."""
-    return float(alpha[0]), float(beta[0]) if steps > 1 else 0.0
+    return float(alpha[0]), (float(beta[0]) if steps > 1 else 0.0)
 
 
 #: A gate: ``gate(task, ended) -> task | None``. ``task`` is the next draw not started;
