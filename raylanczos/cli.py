@@ -103,6 +103,13 @@ def build_parser() -> argparse.ArgumentParser:
         "refused, naming them, if they do not get there",
     )
     what.add_argument(
+        "--target-width", type=float, default=None, metavar="X",
+        help="draw --draws-per-pass draws at a time until the CDF band's sampling half-width (absolute, in "
+        "probability units) and the trace's standard error relative to |trace| are both <= X (e.g. 0.05), checked "
+        "from 2 draws on, with --draws the most (per block); the draws are those of a fixed run, and summary.json's "
+        "stop_reason says why it stopped",
+    )
+    what.add_argument(
         "--sweep", default=None, metavar="NAME=V1,V2,...",
         help="one run per value of a factory keyword argument (e.g. step=100,1000 for training checkpoints), "
         "with the same start vectors, each in <out>/NAME=V",
@@ -293,10 +300,22 @@ def closing_line(result: Any) -> str:
     if isinstance(result, PartsResult):
         nested = [name for name, part in result.parts.items() if isinstance(part, PartsResult)]
         if nested:
-            tables = [f"{name}:\n{_parts_table(result.parts[name])}" for name in nested]
+            tables = [f"{name}:\n{_parts_table(result.parts[name])}{_stop_lines(result.parts[name])}" for name in nested]
             return "\n".join(tables) + f"\n→ {result.out}"
-        return _parts_table(result) + f"\n→ {result.out}"
-    return f"{_statistics(result.record)}  → {result.out}"
+        return _parts_table(result) + _stop_lines(result) + f"\n→ {result.out}"
+    stopping = result.record.stopping
+    stopped = f"  stopped: {stopping.reason}" if stopping is not None else ""
+    return f"{_statistics(result.record)}{stopped}  → {result.out}"
+
+
+def _stop_lines(result: Any) -> str:
+    """``\nstopped: 0: target width 0.05 reached after 8 draws`` per part of a run drawn
+    until a target width ("" for the others)."""
+    return "".join(
+        f"\nstopped: {name}: {part.record.stopping.reason}"
+        for name, part in result.parts.items()
+        if getattr(part.record, "stopping", None) is not None
+    )
 
 
 def _parts_table(result: Any) -> str:
@@ -362,6 +381,7 @@ def _run(args: argparse.Namespace, session: Any):
         order=args.order, draws=args.draws, draws_per_pass=args.draws_per_pass, seed=args.seed,
         distribution=args.distribution, compute_dtype=args.compute_dtype, operator=args.operator,
         blocks=tuple(args.blocks), per_layer=args.per_layer, deflate=args.deflate, deflate_tol=args.deflate_tol,
+        target_width=args.target_width,
     )
     scaling = ScalingConfig(
         num_workers=args.num_workers, worker_resources=resources, shards=args.shards, pin_cpus=args.pin_cpus,

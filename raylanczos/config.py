@@ -109,6 +109,12 @@ class SpectrumConfig:
         blocks), then estimates the rest of the spectrum by SLQ on P C P, P = I − QQᵀ
         (:mod:`raylanczos.numerics.deflation`); 0: no deflation.
       deflate_tol: the K pairs must have true residuals ‖C q − λ q‖ ≤ ``deflate_tol``·‖C‖.
+      target_width: X in (0, 1), or None (always ``draws`` draws): draw B at a time until
+        the sampling part of the CDF band's half-width (absolute, in probability units)
+        and the trace's standard error relative to |trace estimate| are both ≤ X, checked
+        from 2 draws on, with ``draws`` the most (per block, with blocks); see
+        :mod:`raylanczos.run.target`. The draws are those of a fixed run: a run that
+        stopped at D' draws has the tridiagonals of ``draws=D'``.
       lanczos: the Lanczos step's thresholds.
     """
 
@@ -123,6 +129,7 @@ class SpectrumConfig:
     per_layer: bool = False
     deflate: int = 0
     deflate_tol: float = DEFAULT_DEFLATE_TOL
+    target_width: float | None = None
     lanczos: LanczosOptions = field(default_factory=LanczosOptions)
 
     def __post_init__(self) -> None:
@@ -141,6 +148,21 @@ class SpectrumConfig:
             raise OptionError("per_layer", self.per_layer, "{name} and blocks choose the blocks two ways: give one of them")
         _int("deflate", self.deflate, minimum=0)
         _positive_number("deflate_tol", self.deflate_tol)
+        if self.target_width is not None:
+            self._check_target_width()
+
+    def _check_target_width(self) -> None:
+        """A width in (0, 1), and a run that has a certificate to narrow (not a deflated one)."""
+        _positive_number("target_width", self.target_width)
+        if self.target_width >= 1:
+            raise OptionError("target_width", self.target_width, "{name} must be below 1 (a probability and a relative error), got {value!r}")
+        if self.draws < 2:
+            raise OptionError("target_width", self.target_width, "{name} is checked from 2 draws on: give draws >= 2")
+        if self.deflate:
+            raise OptionError(
+                "target_width", self.target_width,
+                "{name} narrows the CDF band, which a deflated run (deflate) does not have: give one of them",
+            )
 
     def block_size(self, tasks: int, basis_bytes: int, budget_bytes: float) -> int:
         """B for a run of ``tasks`` draws (all blocks' together) whose bases take

@@ -63,3 +63,13 @@ SPECTRA = {"digits_mlp": digits_mlp, "tiny_convnet": tiny_convnet, "bulk_at_zero
 
 def _symmetric(matrix: np.ndarray) -> np.ndarray:
     return (matrix + matrix.T) / 2.0
+
+
+def assert_band_holds(certificate, eigenvalues: np.ndarray, slack: float = 1e-9) -> None:
+    """A run's certified band (a :class:`~raylanczos.outputs.record.CertificateRecord`) holds
+    the exact spectral CDF of ``eigenvalues`` at every point of its grid; ``slack``
+    (probability units) covers the float32-or-float64 products' rounding of the nodes."""
+    grid = np.asarray(certificate.grid)
+    exact = np.searchsorted(np.sort(eigenvalues), grid, side="right") / eigenvalues.size
+    assert np.all(np.asarray(certificate.lower) <= exact + slack) and np.all(exact <= np.asarray(certificate.upper) + slack)
+    assert 0 < certificate.ks_half_width <= 0.5 and certificate.w1_bound > 0

@@ -106,6 +106,21 @@ def test_the_original_sigma2_convention_reproduces_its_density(finished_run, tmp
     assert np.sum(np.abs(density - want)) * (grid[1] - grid[0]) < 1e-6
 
 
+def kill_at_pass(argv: list[str], at: int) -> None:
+    """Run ``raylanczos <argv>`` (with ``--progress lines``) as a driver process of its own
+    and SIGKILL it as soon as it logs pass ``at``."""
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "raylanczos", *argv], stderr=subprocess.PIPE, text=True,
+        env=dict(os.environ, PYTHONUNBUFFERED="1"),
+    )
+    for line in driver.stderr:
+        if f"pass {at} |" in line:
+            os.kill(driver.pid, signal.SIGKILL)
+            break
+    driver.wait(timeout=60)
+    assert driver.returncode == -signal.SIGKILL
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("draws_per_pass, kill_at, finished", [(2, 14, 2)])
 def test_killed_run_resumes_bit_identically(ray_session, tmp_path, capsys, draws_per_pass, kill_at, finished):
@@ -117,17 +132,7 @@ def test_killed_run_resumes_bit_identically(ray_session, tmp_path, capsys, draws
         "run", "--problem", TINY, "--order", "10", "--draws", "3", "--workers", "2", "--address", address, *FAST,
         "--draws-per-pass", str(draws_per_pass), "--progress", "lines",
     ]
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    driver = subprocess.Popen(
-        [sys.executable, "-m", "raylanczos", *args, "--out", str(tmp_path / "killed")],
-        stderr=subprocess.PIPE, text=True, env=env,
-    )
-    for line in driver.stderr:
-        if f"pass {kill_at} |" in line:
-            os.kill(driver.pid, signal.SIGKILL)
-            break
-    driver.wait(timeout=60)
-    assert driver.returncode == -signal.SIGKILL
+    kill_at_pass([*args, "--out", str(tmp_path / "killed")], kill_at)
     assert np.load(tmp_path / "killed" / "tridiag.npy").shape[0] == finished, "finished draws were written before the kill"
     code, err = run_cli(capsys, *args, "--out", str(tmp_path / "killed"), "--resume")
     assert code == 0, err
@@ -136,6 +141,52 @@ def test_killed_run_resumes_bit_identically(ray_session, tmp_path, capsys, draws
     assert code == 0, err
     resumed = np.load(tmp_path / "killed" / "tridiag.npy")
     assert np.array_equal(resumed, np.load(tmp_path / "whole" / "tridiag.npy"))
+
+
+#: A run drawn until target width 0.3, at most 8 draws, 2 per pass, 10 steps each: after 2
+#: draws the trace's relative standard error is 0.33, after 4 it is 0.25 (ε is 0.12, then
+#: 0.087), so it stops after 4 draws, at pass 20.
+TARGET_RUN = ["--problem", TINY, "--order", "10", "--draws-per-pass", "2", "--workers", "2", *FAST, "--progress", "lines"]
+
+
+@pytest.fixture(scope="module")
+def four_draws(ray_session, tmp_path_factory) -> Path:
+    """The fixed run of the 4 draws the target-width runs stop at."""
+    out = tmp_path_factory.mktemp("fixed") / "four"
+    assert cli.main(["run", *TARGET_RUN, "--draws", "4", "--address", ray_session.address, "--out", str(out), "--quiet"]) == 0
+    return out
+
+
+@pytest.mark.slow
+def test_a_target_width_run_stops_early_with_the_draws_of_a_fixed_run(ray_session, four_draws, tmp_path, capsys):
+    """--target-width 0.3 stops after 4 of at most 8 draws, says why in summary.json and the
+    closing line, and its tridiagonals are bit for bit those of a fixed --draws 4 run."""
+    out = tmp_path / "target"
+    argv = ["run", *TARGET_RUN, "--draws", "8", "--target-width", "0.3", "--address", ray_session.address, "--out", str(out)]
+    assert cli.main(argv) == 0
+    captured = capsys.readouterr()
+    assert "target width 0.3: checked every 2 draws from 2 on, at most 8 draws" in captured.err
+    assert "stopped: target width 0.3 reached after 4 draws  →" in captured.out
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["stop_reason"] == "target width 0.3 reached after 4 draws"
+    assert summary["stopping"]["reached"] and summary["stopping"]["sampling_half_width"] <= 0.3
+    assert summary["config"]["target_width"] == 0.3 and summary["config"]["draws"] == 8 and len(summary["steps_completed"]) == 4
+    assert len(summary["timings"]["rows"]) == 20, "two rounds of 10 passes, none of the third"
+    assert np.array_equal(np.load(out / "tridiag.npy"), np.load(four_draws / "tridiag.npy"))
+
+
+@pytest.mark.slow
+def test_a_killed_target_width_run_resumes_to_the_same_stop(ray_session, four_draws, tmp_path, capsys):
+    """SIGKILLed in its second round (pass 12 of 20), the run resumes from its checkpoint,
+    checks the same draws and stops after the same 4, with the fixed run's bits."""
+    argv = ["run", *TARGET_RUN, "--draws", "8", "--target-width", "0.3", "--address", ray_session.address]
+    kill_at_pass([*argv, "--out", str(tmp_path / "killed")], 12)
+    assert np.load(tmp_path / "killed" / "tridiag.npy").shape[0] == 2, "the first round was written before the kill"
+    assert cli.main([*argv, "--out", str(tmp_path / "killed"), "--resume"]) == 0
+    captured = capsys.readouterr()
+    assert "resuming: 2 draw(s) finished, 2 in progress" in captured.err
+    assert "stopped: target width 0.3 reached after 4 draws" in captured.out
+    assert np.array_equal(np.load(tmp_path / "killed" / "tridiag.npy"), np.load(four_draws / "tridiag.npy"))
 
 
 def test_resume_of_a_finished_run_renders_it_again_without_ray(finished_run, tmp_path):

@@ -62,6 +62,7 @@ from raylanczos.numerics.spectrum import (
     negative_fraction,
     smoothed_density,
     spectral_range,
+    trace_std_error,
 )
 
 #: The default confidence of a band (the probability that F lies inside it everywhere).
@@ -249,8 +250,7 @@ def certify(
     epsilon = sampling_half_width(dim, nodes.shape[0], distribution=distribution, confidence=confidence)
 
     def band(points: np.ndarray, strict: bool = False) -> tuple[np.ndarray, np.ndarray]:
-        lower, upper = draw_cdf_bounds(nodes, weights, points, strict=strict, node_tolerance=tolerance)
-        return np.clip(lower.mean(axis=0) - epsilon, 0.0, 1.0), np.clip(upper.mean(axis=0) + epsilon, 0.0, 1.0)
+        return _band(nodes, weights, points, epsilon, strict=strict, node_tolerance=tolerance)
 
     lower, upper = band(grid)
     low, high = spectral_range(nodes, weights)
@@ -275,6 +275,124 @@ def certify(
         negative_fraction_bounds=(float(below_low[0]), float(below_high[0])),
         node_tolerance=tolerance,
     )
+
+
+def cdf_band(
+    nodes: np.ndarray,
+    weights: np.ndarray,
+    dim: int,
+    points: np.ndarray,
+    *,
+    distribution: str = "gaussian",
+    confidence: float = DEFAULT_CONFIDENCE,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The band (L, U) of :func:`certify` at ``points`` (float64[P], eigenvalue units): two
+    float64[P] in [0, 1], from nodes/weights (D, m) of an operator of dimension ``dim``.
+
+    L and U are right-continuous step functions of t that change only at the nodes, so
+    their values at the nodes and at one point left of them all are all their values.
+    """
+    nodes, weights = check_quadrature(nodes, weights)
+    check_choice("distribution", distribution, START_DISTRIBUTIONS)
+    epsilon = sampling_half_width(dim, nodes.shape[0], distribution=distribution, confidence=confidence)
+    return _band(nodes, weights, _check_grid(points), epsilon)
+
+
+@dataclass(frozen=True, eq=False)
+class CertifiedRule:
+    """A run's quadrature and what its band is for: nodes, weights float64 (D, m), the
+    operator's dimension n, the start distribution and the band's confidence."""
+
+    nodes: np.ndarray
+    weights: np.ndarray
+    dim: int
+    distribution: str = "gaussian"
+    confidence: float = DEFAULT_CONFIDENCE
+
+    def band(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(L, U) float64[P] at ``points`` (:func:`cdf_band`)."""
+        return cdf_band(
+            self.nodes, self.weights, self.dim, points, distribution=self.distribution, confidence=self.confidence
+        )
+
+    def breakpoints(self) -> np.ndarray:
+        """The nodes, float64 ascending: where the band can change."""
+        present = self.nodes[np.isfinite(self.nodes) & np.isfinite(self.weights)]
+        return np.unique(present)
+
+
+def band_gap(first: CertifiedRule, second: CertifiedRule) -> float:
+    """max over t of the gap between two bands: max(0, L₁(t) − U₂(t), L₂(t) − U₁(t))
+    (dimensionless, in [0, 1]), exact over all t.
+
+    0 when the bands overlap everywhere. A positive gap says the two spectral CDFs differ
+    at some t by at least that much, with probability ≥ c₁ + c₂ − 1 over both runs' start
+    vectors (each band holds with its confidence c; 90% for two 95% bands). Both bands
+    are right-continuous steps at their nodes, so the gap is evaluated at every node of
+    either run and at one point left of them all.
+    """
+    breaks = np.unique(np.concatenate([first.breakpoints(), second.breakpoints()]))
+    points = np.concatenate([[breaks[0] - max(1.0, abs(breaks[0]))], breaks])
+    (low1, high1), (low2, high2) = first.band(points), second.band(points)
+    return float(max(0.0, np.max(low1 - high2), np.max(low2 - high1)))
+
+
+#: Draws before a target width is checked: a standard error over draws needs two.
+MIN_TARGET_DRAWS = 2
+
+
+@dataclass(frozen=True)
+class WidthCheck:
+    """Where a run stands against a target width X after ``draws`` draws (D).
+
+    - ``sampling_half_width``: ε of :func:`sampling_half_width` for D draws (probability
+      units), the sampling part of the band's half-width; compared with X as it is.
+    - ``trace_relative_std_error``: the trace's standard error over |trace estimate|
+      (dimensionless; inf when the estimate is 0); compared with X too.
+    - ``met``: D ≥ :data:`MIN_TARGET_DRAWS` and both are ≤ X.
+    """
+
+    target: float
+    draws: int
+    sampling_half_width: float
+    trace_relative_std_error: float
+
+    @property
+    def met(self) -> bool:
+        return (
+            self.draws >= MIN_TARGET_DRAWS
+            and self.sampling_half_width <= self.target
+            and self.trace_relative_std_error <= self.target
+        )
+
+
+def width_check(
+    first_alphas: np.ndarray,
+    first_betas: np.ndarray,
+    dim: int,
+    target: float,
+    *,
+    distribution: str = "gaussian",
+    confidence: float = DEFAULT_CONFIDENCE,
+) -> WidthCheck:
+    """The :class:`WidthCheck` of D draws from their first Lanczos coefficients.
+
+    Args:
+      first_alphas: float64[D], α₀ = vᵀHv of each draw (eigenvalue units).
+      first_betas: float64[D], β₁ of each draw (0 for a draw of one step), for the trace's
+        standard error (:func:`~raylanczos.numerics.spectrum.trace_std_error`).
+      dim: n, the operator's dimension.
+      target: X > 0, for the band's sampling half-width (absolute, probability units) and
+        for the trace's standard error relative to |n·mean α₀|.
+    """
+    alphas = np.asarray(first_alphas, dtype=np.float64)
+    if not (np.isfinite(target) and target > 0):
+        raise ValueError(f"target must be a positive number, got {target!r}")
+    trace = dim * float(alphas.mean())
+    error = trace_std_error(first_betas, dim, distribution=distribution)
+    relative = error / abs(trace) if trace != 0 else float("inf")
+    epsilon = sampling_half_width(dim, alphas.size, distribution=distribution, confidence=confidence)
+    return WidthCheck(float(target), int(alphas.size), epsilon, relative)
 
 
 @dataclass(frozen=True, eq=False)
@@ -332,6 +450,20 @@ def density_band(
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+def _band(
+    nodes: np.ndarray,
+    weights: np.ndarray,
+    points: np.ndarray,
+    epsilon: float,
+    *,
+    strict: bool = False,
+    node_tolerance: float = 0.0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(max(0, mean_d L_v − ε), min(1, mean_d U_v + ε)) at ``points``: two float64[P]."""
+    lower, upper = draw_cdf_bounds(nodes, weights, points, strict=strict, node_tolerance=node_tolerance)
+    return np.clip(lower.mean(axis=0) - epsilon, 0.0, 1.0), np.clip(upper.mean(axis=0) + epsilon, 0.0, 1.0)
 
 
 def _sorted_rules(nodes: np.ndarray, weights: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:

@@ -86,6 +86,12 @@ PANEL_COLUMNS = 3
 OVERLAY_FLOOR_RATIO = 1e-7
 
 
+#: One run's band in an overlay's CDF panel: (legend label, band).
+LabelledBand = tuple[str, CdfBand]
+#: The width of an overlay's CDF panel, in inches.
+CDF_PANEL_WIDTH = 5.0
+
+
 def plot_overlay(
     curves: Sequence[Curve],
     target: str | os.PathLike | BinaryIO,
@@ -93,10 +99,13 @@ def plot_overlay(
     title: str,
     xlabel: str = "eigenvalue λ",
     floor_ratio: float = OVERLAY_FLOOR_RATIO,
+    bands: Sequence[LabelledBand] = (),
+    bands_note: str = "",
 ) -> None:
     """Write a PNG of several densities to a path or binary file: one log y-axis with a
-    legend, or small multiples when their scales differ (:func:`overlay_figure`)."""
-    overlay_figure(curves, title=title, xlabel=xlabel, floor_ratio=floor_ratio).savefig(
+    legend, or small multiples when their scales differ, and with ``bands`` a CDF panel
+    beside them (:func:`overlay_figure`)."""
+    overlay_figure(curves, title=title, xlabel=xlabel, floor_ratio=floor_ratio, bands=bands, bands_note=bands_note).savefig(
         target, format="png", bbox_inches="tight"
     )
 
@@ -118,7 +127,15 @@ def wants_panels(curves: Sequence[Curve], scale_ratio: float = PANEL_SCALE_RATIO
     return max(widths) > scale_ratio * min(widths)
 
 
-def overlay_figure(curves: Sequence[Curve], *, title: str, xlabel: str = "eigenvalue λ", floor_ratio: float = OVERLAY_FLOOR_RATIO):
+def overlay_figure(
+    curves: Sequence[Curve],
+    *,
+    title: str,
+    xlabel: str = "eigenvalue λ",
+    floor_ratio: float = OVERLAY_FLOOR_RATIO,
+    bands: Sequence[LabelledBand] = (),
+    bands_note: str = "",
+):
     """The :class:`~matplotlib.figure.Figure` of :func:`plot_overlay`.
 
     ``curves`` holds ``(label, grid float64[G_i], density float64[G_i])``; the grids may
@@ -131,26 +148,47 @@ def overlay_figure(curves: Sequence[Curve], *, title: str, xlabel: str = "eigenv
     (its :func:`extent`), all one density scale, so that a narrow spectrum is not squashed
     beside a wide one.
     Otherwise the curves share one axis, with the legend outside it, hiding no curve.
+
+    ``bands``: ``(label, CdfBand)`` per run that has one; they share a CDF panel to the
+    right (each band shaded, its estimate stepped, in its curve's colour when the labels
+    match), titled with ``bands_note`` (the gap between them, say).
     """
     from matplotlib import colormaps
     from matplotlib.figure import Figure
 
     checked = _check_curves(curves)
+    tab10 = colormaps["tab10"].colors
+    colours = {label: colour for (label, _, _), colour in zip(checked, itertools.cycle(tab10))}
+    styles = [LINE_STYLES[(index // len(tab10)) % len(LINE_STYLES)] for index in range(len(checked))]
+    panels = wants_panels(checked)
+    columns = min(PANEL_COLUMNS, len(checked))
+    width, height = (3.6 * columns, 2.8 * -(-len(checked) // columns) + 0.6) if panels else (8.0, 4.0)
+    fig = Figure(figsize=(width + (CDF_PANEL_WIDTH if bands else 0.0), height), dpi=120, layout="constrained")
+    area = fig
+    if bands:
+        area, right = fig.subfigures(1, 2, width_ratios=[width, CDF_PANEL_WIDTH])
+        _draw_bands(right.add_subplot(), bands, colours, xlabel=xlabel, note=bands_note)
+    draw = _draw_panels if panels else _draw_shared
+    draw(area, checked, [colours[label] for label, _, _ in checked], styles, title=title, xlabel=xlabel, floor_ratio=floor_ratio)
+    return fig
+
+
+def _draw_shared(area, checked: list[Curve], colours, styles, *, title: str, xlabel: str, floor_ratio: float) -> None:
+    """All curves on one log axis of ``area`` (a figure or subfigure), the legend outside it."""
     floor = max(float(np.max(density)) for _, _, density in checked) * floor_ratio
-    colours = [colour for colour, _ in zip(itertools.cycle(colormaps["tab10"].colors), checked)]
-    styles = [LINE_STYLES[(index // len(colormaps["tab10"].colors)) % len(LINE_STYLES)] for index in range(len(checked))]
-    if not wants_panels(checked):
-        fig = Figure(figsize=(8, 4), dpi=120, layout="constrained")
-        ax = fig.add_subplot()
-        for (label, grid, density), colour, style in zip(checked, colours, styles):
-            ax.semilogy(grid, np.maximum(density, floor), color=colour, linestyle=style, linewidth=1.0, label=label)
-        _label_log_axes(ax, floor, xlabel=xlabel, title=title)
-        ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, fontsize="small")
-        return fig
+    ax = area.add_subplot()
+    for (label, grid, density), colour, style in zip(checked, colours, styles):
+        ax.semilogy(grid, np.maximum(density, floor), color=colour, linestyle=style, linewidth=1.0, label=label)
+    _label_log_axes(ax, floor, xlabel=xlabel, title=title)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, fontsize="small")
+
+
+def _draw_panels(area, checked: list[Curve], colours, styles, *, title: str, xlabel: str, floor_ratio: float) -> None:
+    """A panel per curve in ``area``, each its own eigenvalue range, one density scale."""
+    floor = max(float(np.max(density)) for _, _, density in checked) * floor_ratio
     columns = min(PANEL_COLUMNS, len(checked))
     rows = -(-len(checked) // columns)
-    fig = Figure(figsize=(3.6 * columns, 2.8 * rows + 0.6), dpi=120, layout="constrained")
-    axes = fig.subplots(rows, columns, sharey=True, squeeze=False).ravel()
+    axes = area.subplots(rows, columns, sharey=True, squeeze=False).ravel()
     top = max(float(np.max(density)) for _, _, density in checked) * 2.0  # headroom on the log axis
     for ax, (label, grid, density), colour, style in zip(axes, checked, colours, styles):
         ax.semilogy(grid, np.maximum(density, floor), color=colour, linestyle=style, linewidth=1.0)
@@ -166,8 +204,25 @@ def overlay_figure(curves: Sequence[Curve], *, title: str, xlabel: str = "eigenv
         ax.set_xlabel(xlabel)
     for ax in axes[::columns]:
         ax.set_ylabel("density (log scale)")
-    fig.suptitle(f"{title}\n(a panel each: their eigenvalue ranges differ more than {PANEL_SCALE_RATIO:g}-fold)")
-    return fig
+    area.suptitle(f"{title}\n(a panel each: their eigenvalue ranges differ more than {PANEL_SCALE_RATIO:g}-fold)")
+
+
+def _draw_bands(ax, bands: Sequence[LabelledBand], colours: dict, *, xlabel: str, note: str) -> None:
+    """The runs' certified CDF bands and estimates on one axis, each in its curve's colour."""
+    from matplotlib import colormaps
+
+    spare = itertools.cycle(colormaps["tab10"].colors)
+    for label, band in bands:
+        colour = colours.get(label) or next(spare)
+        ax.fill_between(band.grid, band.lower, band.upper, step="post", color=colour, alpha=0.25, linewidth=0,
+                        label=f"{label}: band ({100 * band.confidence:g}%)")
+        ax.step(band.grid, band.estimate, where="post", color=colour, linewidth=1.0)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("fraction of eigenvalues ≤ λ")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title("spectral CDFs and certified bands" + (f"\n{note}" if note else ""), fontsize="medium")
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="lower right", fontsize="small")
 
 
 def plot_log_density(

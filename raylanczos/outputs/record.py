@@ -29,7 +29,9 @@ class ConfigRecord:
 
     ``order`` and ``num_params`` are the operator's: a block's own dimension for a block.
     ``state``: where the Lanczos vectors lived (``driver`` or ``sharded``; None before the
-    sharded state existed). A sweep's top level knows only ``problem`` and ``operator``.
+    sharded state existed). ``draws``: the most draws per part; with ``target_width`` (the
+    run drew until it, :class:`StoppingRecord`) a part may have stopped at fewer. A
+    sweep's top level knows only ``problem`` and ``operator``.
     """
 
     problem: str
@@ -52,6 +54,7 @@ class ConfigRecord:
     state: str | None = None
     deflate: int | None = None
     deflate_tol: float | None = None
+    target_width: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         return _without_none(dataclasses.asdict(self), keep=("arguments", "training"))
@@ -317,6 +320,37 @@ class CertificateRecord:
 
 
 @dataclass(frozen=True)
+class StoppingRecord:
+    """Why a run drawn until a target width X stopped where it did (one spectrum's draws).
+
+    ``reason``: in words, e.g. ``target width 0.02 reached after 6 draws`` or ``maximum of
+    16 draws reached; sampling half-width 0.031 > 0.02``; ``reached``: whether both figures
+    are ≤ X after ``draws`` draws; ``sampling_half_width``: the band's sampling part ε
+    (probability units); ``trace_relative_std_error``: the trace's standard error over
+    |trace estimate| (dimensionless); ``maximum``: the draws allowed.
+    """
+
+    target_width: float
+    reached: bool
+    draws: int
+    maximum: int
+    sampling_half_width: float
+    trace_relative_std_error: float
+    reason: str
+
+    def to_json(self) -> dict[str, Any]:
+        """Top-level keys of summary.json: ``stop_reason``, and ``stopping``'s figures."""
+        figures = {key: value for key, value in dataclasses.asdict(self).items() if key != "reason"}
+        return {"stop_reason": self.reason, "stopping": figures}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> StoppingRecord | None:
+        if "stop_reason" not in data:
+            return None
+        return cls(reason=data["stop_reason"], **(data.get("stopping") or {}))
+
+
+@dataclass(frozen=True)
 class DeflationRecord:
     """The eigenpairs a deflated run took out (:mod:`raylanczos.numerics.deflation`), and the traces.
 
@@ -413,6 +447,7 @@ class SpectrumRecord:
     certificate: CertificateRecord | None = None
     log_density: LogDensityRecord | None = None
     deflation: DeflationRecord | None = None
+    stopping: StoppingRecord | None = None
 
     @property
     def config(self) -> ConfigRecord:
@@ -435,6 +470,8 @@ class SpectrumRecord:
             data["log_density"] = self.log_density.to_json()
         if self.deflation is not None:
             data.update(self.deflation.to_json())
+        if self.stopping is not None:
+            data.update(self.stopping.to_json())
         return data
 
     @classmethod
@@ -449,7 +486,7 @@ class SpectrumRecord:
             top_eigenvectors=EigenvectorRecord.from_json(data.get("top_eigenvectors")), statistics=statistics,
             density=DensityRecord.from_json(data.get("density")), certificate=CertificateRecord.from_json(data),
             log_density=LogDensityRecord.from_json(data.get("log_density")),
-            deflation=DeflationRecord.from_json(data),
+            deflation=DeflationRecord.from_json(data), stopping=StoppingRecord.from_json(data),
         )
 
 

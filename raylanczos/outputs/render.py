@@ -52,6 +52,7 @@ from raylanczos.outputs.plot import (
 )
 from raylanczos.outputs.record import (
     CertificateRecord,
+    ConfigRecord,
     DensityRecord,
     LogDensityRecord,
     PartRow,
@@ -389,8 +390,15 @@ def blocks_title(record: SpectrumRecord | PartsRecord) -> str:
     config = record.config
     return (
         f"{operator_title(config.operator)} densities of the blocks of {config.problem}\n"
-        f"{_count(config.draws, 'draw')} × up to {config.order} steps per block, each its own σ²"
+        f"{draws_phrase(config)} × up to {config.order} steps per block, each its own σ²"
     )
+
+
+def draws_phrase(config: ConfigRecord) -> str:
+    """``10 draws``, or ``up to 16 draws (target width 0.05)`` for a run drawn until a target."""
+    if config.target_width is None:
+        return _count(config.draws, "draw")
+    return f"up to {_count(config.draws, 'draw')} (target width {config.target_width:g})"
 
 
 def _count(number: int, noun: str) -> str:

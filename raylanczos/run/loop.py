@@ -12,6 +12,10 @@ A draw that ends (its m steps, or a breakdown) frees its slot, and the next wait
 starts there, so the block stays full until the last draws. Empty slots multiply a zero
 vector, so every pass has the same shape.
 
+A *gate* (optional; :mod:`raylanczos.run.target`) may hold the next draw back until the
+draws before it have ended, or skip the rest of a part's draws. It decides from the ended
+draws' first Lanczos coefficients alone, so a resumed run decides the same.
+
 Each step submits the next block as soon as its vectors are known (after every state's
 ``accept``), then re-orthogonalises and checkpoints while the product is computed. The
 checkpoint after a step records every slot's state, the finished draws and the next
@@ -24,7 +28,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -124,6 +128,18 @@ class LoopState:
         return cls(slots=[None] * block_size)
 
 
+def first_coefficients(alpha: np.ndarray, beta: np.ndarray, steps: int) -> tuple[float, float]:
+    """(α₀, β₁) of a draw of ``steps`` steps, as its tridiagonal has them (β₁ = 0 for one step)."""
+    return float(alpha[0]), (float(beta[0]) if steps > 1 else 0.0)
+
+
+#: A gate: ``gate(task, ended) -> task | None``. ``task`` is the next draw not started;
+#: ``ended`` maps every ended draw's task index to its :func:`first_coefficients`. It
+#: answers the task to start instead (``task``, or a later one when it skips the rest of a
+#: part; ``len(tasks)`` when none is left), or None to wait for more draws to end.
+Gate = Callable[[int, Mapping[int, tuple[float, float]]], int | None]
+
+
 @dataclass(frozen=True)
 class LoopHooks:
     """What the loop calls out to (all optional).
@@ -155,6 +171,7 @@ class SpectrumLoop:
       sweeps: the basis-sweep kernel for re-orthogonalisation (with ``bases`` arrays).
       options: the Lanczos step's thresholds.
       hooks: checkpoint, finished-draw and progress callbacks.
+      gate: which draw starts next (:data:`Gate`); None starts them all, in order.
     """
 
     def __init__(
@@ -169,6 +186,7 @@ class SpectrumLoop:
         sweeps: BasisSweeps | None = None,
         options: LanczosOptions = LanczosOptions(),
         hooks: LoopHooks = LoopHooks(),
+        gate: Gate | None = None,
     ):
         if hasattr(bases, "space"):
             self.store = bases
@@ -181,6 +199,7 @@ class SpectrumLoop:
         self.order = order
         self.options = options
         self.hooks = hooks
+        self.gate = gate
 
     @property
     def total_steps(self) -> int:
@@ -204,8 +223,8 @@ class SpectrumLoop:
             accept_block([(slot, lanczos) for slot, (_, lanczos) in self._occupied(state)], space, self.options)
             accept = time.perf_counter() - accept_started
             ending = [slot for slot, (_, lanczos) in self._occupied(state) if _ends_this_step(lanczos)]
-            incoming = self._assign(state, ending)
-            in_flight = self._submit(state, incoming)
+            assigned = self._assign(state, ending)
+            in_flight = self._submit(state, assigned[0])
             reorth_started = time.perf_counter()
             waiting = [(slot, lanczos) for slot, (_, lanczos) in self._occupied(state) if lanczos.phase is Phase.REORTHOGONALIZE]
             restarted = bool(reorthogonalize_block(waiting, space, self.options)) if waiting else False
@@ -216,10 +235,10 @@ class SpectrumLoop:
             late = [slot for slot, (_, lanczos) in self._occupied(state) if lanczos.done and slot not in ending]
             if restarted or late:
                 ending += late
-                incoming = self._assign(state, ending)
+                assigned = self._assign(state, ending)
                 if in_flight is not None:
                     self.operator.collect(in_flight)
-                in_flight = self._submit(state, incoming)
+                in_flight = self._submit(state, assigned[0])
             for slot in ending:
                 self._finish(state, slot)
             state.passes += 1
@@ -234,28 +253,43 @@ class SpectrumLoop:
             if self.hooks.checkpoint is not None:
                 self.hooks.checkpoint(state)
             row[TIMING_COLUMNS.index("checkpoint")] = time.perf_counter() - checkpoint_started
-            self._fill(state, incoming)
+            self._fill(state, assigned)
             row[TIMING_COLUMNS.index("total")] = time.perf_counter() - started
             if self.hooks.progress is not None:
                 self.hooks.progress(state, row)
         return state
 
-    def _assign(self, state: LoopState, ending: Sequence[int] = ()) -> dict[int, int]:
+    def _assign(self, state: LoopState, ending: Sequence[int] = ()) -> tuple[dict[int, int], int]:
         """Slot → task for the slots free after this pass (free now, or ``ending``), in
-        slot order from ``state.next_task`` (the same rule whether resumed or not)."""
+        slot order from ``state.next_task`` as the gate admits them, and the next task
+        not started after them (the same rule whether resumed or not)."""
         free = sorted({slot for slot, entry in enumerate(state.slots) if entry is None} | set(ending))
-        tasks = range(state.next_task, min(state.next_task + len(free), len(self.tasks)))
-        return dict(zip(free, tasks))
+        ended = self._ended(state, ending) if self.gate is not None and free else {}
+        incoming, task = {}, state.next_task
+        for slot in free:
+            admitted = task if self.gate is None or task >= len(self.tasks) else self.gate(task, ended)
+            if admitted is None or admitted >= len(self.tasks):
+                task = task if admitted is None else admitted
+                break
+            incoming[slot], task = admitted, admitted + 1
+        return incoming, task
 
-    def _fill(self, state: LoopState, incoming: dict[int, int]) -> None:
+    def _ended(self, state: LoopState, ending: Sequence[int]) -> dict[int, tuple[float, float]]:
+        """Task → (α₀, β₁) of every draw that has ended: the finished ones and ``ending``'s."""
+        ended = {task: first_coefficients(r.alpha, r.beta, r.steps) for task, r in state.finished.items()}
+        for slot in ending:
+            task, lanczos = state.slots[slot]
+            ended[task] = first_coefficients(lanczos.alpha, lanczos.beta, lanczos.steps)
+        return ended
+
+    def _fill(self, state: LoopState, assigned: tuple[dict[int, int], int]) -> None:
         """Start the assigned tasks' states in their slots (after their predecessors were recorded)."""
+        incoming, state.next_task = assigned
         described = {slot: self.tasks[task] for slot, task in incoming.items()}
         self.store.prepare(described)
         started = self.store.begin(described, self.order)
         for slot, task in incoming.items():
             state.slots[slot] = (task, started[slot])
-        if incoming:
-            state.next_task = max(incoming.values()) + 1
 
     def _submit(self, state: LoopState, incoming: dict[int, int]) -> Any:
         """Submit the block: each live slot's next vector, the start vector of a task about

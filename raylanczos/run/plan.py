@@ -202,6 +202,7 @@ def config_record(
         backend=facts.backend, training=facts.training, num_params=facts.num_params,
         num_examples=facts.num_examples, batch_size=facts.batch_size, shard_plan=shards.to_json(), state=plan.state,
         deflate=config.deflate or None, deflate_tol=config.deflate_tol if config.deflate else None,
+        target_width=config.target_width,
     )
 
 

@@ -83,6 +83,7 @@ from raylanczos.run.residuals import residual_norms
 from raylanczos.run.sink import RunOutputs, prepare_output
 from raylanczos.run.stores import KeeperStore
 from raylanczos.run.sweep import SweepPoint, sweep_points, sweep_title
+from raylanczos.run.target import target_gate
 
 logger = logging.getLogger("raylanczos")
 
@@ -266,9 +267,8 @@ def _finished_already(
     out: OutputStore, config: SpectrumConfig, plan: RunPlan, source: ProblemSource, arguments: dict[str, Any] | None
 ) -> bool:
     """Whether ``out`` holds a rendered run of the same problem, factory arguments, operator,
-    order, draws, draws per pass, seed, start distribution, compute dtype, blocks and
-    deflation: a
-    ``--resume`` of it has nothing to compute. (Any other difference is the checkpoint's to
+    order, draws, draws per pass, seed, start distribution, compute dtype, blocks,
+    deflation and target width: a ``--resume`` of it has nothing to compute. (Any other difference is the checkpoint's to
     refuse, naming it.)"""
     if not out.exists("summary.json"):
         return False
@@ -281,10 +281,12 @@ def _finished_already(
         source_name(source), arguments, config.operator, min(config.order, plan.facts.num_params), config.draws,
         plan.block_size, config.seed, config.distribution, config.compute_dtype or "model",
         [p.pattern for p in plan.parts if p.name], config.deflate or None, config.deflate_tol if config.deflate else None,
+        config.target_width,
     )
     return wanted == (
         held.problem, held.arguments, held.operator, held.order, held.draws, held.draws_per_pass, held.seed,
         held.distribution, held.compute_dtype, [block["pattern"] for block in held.blocks], held.deflate, held.deflate_tol,
+        held.target_width,
     )
 
 
@@ -410,6 +412,7 @@ def _loop(
         loop = SpectrumLoop(
             home.operator, list(plan.tasks), config.order, home.vectors, seed=config.seed,
             distribution=config.distribution, sweeps=sweeps, options=config.lanczos, hooks=hooks,
+            gate=target_gate(plan, config),
         )
         reporter.start(loop.total_steps, steps_done(state) if state is not None else 0, home.operator.block_size)
         try:

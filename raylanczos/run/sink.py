@@ -42,6 +42,7 @@ from raylanczos.outputs.store import OutputStore, npy_writer
 from raylanczos.run.checkpoint import Checkpoint, CheckpointError
 from raylanczos.run.loop import DrawTask, FinishedDraw, LoopState
 from raylanczos.run.plan import Part, RunPlan
+from raylanczos.run.target import stopping_record
 
 logger = logging.getLogger("raylanczos")
 
@@ -176,6 +177,9 @@ class RunOutputs:
             part=PartRecord(part.name, part.pattern, list(part.parameters), part.dim) if part.name else None,
             top_eigenvectors=self._write_eigenvectors(part, residuals),
             deflation=deflation,
+            stopping=None if config.target_width is None else stopping_record(
+                records, part.dim, config.draws, config.target_width, config.distribution
+            ),
         )
         store = self._store(part)
         if store is not None:

@@ -22,6 +22,7 @@ from typing import Any, Mapping, Sequence
 
 from raylanczos.config import OptionError, OutputConfig
 from raylanczos.outputs.record import ConfigRecord, record_from_json
+from raylanczos.outputs.render import draws_phrase
 from raylanczos.outputs.store import OutputStore
 from raylanczos.run.checkpoint import Checkpoint
 
@@ -87,7 +88,7 @@ def sweep_title(problem: str, operator: str, name: str, first: ConfigRecord) -> 
     """The overlay's title: what, across what, and the draws and steps of every point."""
     return (
         f"{operator} densities of {problem} across {name}\n"
-        f"{first.draws} draws × {first.order} steps, the same start vectors, each its own σ²"
+        f"{draws_phrase(first)} × {first.order} steps, the same start vectors, each its own σ²"
     )
 
 

@@ -23,6 +23,7 @@ from raylanczos.outputs.record import record_from_json
 from raylanczos.outputs.render import plot_title
 from tests.conftest import WORKER_RESOURCES
 from tests.hessians import dense_ggn, tiny_ggn, tiny_hessian
+from tests.spectra import assert_band_holds
 
 TINY = "raylanczos.examples.digits:tiny_problem"
 KERAS_TINY = "tests.keras_problems:keras_tiny_with_jax_weights"
@@ -131,6 +132,7 @@ def test_full_order_ggn_nodes_are_the_dense_eigenvalues(ray_session, source, ker
     assert result.summary["lambda_min"] >= -1e-10 * scale
     assert result.summary["lambda_max"] == pytest.approx(eigenvalues[-1], rel=1e-10)
     assert [w["operator"] for w in result.summary["workers"]] == ["ggn", "ggn"]
+    assert_band_holds(result.record.certificate, eigenvalues)  # G's band, of G's spectrum
     assert "·‖G‖)" in cli.closing_line(result)
     written = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert written["config"]["operator"] == "ggn"

@@ -15,6 +15,9 @@ import numpy as np
 import pytest
 
 from raylanczos.numerics.certificate import (
+    CertifiedRule,
+    band_gap,
+    cdf_band,
     certify,
     density_band,
     draw_cdf_bounds,
@@ -254,6 +257,27 @@ def test_density_band_is_the_draws_mean_and_standard_error():
     np.testing.assert_allclose(band.upper, band.density + 3.0 * band.std_error, rtol=1e-12)
     assert np.all(band.lower >= 0.0) and np.all(band.lower <= band.density) and np.any(band.std_error > 0)
     assert set(band.arrays()) == {"density_std_error", "density_lower", "density_upper"}
+
+
+def test_the_gap_between_two_bands_is_exact_over_all_t():
+    """Two spectra of n = 60 that overlap on [0.8, 1]: the gap of :func:`band_gap` is the
+    largest of max(0, L₁ − U₂, L₂ − U₁) over a fine grid with every node of both runs in
+    it (where the step functions change), and 0 between a run and itself. ``cdf_band`` is
+    ``certify``'s band."""
+    first = diagonal_operator(np.linspace(0.0, 1.0, 60))
+    second = diagonal_operator(np.linspace(0.8, 1.8, 60))
+    rules = []
+    for apply, n in (first, second):
+        nodes, weights = quadrature_of([lanczos(apply, n, order=8, seed=2, draw=d) for d in range(4)], 8)
+        rules.append(CertifiedRule(nodes, weights, n))
+    everywhere = np.unique(np.concatenate([np.linspace(-1.0, 3.0, 20001), rules[0].breakpoints(), rules[1].breakpoints()]))
+    (low1, high1), (low2, high2) = rules[0].band(everywhere), rules[1].band(everywhere)
+    brute = max(0.0, np.max(low1 - high2), np.max(low2 - high1))
+    assert band_gap(rules[0], rules[1]) == brute == band_gap(rules[1], rules[0]) and brute > 0
+    assert band_gap(rules[0], rules[0]) == 0.0
+    cert = certify(rules[0].nodes, rules[0].weights, 60)
+    lower, upper = cdf_band(rules[0].nodes, rules[0].weights, 60, cert.grid)
+    assert np.array_equal(lower, cert.lower) and np.array_equal(upper, cert.upper)
 
 
 def test_bad_arguments_are_named():

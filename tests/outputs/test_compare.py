@@ -8,6 +8,7 @@ writes them. One test compares real runs (the tiny MLP's Hessian and Gauss–New
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import numpy as np
@@ -92,9 +93,12 @@ def test_compare_writes_a_figure_and_a_table(runs, tmp_path, monkeypatch, count)
         for key in compare.COLUMNS:
             assert float(row[key]) == pytest.approx(result.summary[key], rel=1e-15)
     lines = text.splitlines()
+    pairs = count * (count - 1) // 2
     assert lines[0].split() == ["run", "num_params", *compare.COLUMNS]
-    assert len(lines) == count + 2 and lines[-1] == f"→ {figure} and {figure.with_suffix('.csv')}"
-    assert [line.split("  ")[0].strip() for line in lines[1:-1]] == [row["run"] for row in rows]
+    assert len(lines) == count + pairs + 2
+    assert lines[-1] == f"→ {figure}, {figure.with_suffix('.csv')} and {figure.with_suffix('.json')}"
+    assert [line.split("  ")[0].strip() for line in lines[1:count + 1]] == [row["run"] for row in rows]
+    assert lines[count + 1].startswith(f"{rows[0]['run']} vs {rows[1]['run']}: max gap between the CDF bands ")
 
     # One grid over all the runs' grids; each curve a density (integral 1) of its own run.
     assert [label for label, _, _ in drawn] == [row["run"] for row in rows]
@@ -106,6 +110,31 @@ def test_compare_writes_a_figure_and_a_table(runs, tmp_path, monkeypatch, count)
         assert np.interp(result.summary["lambda_max"], grid, density) > 0.01 * density.max()
         beyond = grid > result.summary["lambda_max"] + 8 * np.sqrt(result.sigma2)
         assert np.all(density[beyond] <= 1e-12 * density.max())  # the first run's curve is flat far right
+
+
+def test_compare_states_whether_the_bands_are_apart(runs, tmp_path, monkeypatch):
+    """A run and itself overlap (gap 0: "no"); spectra on [−1, 1] and [1, 5] (2 draws, ε ≈
+    0.3) have bands apart by 0.42 below λ = 1 ("yes"). The CDF panel shows every band, a
+    run given twice included, and compare.json carries the gaps."""
+    drawn, plot_overlay = {}, compare.plot_overlay
+
+    def recording(curves, target, **kwargs):
+        drawn.update(kwargs)
+        plot_overlay(curves, target, **kwargs)
+
+    monkeypatch.setattr(compare, "plot_overlay", recording)
+    figure = tmp_path / "gaps.png"
+    text = compare.compare_runs([runs[0], runs[0], runs[4]], figure, labels=["a", "b", "c"], grid_points=500)
+    assert "a vs b: max gap between the CDF bands 0: differ beyond the certificate: no" in text
+    gaps = json.loads(figure.with_suffix(".json").read_text())["band_gaps"]
+    assert [gap["runs"] for gap in gaps] == [["a", "b"], ["a", "c"], ["b", "c"]]
+    assert gaps[0]["max_gap"] == 0 and not gaps[0]["differ_beyond_certificate"]
+    assert 0.3 < gaps[1]["max_gap"] == gaps[2]["max_gap"] < 1 and gaps[1]["differ_beyond_certificate"]
+    assert gaps[1]["confidences"] == [0.95, 0.95]
+    assert f"a vs c: max gap between the CDF bands {gaps[1]['max_gap']:.3g}: differ beyond the certificate: yes" in text
+    assert [label for label, _ in drawn["bands"]] == ["a", "b", "c"] and drawn["bands_note"] == ""
+    compare.compare_runs([runs[2], runs[4]], tmp_path / "two.png", grid_points=500)
+    assert drawn["bands_note"].endswith("differ beyond the certificate: no"), "two runs: the panel names their gap"
 
 
 def test_labels_name_the_curves(runs, tmp_path):
@@ -176,8 +205,10 @@ def test_hessian_and_gauss_newton_runs_of_the_tiny_mlp(ray_session, tmp_path):
     for operator in ("hessian", "ggn"):
         rl.hessian_spectrum("raylanczos.examples.digits:tiny_problem", operator=operator, out=tmp_path / operator, **options)
     figure = tmp_path / "operators.png"
-    compare.compare_runs([tmp_path / "hessian", tmp_path / "ggn"], figure)
+    text = compare.compare_runs([tmp_path / "hessian", tmp_path / "ggn"], figure)
     hessian, ggn = read_csv(figure.with_suffix(".csv"))
+    assert rl.load_result(tmp_path / "ggn").record.certificate.ks_half_width > 0, "a GGN run has its band"
+    assert "hessian (Hessian) vs ggn (Gauss–Newton): max gap between the CDF bands" in text
     assert (hessian["run"], ggn["run"]) == ("hessian (Hessian)", "ggn (Gauss–Newton)")
     assert float(hessian["lambda_min"]) < 0 and float(ggn["lambda_min"]) > -1e-5 * float(ggn["lambda_max"])
     assert figure.read_bytes().startswith(PNG)

@@ -59,3 +59,17 @@ def test_a_record_round_trips_through_its_json(name):
 def test_a_summary_that_is_not_an_object_is_refused():
     with pytest.raises(ValueError, match="must hold a JSON object, got list"):
         record_from_json([1, 2])
+
+
+def test_a_stopping_record_round_trips_as_its_keys():
+    """A run drawn until a target width: ``stop_reason`` at the top, its figures in ``stopping``."""
+    import dataclasses
+
+    from raylanczos.outputs.record import StoppingRecord
+
+    stopping = StoppingRecord(0.02, False, 16, 16, 0.031, 0.01, "maximum of 16 draws reached; sampling half-width 0.031 > 0.02")
+    record = dataclasses.replace(record_from_json(load("summary-v1.json")), stopping=stopping)
+    data = json.loads(json.dumps(record.to_json()))
+    assert data["stop_reason"] == stopping.reason and data["stopping"]["maximum"] == 16
+    assert record_from_json(data).stopping == stopping
+    assert record_from_json(load("summary-v1.json")).stopping is None

@@ -22,6 +22,7 @@ from raylanczos.problem.blocks import directory_name, select_blocks, top_level_g
 from raylanczos.problem.layout import ParameterLayout
 from tests.conftest import WORKER_RESOURCES
 from tests.hessians import tiny_hessian
+from tests.spectra import assert_band_holds
 
 TINY = "raylanczos.examples.digits:tiny_problem"
 JAX_LAYOUT = ParameterLayout.from_shapes([("0/b", (4,)), ("0/w", (64, 4)), ("1/b", (10,)), ("1/w", (4, 10))])
@@ -150,6 +151,7 @@ def test_per_layer_run_through_the_cli(ray_session, tmp_path, capsys):
         scale = np.abs(eigenvalues).max()
         assert max(nearest_gaps(part.nodes[0], eigenvalues)) <= 1e-10 * scale
         assert part.summary["lambda_max"] == pytest.approx(eigenvalues[-1], rel=1e-10)
+        assert_band_holds(part.record.certificate, eigenvalues)  # one band per block, of H_bb
 
     redrawn = rl.rerender(out, rl.DensityConfig(sigma2_relative=1e-3), to=tmp_path / "redrawn")
     assert list(redrawn.parts) == ["0", "1"]

@@ -67,6 +67,9 @@ def test_each_point_is_a_run_with_the_same_start_vectors(swept):
         assert all(np.array_equal(first[0], v) for v in first[1:]), "common random numbers: one start vector per draw"
     top = [s["lambda_max"] for s in summaries.values()]
     assert len(set(top)) == 3, "the points are different networks"
+    bands = [s["cdf_band"] for s in summaries.values()]
+    assert all(len(band["lower"]) == len(band["grid"]) > 0 for band in bands), "each point has its band"
+    assert all(0 < s["ks_half_width"] <= 0.5 for s in summaries.values())
     pids = [sorted(w["pid"] for w in s["workers"]) for s in summaries.values()]
     assert pids[0] == pids[1] == pids[2], "the workers were kept from point to point"
 
