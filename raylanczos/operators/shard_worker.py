@@ -13,6 +13,7 @@ traceback; only a worker process that dies is Ray's to report.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
 import time
@@ -134,11 +135,13 @@ class ShardWorker:
         not fit a device."""
         if self.backend is None:
             return PartialInfo(0, 0.0, self.start_error)
+        start = time.perf_counter()
         try:
             self.device_memory = self.backend.device_memory(block_size)
         except Exception as err:  # noqa: BLE001 - one line for the driver
-            return PartialInfo(0, 0.0, self._error_line(err))
-        return self.partial_products(np.zeros((block_size, self.backend.num_params)), self.arguments)[0]
+            return PartialInfo(0, time.perf_counter() - start, self._error_line(err))
+        info = self.partial_products(np.zeros((block_size, self.backend.num_params)), self.arguments)[0]
+        return dataclasses.replace(info, seconds=time.perf_counter() - start)
 
     def partial_products(
         self, vectors: np.ndarray, arguments: Mapping[str, Any] | None = None
