@@ -25,8 +25,9 @@ e.g. the Hessian product jvp-of-grad, ``jax.vmap``-ped over the block axis)::
 
 The products are jitted with the shardings as ``in_shardings``/``out_shardings``, so XLA
 inserts the collectives (all-gathers of the parameter shards, reductions of partial
-sums). Imports JAX; a backend should import this module only for a worker with several
-devices.
+sums). :class:`ShardedJaxBackend` is the JAX backend built on it, for a worker with
+``devices_per_worker`` G > 1 (:func:`raylanczos.backends.make_backend` imports this
+module only then). Imports JAX.
 """
 
 from __future__ import annotations
