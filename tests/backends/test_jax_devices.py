@@ -1,8 +1,9 @@
 """Several devices per worker through the backend (raylanczos.backends.jax_sharding's
 ShardedJaxBackend) and the in-process operator: the transformer example on 4 devices gives
 G = 1's spectrum, its parameters split four ways; float64 extremes on 1 and 2 devices equal
-the dense Hessian's; a user's rule is followed; a product too large for a device is refused
-at the warm-up; and a process that sees too few devices is refused in one line.
+the dense Hessian's; a user's rule is followed; products summed on the host and the
+preconditioned operator agree with one device's; a product too large for a device is
+refused at the warm-up; and a process that sees too few devices is refused in one line.
 
 The device checks run in one subprocess with ``XLA_FLAGS=--xla_force_host_platform_device_count=4``
 (JAX reads the flag when it starts; this test process has one host device). On the shared
@@ -33,10 +34,11 @@ import numpy as np
 
 import raylanczos as rl
 from raylanczos.backends import jax_sharding
-from raylanczos.examples import transformer
+from raylanczos.examples import digits, transformer
 from raylanczos.operators.local import LocalHessian
 from raylanczos.operators.shard_worker import ShardWorker
 from raylanczos.problem.data import ShardPlan
+from tests import problems
 from tests.hessians import dense_hessian
 
 report = {"devices": len(jax.devices())}
@@ -89,7 +91,21 @@ worker = ShardWorker(replicated, ShardPlan.balanced(16, 1).shards[0], devices=2)
 held = worker.backend.placement.bytes_per_device(worker.backend._params)
 report["replicated"] = {"held": sorted(held.values()), "n": worker.backend.num_params}
 
-# 4. A product that does not fit a device is refused at the warm-up, naming the figures.
+# 4. On 2 devices: a loss whose products are summed on the host (it builds float64 arrays
+# when traced with 64-bit types), and the preconditioned operator D^-1/2 H D^-1/2.
+for name, factory, operator in [
+    ("host_sums", problems.default_dtype_loss, "hessian"), ("preconditioned", digits.tiny_adam_problem, "preconditioned"),
+]:
+    products = {}
+    for devices in (1, 2):
+        hessian = LocalHessian(factory, operator=operator, devices=devices)
+        products[devices] = hessian.matmat(np.random.default_rng(0).standard_normal((2, hessian.dim)))
+    report[name] = {
+        "on_device": hessian.workers[0].backend.accumulates_on_device,
+        "difference": float(np.max(np.abs(products[2] - products[1])) / np.max(np.abs(products[1]))),
+    }
+
+# 5. A product that does not fit a device is refused at the warm-up, naming the figures.
 jax_sharding.device_memory_limit = lambda device: 2**16
 worker = ShardWorker(transformer.tiny_problem, ShardPlan.balanced(32, 1).shards[0], devices=2)
 report["too_large"] = worker.warm_up(2).error
@@ -137,6 +153,13 @@ def test_float64_extremes_on_devices_equal_the_dense_hessians(four_devices, devi
 def test_a_users_rule_replicates_the_model_on_every_device(four_devices):
     replicated = four_devices["replicated"]
     assert replicated["held"] == [4 * replicated["n"]] * 2
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", ["host_sums", "preconditioned"])
+def test_host_sums_and_the_preconditioned_operator_on_two_devices_agree_with_one(four_devices, case):
+    assert four_devices[case]["on_device"] is (case == "preconditioned")
+    assert four_devices[case]["difference"] < 1e-6
 
 
 @pytest.mark.slow
