@@ -128,6 +128,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--pin-cpus", action=argparse.BooleanOptionalAction, default=None,
         help="pin each worker to --cpus-per-worker cores of its own (default: on for CPU-only workers, off with GPUs)",
     )
+    where.add_argument(
+        "--devices-per-worker", type=int, default=SCALING.devices_per_worker, metavar="G",
+        help="devices each worker shards its JAX model over (FSDP-like, or the factory's param_sharding): G GPUs per "
+        f"GPU worker, else G host devices in the worker's process (default {SCALING.devices_per_worker}; not for Keras)",
+    )
     where.add_argument("--shards", default=None, help='JSON shard plan: {"workers": [{"rows": [[start, stop]]} | {"files": [...]}, ...]}')
     where.add_argument("--reduce", choices=REDUCTIONS, default=SCALING.reduce,
                        help=f"sum each node's partial products on the node (node) or on the driver (flat); default {SCALING.reduce}")
@@ -387,7 +392,7 @@ def _run(args: argparse.Namespace, session: Any):
         num_workers=args.num_workers, worker_resources=resources, shards=args.shards, pin_cpus=args.pin_cpus,
         reduce=args.reduce, address=args.address, timeout=args.timeout, placement_timeout=args.placement_timeout,
         state=args.state, basis_memory_gb=args.basis_memory_gb,
-        max_restarts=args.max_restarts,
+        max_restarts=args.max_restarts, devices_per_worker=args.devices_per_worker,
     )
     output = OutputConfig(
         out=args.out, checkpoint_dir=args.checkpoint_dir, resume=args.resume, overwrite=args.overwrite,

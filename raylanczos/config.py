@@ -205,6 +205,10 @@ class ScalingConfig:
       thread_policy: ``(pinned, driver_cores, worker_cores) -> DriverThreads``, the threads
         of the driver's re-orthogonalisation (default
         :func:`raylanczos.policy.driver_threads`; benchmarks pass others).
+      devices_per_worker: G, the devices each worker shards its model over (JAX problems
+        only; :mod:`raylanczos.backends.jax_sharding`): G GPUs per worker on GPU workers
+        (their ``num_gpus`` becomes G), else G host devices that XLA makes in the worker's
+        process. 1 (the default) keeps the model on one device, as before.
     """
 
     num_workers: int | None = None
@@ -219,8 +223,10 @@ class ScalingConfig:
     basis_memory_gb: float = 8.0
     state: str | None = None
     thread_policy: Callable[..., DriverThreads] = driver_threads
+    devices_per_worker: int = 1
 
     def __post_init__(self) -> None:
+        _int("devices_per_worker", self.devices_per_worker)
         if self.num_workers is not None:
             _int("num_workers", self.num_workers)
         if self.worker_resources is not None and not isinstance(self.worker_resources, Mapping):

@@ -42,6 +42,7 @@ def make_backend(
     compute_dtype: str | None = None,
     operator: str = "hessian",
     on_host: bool = False,
+    devices: int = 1,
 ) -> ShardBackend:
     """The backend for ``problem.backend`` over one shard's ``arrays``.
 
@@ -50,10 +51,17 @@ def make_backend(
     which needs a problem with ``predict`` and ``output_loss``) or ``"preconditioned"``
     (D^{-1/2} H D^{-1/2}, which needs a problem with a ``preconditioner`` D). ``on_host`` keeps the
     backend on the CPU even where an accelerator is visible (the driver's checks).
+    ``devices`` G > 1 shards a JAX model over the process's first G devices
+    (:class:`~raylanczos.backends.jax_sharding.ShardedJaxBackend`); a Keras model stays on one.
     """
     check_choice("compute_dtype", compute_dtype, COMPUTE_DTYPES)
     problem.check_operator(operator)
+    problem.check_devices(devices)
     backend = _backend_class(problem)
+    if devices > 1:
+        from raylanczos.backends.jax_sharding import ShardedJaxBackend
+
+        return ShardedJaxBackend(problem, arrays, compute_dtype=compute_dtype, operator=operator, devices=devices)
     with backend.host_placement() if on_host else contextlib.nullcontext():
         return backend(problem, arrays, compute_dtype=compute_dtype, operator=operator)
 

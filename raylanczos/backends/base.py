@@ -41,6 +41,8 @@ class ShardBackend:
       training: the Keras training mode (bool), None for JAX.
       operator: ``"hessian"``, ``"ggn"`` or ``"preconditioned"``.
       scaling: d^{-1/2}, float64[n], for the preconditioned operator; None otherwise.
+      devices: G, the devices the products run on (1; several for a model sharded over a
+        worker's devices, :mod:`raylanczos.backends.jax_sharding`).
       accumulates_on_device: True: :meth:`product_sum` adds each batch's products to a
         float64 sum where they are computed (:meth:`_add_batch`) and copies the sum to the
         host once; False: each batch's products are copied to the host and summed there
@@ -57,6 +59,7 @@ class ShardBackend:
     accumulates_on_device: bool
     accumulation_note: str = ""
     scaling: np.ndarray | None = None
+    devices: int = 1
     #: The shard's batches, in order, as the framework holds them.
     _batches: list[Any]
 
@@ -84,6 +87,12 @@ class ShardBackend:
             bad = products.size - int(np.count_nonzero(np.isfinite(products)))
             if bad:
                 return first, stop, bad
+        return None
+
+    def device_memory(self, block_size: int) -> dict[str, Any] | None:
+        """What the compiled product of a block of ``block_size`` vectors needs per device,
+        checked against the device's memory, for a model sharded over several devices; None
+        on one device (not measured)."""
         return None
 
     def check_block(self, vectors: np.ndarray) -> np.ndarray:

@@ -68,19 +68,37 @@ class JaxBackend(ShardBackend):
         self._x64 = compute_dtype == "float64"
         self._treedef = jax.tree_util.tree_structure(problem.params)
         with self._product_scope():
-            self._params, unravel = self._flat_params(problem, compute_dtype)
-            self.layout = pytree_layout(unravel(self._params))
-            self.dtype = np.dtype(self._params.dtype)
-            self.num_params = int(self._params.size)
+            flat, unravel = self._flat_params(problem, compute_dtype)
+            self.layout = pytree_layout(unravel(flat))
+            self.dtype = np.dtype(flat.dtype)
+            self.num_params = int(flat.size)
+            self._params, unravel = self._placed_params(problem, flat, unravel)
             self._set_operator(problem, operator)
             cast_to = np.dtype(np.float64) if self._x64 else None
-            self._batches = [jax.device_put(batch) for batch in self._split_batches(arrays, problem.batch_size, cast_to)]
+            self._batches = [self._put_batch(batch) for batch in self._split_batches(arrays, problem.batch_size, cast_to)]
             self._check_loss(problem, unravel)
             product = _product_function(problem, unravel, operator)
-            self._block_product = jax.jit(_blocked(product))
+            self._block_product = self._jit_product(_blocked(product))
             self.accumulation_note = self._host_sum_reason(product)
             self.accumulates_on_device = not self.accumulation_note
-            self._add_products = jax.jit(_adding(product), donate_argnums=0) if self.accumulates_on_device else None
+            self._add_products = self._jit_adding(_adding(product)) if self.accumulates_on_device else None
+
+    # Where the parameters, batches and programs live: one device here; several in
+    # :class:`raylanczos.backends.jax_sharding.ShardedJaxBackend`.
+
+    def _placed_params(self, problem: Problem, flat: jax.Array, unravel: Callable) -> tuple[Any, Callable]:
+        """The parameters as the products take them, and the map from those to the loss's
+        pytree: here the flat vector float[n] and ``unravel``."""
+        return flat, unravel
+
+    def _put_batch(self, batch: Batch) -> Batch:
+        return jax.device_put(batch)
+
+    def _jit_product(self, block_product: Callable) -> Callable:
+        return jax.jit(block_product)
+
+    def _jit_adding(self, add_products: Callable) -> Callable:
+        return jax.jit(add_products, donate_argnums=0)
 
     def _flat_params(self, problem: Problem, compute_dtype: str | None) -> tuple[jax.Array, Callable]:
         leaves = jax.tree_util.tree_leaves(problem.params)
@@ -205,23 +223,26 @@ def _product_function(problem: Problem, unravel: Callable, operator: str) -> Cal
 
 def _blocked(product: Callable) -> Callable:
     """``(p, V, batch) -> C_b V`` for a block V (B, n) of tangents: ``jax.vmap`` over them,
-    or the plain product for B = 1 (the same program, and so the same bits, as one vector)."""
+    or the plain product for B = 1 (the same program, and so the same bits, as one vector).
+    ``p`` and V may be pytrees (V's leaves (B, *shape)); the products are shaped as V."""
     vectorized = jax.vmap(product, in_axes=(None, 0, None))
 
-    def block_product(p: jax.Array, tangents: jax.Array, batch: Batch) -> jax.Array:
-        if tangents.shape[0] == 1:
-            return product(p, tangents[0], batch)[None]
+    def block_product(p: Any, tangents: Any, batch: Batch) -> Any:
+        if jax.tree_util.tree_leaves(tangents)[0].shape[0] == 1:
+            single = product(p, jax.tree_util.tree_map(lambda t: t[0], tangents), batch)
+            return jax.tree_util.tree_map(lambda c: c[None], single)
         return vectorized(p, tangents, batch)
 
     return block_product
 
 
 def _adding(product: Callable) -> Callable:
-    """``(total, size, p, V, batch) -> total + size · C_b V`` in float64, V a block of tangents."""
+    """``(total, size, p, V, batch) -> total + size · C_b V`` in float64, V a block of
+    tangents (``total`` and V arrays, or pytrees of the same structure)."""
     block = _blocked(product)
 
-    def add_products(total: jax.Array, size: jax.Array, p: jax.Array, tangents: jax.Array, batch: Batch) -> jax.Array:
-        return total + size * block(p, tangents, batch).astype(jnp.float64)
+    def add_products(total: Any, size: jax.Array, p: Any, tangents: Any, batch: Batch) -> Any:
+        return jax.tree_util.tree_map(lambda t, c: t + size * c.astype(jnp.float64), total, block(p, tangents, batch))
 
     return add_products
 

@@ -25,8 +25,9 @@ e.g. the Hessian product jvp-of-grad, ``jax.vmap``-ped over the block axis)::
 
 The products are jitted with the shardings as ``in_shardings``/``out_shardings``, so XLA
 inserts the collectives (all-gathers of the parameter shards, reductions of partial
-sums). Imports JAX; a backend should import this module only for a worker with several
-devices.
+sums). :class:`ShardedJaxBackend` is the JAX backend built on it, for a worker with
+``devices_per_worker`` G > 1 (:func:`raylanczos.backends.make_backend` imports this
+module only then). Imports JAX.
 """
 
 from __future__ import annotations
@@ -38,8 +39,9 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from raylanczos.backends.jax import pytree_layout
-from raylanczos.problem.definition import ProblemError
+from raylanczos.backends.jax import JaxBackend, pytree_layout
+from raylanczos.problem.data import Batch
+from raylanczos.problem.definition import Problem, ProblemError
 from raylanczos.problem.layout import ParameterLayout
 
 #: The name of the worker's one mesh axis: the axis a rule's PartitionSpec may name.
@@ -190,6 +192,17 @@ class Placement:
             out_shardings=self.block_shardings(),
         )
 
+    def jit_block_sum(self, add_products: Callable[[Any, Any, Any, Any, Any], Any]) -> Callable:
+        """``add_products(total, size, params, tangents, batch) -> total + size · products``
+        jitted with the shardings of :meth:`jit_block_product` (``total`` and the result
+        sharded as the tangents, ``size`` and the batch replicated), ``total`` donated."""
+        return jax.jit(
+            add_products,
+            in_shardings=(self.block_shardings(), self.replicated(), self.param_shardings(), self.block_shardings(), self.replicated()),
+            out_shardings=self.block_shardings(),
+            donate_argnums=0,
+        )
+
     def bytes_per_device(self, tree: Any) -> dict[jax.Device, int]:
         """How many bytes of ``tree``'s arrays each device holds."""
         held = {device: 0 for device in self.devices}
@@ -302,3 +315,83 @@ def check_fits(memory: DeviceMemory, limit: int | None, devices: int, *, worker:
         f"{worker}'s product needs {memory.peak / 2**30:.2f} GiB per device with {devices} device(s) per worker, "
         f"but a device holds {limit / 2**30:.2f} GiB; use --devices-per-worker {2 * devices} or more"
     )
+
+
+class ShardedJaxBackend(JaxBackend):
+    """A :class:`~raylanczos.backends.jax.JaxBackend` whose model is sharded over G devices.
+
+    The parameters are placed by the problem's ``param_sharding`` rule (default
+    :func:`fsdp_rule`), each batch is replicated on the G devices, a block of tangents
+    goes to them leaf by leaf (:meth:`Placement.put_block`), and the Hessian and
+    Gauss–Newton products are jitted with those shardings (:meth:`Placement.jit_block_product`,
+    :meth:`Placement.jit_block_sum`); the float64 sums Σ_b |b| · C_b V stay sharded on the
+    devices and reach the host shard by shard (:meth:`Placement.gather_block`). The loop
+    over the batches, their weighting and the float64 sums are the base class's, as for
+    one device.
+
+    The products are the one-device products up to the order of XLA's sums (its
+    collectives add partial sums of the split contractions): equal to rounding, not
+    bit for bit.
+
+    Args:
+      problem, arrays, compute_dtype, operator: as :class:`~raylanczos.backends.jax.JaxBackend`.
+      devices: G > 1, the first G of ``jax.local_devices()``; fewer is a ``ProblemError``
+        naming G and what the process sees.
+
+    Attributes:
+      placement: the :class:`Placement` of the parameters over the G devices.
+    """
+
+    placement: Placement
+
+    def __init__(self, problem: Problem, arrays: Batch, *, compute_dtype: str | None = None, operator: str = "hessian", devices: int):
+        self._devices = worker_devices(devices)
+        self.devices = devices
+        super().__init__(problem, arrays, compute_dtype=compute_dtype, operator=operator)
+
+    def _placed_params(self, problem: Problem, flat: jax.Array, unravel: Callable) -> tuple[Any, Callable]:
+        """The parameter pytree sharded over the devices; the products take it as it is."""
+        tree = unravel(flat)
+        self.placement = plan_placement(tree, self._devices, problem.param_sharding)
+        return self.placement.put_params(tree, self.dtype), _as_is
+
+    def _put_batch(self, batch: Batch) -> Batch:
+        return jax.device_put(batch, self.placement.replicated())
+
+    def _jit_product(self, block_product: Callable) -> Callable:
+        return self.placement.jit_block_product(block_product)
+
+    def _jit_adding(self, add_products: Callable) -> Callable:
+        return self.placement.jit_block_sum(add_products)
+
+    def _tangents(self, block: np.ndarray) -> Any:
+        return self.placement.put_block(block, self.dtype)
+
+    def _zero_sums(self, shape: tuple[int, int]) -> Any:
+        return self.placement.put_block(np.zeros(shape), np.float64)
+
+    def _to_host(self, products: Any) -> np.ndarray:
+        return self.placement.gather_block(products)
+
+    def device_memory(self, block_size: int) -> dict[str, Any]:
+        """The compiled product of a block of ``block_size`` tangents on the first (largest)
+        batch, as one pass runs it (summing on the device or not): its peak bytes per device
+        (:func:`compiled_memory`) and the device's limit (None where the device reports
+        none, a CPU). ``DeviceMemoryError`` (:func:`check_fits`) when it does not fit. The
+        program compiled here is the one the passes run (JAX keeps it)."""
+        block = np.zeros((block_size, self.num_params))
+        if self.accumulates_on_device:
+            with self._summing_scope():
+                arguments = (self._zero_sums(block.shape), np.float64(self.batch_sizes[0]), self._params, self._tangents(block))
+                compiled = self._add_products.lower(*arguments, self._batches[0]).compile()
+        else:
+            with self._product_scope():
+                compiled = self._block_product.lower(self._params, self._tangents(block), self._batches[0]).compile()
+        memory = compiled_memory(compiled)
+        limit = device_memory_limit(self.placement.devices[0])
+        check_fits(memory, limit, self.devices)
+        return {"devices": self.devices, "platform": self.placement.devices[0].platform, "peak_bytes": memory.peak, "limit_bytes": limit}
+
+
+def _as_is(params: Any) -> Any:
+    return params

@@ -49,6 +49,27 @@ def _amount(value: float) -> str:
     return f"{value:g}" if value < 1e6 else f"{value / 2**30:.3g}Gi"
 
 
+#: The XLA flag that makes a CPU process see G host devices (read when JAX starts).
+HOST_DEVICES_FLAG = "--xla_force_host_platform_device_count"
+
+
+def device_resources(resources: Mapping[str, Any], devices: int) -> dict[str, Any]:
+    """A worker's Ray actor options for ``devices`` G devices: a GPU worker (``num_gpus``
+    given) asks for G GPUs; a CPU worker's options are unchanged (see :func:`device_environment`)."""
+    if devices > 1 and resources.get("num_gpus"):
+        return {**resources, "num_gpus": devices}
+    return dict(resources)
+
+
+def device_environment(resources: Mapping[str, Any], devices: int) -> dict[str, Any] | None:
+    """The ``runtime_env`` of a CPU worker with G > 1 devices: ``XLA_FLAGS`` set to
+    :data:`HOST_DEVICES_FLAG` = G in its process, before JAX starts there, so that it sees G
+    host devices (the worker's own ``XLA_FLAGS`` are replaced); None otherwise."""
+    if devices <= 1 or resources.get("num_gpus"):
+        return None
+    return {"env_vars": {"XLA_FLAGS": f"{HOST_DEVICES_FLAG}={devices}"}}
+
+
 def _bundle(options: Mapping[str, Any], shard: Shard) -> dict[str, float]:
     """The placement-group bundle of one worker: its CPUs, GPUs, memory and resources."""
     bundle = {

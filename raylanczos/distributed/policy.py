@@ -97,7 +97,7 @@ class WorkerLayout:
         return resources
 
 
-def default_layout(cpus: int, gpus: int, *, local: bool) -> WorkerLayout:
+def default_layout(cpus: int, gpus: int, *, local: bool, devices: int = 1) -> WorkerLayout:
     """The worker layout of a run that names neither ``--workers`` nor ``--cpus-per-worker``.
 
     Args:
@@ -107,13 +107,16 @@ def default_layout(cpus: int, gpus: int, *, local: bool) -> WorkerLayout:
         tell which of the cluster's (possibly autoscaled) nodes the user means to use.
 
     One worker per GPU when there are GPUs (1 CPU each, the rest left to the driver and
-    the workers' host threads). Without GPUs, one single-core pinned worker per core: on
+    the workers' host threads); with ``devices`` G > 1 per worker, one worker per G GPUs
+    (at least one, which the placement then refuses if the cluster has fewer than G). Without GPUs, one single-core pinned worker per core: on
     a CPU, independent data shards scale better than one process's threads, and the
     driver's re-orthogonalisation overlaps the products on the same cores (its sweeps
     are split evenly over them; see :func:`driver_threads`).
     """
     if not local:
         return WorkerLayout(1, 1.0, 0.0, "one 1-CPU worker (a cluster address: name --workers and --cpus-per-worker)")
+    if gpus >= 1 and devices > 1:
+        return WorkerLayout(max(int(gpus) // devices, 1), 1.0, float(devices), f"one worker per {devices} GPUs ({int(gpus)} GPUs)")
     if gpus >= 1:
         return WorkerLayout(int(gpus), 1.0, 1.0, f"one worker per GPU ({int(gpus)} GPUs)")
     workers = max(int(cpus), 1)

@@ -260,12 +260,14 @@ class RaySession:
             self._started_ray = connect(self.address)
             self._connected = True
 
-    def default_layout(self, num_examples: int, data: Dataset) -> tuple[ShardPlan, dict[str, float]]:
+    def default_layout(self, num_examples: int, data: Dataset, devices: int = 1) -> tuple[ShardPlan, dict[str, float]]:
         """The default shard plan and worker resources on the connected cluster: one worker
-        per GPU, else one 1-core worker per core (see :func:`~raylanczos.distributed.policy.default_layout`)."""
+        per GPU (per ``devices`` GPUs), else one 1-core worker per core (see
+        :func:`~raylanczos.distributed.policy.default_layout`)."""
         self.connect()
         resources = ray.cluster_resources()
-        layout = default_layout(int(resources.get("CPU", 1)), int(resources.get("GPU", 0)), local=single_machine())
+        cpus, gpus = int(resources.get("CPU", 1)), int(resources.get("GPU", 0))
+        layout = default_layout(cpus, gpus, local=single_machine(), devices=devices)
         workers = min(layout.num_workers, num_examples)
         each = ", ".join(f"{v:g} {k.removeprefix('num_').upper().rstrip('S')}" for k, v in layout.resources.items())
         logger.info(

@@ -25,6 +25,8 @@ from raylanczos.choices import check_int
 from raylanczos.distributed.placement import (
     _bundle,
     alive_node_resources,
+    device_environment,
+    device_resources,
     placement_shortfall,
 )
 from raylanczos.distributed.policy import DriverThreads, cpu_slots, driver_threads
@@ -35,6 +37,7 @@ from raylanczos.operators.contract import (
     check_answer,
 )
 from raylanczos.operators.shard_worker import ShardWorker
+from raylanczos.outputs.progress import byte_size
 from raylanczos.problem.data import ShardPlan
 from raylanczos.problem.definition import ProblemSource, factory_search_path
 
@@ -103,7 +106,8 @@ class WorkerOptions:
     retried); ``timeout``: seconds to wait for a worker to start or to answer one call;
     ``pin_cpus``: pin each worker to as many cores as its ``num_cpus`` (rounded up), the
     workers of one node on distinct cores; None pins CPU-only workers and leaves GPU
-    workers free (their host threads feed the device).
+    workers free (their host threads feed the device); ``devices``: G, the devices each
+    worker shards its (JAX) model over: G GPUs for a GPU worker, else G host devices.
     """
 
     compute_dtype: str | None = None
@@ -112,11 +116,13 @@ class WorkerOptions:
     max_restarts: int = 3
     timeout: float = 3600.0
     pin_cpus: bool | None = None
+    devices: int = 1
 
     def __post_init__(self) -> None:
         if not self.timeout > 0:
             raise ValueError(f"timeout must be positive seconds, got {self.timeout!r}")
         check_int("max_restarts", self.max_restarts, minimum=0)
+        check_int("devices", self.devices)
 
 
 #: Seconds the workers may take to end their calls when the group is shut down.
@@ -131,7 +137,9 @@ class WorkerGroup:
         problem or factory.
       plan: a validated shard plan; worker i owns ``plan.shards[i]``.
       resources: Ray actor options per worker, e.g. ``{"num_cpus": 1, "num_gpus": 1}``
-        (``num_cpus``, ``num_gpus``, ``resources`` and ``memory`` are accepted).
+        (``num_cpus``, ``num_gpus``, ``resources`` and ``memory`` are accepted); with
+        ``options.devices`` G > 1, a GPU worker's ``num_gpus`` becomes G and a CPU worker's
+        process is given G host devices (:func:`~raylanczos.distributed.placement.device_environment`).
       options: :class:`WorkerOptions`.
       block_size: B, the vectors per pass (the workers compile for it at start-up).
       placement_timeout: seconds to wait for the cluster to offer what the workers need
@@ -154,10 +162,12 @@ class WorkerGroup:
     ):
         self.plan = plan
         self.timeout = options.timeout
-        self.resources = resources = {"num_cpus": 1, **(resources or {})}
+        resources = {"num_cpus": 1, **(resources or {})}
         unknown = set(resources) - {"num_cpus", "num_gpus", "resources", "memory"}
         if unknown:
             raise ValueError(f"unsupported worker resource option(s) {sorted(unknown)}; use num_cpus, num_gpus, resources, memory")
+        self.resources = resources = device_resources(resources, options.devices)
+        environment = device_environment(resources, options.devices)
         bundles = [_bundle(resources, shard) for shard in plan.shards]
         self._place(bundles, placement_timeout)
         self.actors: list[Any] = []
@@ -168,6 +178,8 @@ class WorkerGroup:
         actor_class = ray.remote(ShardActor)
         for index, (shard, slot) in enumerate(zip(plan.shards, slots)):
             actor_options = dict(resources, resources={**resources.get("resources", {}), **dict(shard.resources)})
+            if environment is not None:
+                actor_options["runtime_env"] = environment
             self.actors.append(
                 actor_class.options(
                     **actor_options,
@@ -176,26 +188,24 @@ class WorkerGroup:
                     scheduling_strategy=PlacementGroupSchedulingStrategy(self.placement, placement_group_bundle_index=index),
                 ).remote(
                     source, shard, compute_dtype=options.compute_dtype, operator=options.operator,
-                    arguments=options.arguments, sys_path=factory_search_path(), cpu_slot=slot,
+                    arguments=options.arguments, sys_path=factory_search_path(), cpu_slot=slot, devices=options.devices,
                 )
             )
         try:
-            described = self.execute("describe")
-            for info in described:
-                check_answer(info["error"])
-            placed = self.get([actor.__ray_call__.remote(_placement) for actor in self.actors])
-            compiled = self.execute("warm_up", block_size)
+            compiled = self.execute("warm_up", block_size)  # a worker that failed to start answers its error
             for info in compiled:
                 check_answer(info.error)
+            described = self.execute("describe")  # after the warm-up, which measures the devices' memory
+            placed = self.get([actor.__ray_call__.remote(_placement) for actor in self.actors])
         except BaseException:
             self.shutdown()
             raise
         self.infos = [dict(info, **where, warm_up_s=answer.seconds) for info, where, answer in zip(described, placed, compiled)]
         for info, shard in zip(self.infos, plan.shards):
             logger.info(
-                "worker %d: %s, %d examples, node %s (%s), pid %d, cores %s, GPUs %s, first pass (compilation) %.1f s%s",
+                "worker %d: %s, %d examples, node %s (%s), pid %d, cores %s, GPUs %s%s, first pass (compilation) %.1f s%s",
                 shard.worker, shard.describe(), info["num_examples"], info["node_id"][:12], info["hostname"],
-                info["pid"], _ranges(info["cores"]), info["gpu_ids"] or "none", info["warm_up_s"],
+                info["pid"], _ranges(info["cores"]), info["gpu_ids"] or "none", _devices(info), info["warm_up_s"],
                 f"; {info['accumulation_note']}" if info["accumulation_note"] else "",
             )
 
@@ -276,18 +286,19 @@ class WorkerGroup:
 
     def load_point(self, arguments: Mapping[str, Any] | None, block_size: int) -> None:
         """Move every worker to the factory's ``arguments`` (a sweep point) and compile again."""
-        described = self.execute("load_point", arguments)
-        for info in described:
+        loaded = self.execute("load_point", arguments)
+        for info in loaded:
             check_answer(info["error"])
         compiled = self.execute("warm_up", block_size)
         for info in compiled:
             check_answer(info.error)
+        described = self.execute("describe")
         for info, new, answer in zip(self.infos, described, compiled):
             info.update({k: v for k, v in new.items() if k not in ("pid", "cores", "hostname")}, warm_up_s=answer.seconds)
         logger.info(
             "workers moved to %s (%s), compiled in %.1f s",
             ", ".join(f"{k}={v!r}" for k, v in (arguments or {}).items()) or "the factory's defaults",
-            "data kept" if all(new["reused_data"] for new in described) else "data read again",
+            "data kept" if all(new["reused_data"] for new in loaded) else "data read again",
             max(answer.seconds for answer in compiled),
         )
 
@@ -323,6 +334,17 @@ def _ranges(cores: Sequence[int]) -> str:
         else:
             spans.append([core, core])
     return ",".join(f"{a}-{b}" if b > a else f"{a}" for a, b in spans)
+
+
+def _devices(info: Mapping[str, Any]) -> str:
+    """``", 2 gpu devices, product 1.2 GB per device of 80 GB"``: a worker's devices and its
+    compiled product's peak memory on each (and what a device holds, where it says); "" for
+    a worker on one device."""
+    memory = info.get("device_memory")
+    if memory is None:
+        return ""
+    limit = f" of {byte_size(memory['limit_bytes'])}" if memory["limit_bytes"] is not None else ", no device limit known"
+    return f", {memory['devices']} {memory['platform']} devices, product {byte_size(memory['peak_bytes'])} per device{limit}"
 
 
 def _placement(_actor: Any) -> dict[str, Any]:

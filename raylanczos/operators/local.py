@@ -14,7 +14,8 @@ from raylanczos.problem.definition import ProblemSource, build_problem
 class LocalHessian:
     """The full-batch operator (Hessian or Gauss–Newton) computed in this process, no Ray.
 
-    ``plan`` defaults to one shard with every example. Same reduction as the
+    ``plan`` defaults to one shard with every example; ``devices`` G > 1 shards the (JAX)
+    model over this process's first G devices in every shard. Same reduction as the
     distributed operator, so results agree with it to rounding of the shard sums.
     ``matvec`` takes one vector float64[n], ``matmat`` a block float64 (B, n).
     """
@@ -26,11 +27,14 @@ class LocalHessian:
         plan: ShardPlan | None = None,
         compute_dtype: str | None = None,
         operator: str = "hessian",
+        devices: int = 1,
     ):
         problem = build_problem(source)
         self.num_examples = problem.num_examples
         plan = (plan or ShardPlan.balanced(self.num_examples, 1)).validate(problem.data)
-        self.workers = [ShardWorker(problem, shard, compute_dtype=compute_dtype, operator=operator) for shard in plan.shards]
+        self.workers = [
+            ShardWorker(problem, shard, compute_dtype=compute_dtype, operator=operator, devices=devices) for shard in plan.shards
+        ]
         for worker in self.workers:
             check_answer(worker.start_error)
         self.dim = self.workers[0].backend.num_params

@@ -13,6 +13,7 @@ traceback; only a worker process that dies is Ray's to report.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
 import time
@@ -43,6 +44,8 @@ class ShardWorker:
       cpu_slot: ``(first, count)``: pin this process to ``count`` of its allowed cores,
         from index ``first`` (see :func:`~raylanczos.policy.pin_to_cores`), before the
         framework starts its thread pools; None leaves the process unpinned.
+      devices: G, the devices the model is sharded over (JAX; see
+        :mod:`raylanczos.backends.jax_sharding`): the process must see at least G.
 
     A failure while starting is kept (``start_error``) and reported by every call.
     """
@@ -57,9 +60,11 @@ class ShardWorker:
         arguments: Mapping[str, Any] | None = None,
         sys_path: Sequence[str] = (),
         cpu_slot: tuple[int, int] | None = None,
+        devices: int = 1,
     ):
         self.shard = shard
-        self.source, self.compute_dtype, self.operator = source, compute_dtype, operator
+        self.source, self.compute_dtype, self.operator, self.devices = source, compute_dtype, operator, devices
+        self.device_memory: dict[str, Any] | None = None
         self.backend: ShardBackend | None = None
         self.start_error = ""
         self.backend_name = ""
@@ -75,7 +80,7 @@ class ShardWorker:
         """Rebuild the problem with the factory's ``arguments`` (a sweep point): new
         parameters and loss, and the shard's data read again only if the dataset differs
         (its description); returns :meth:`describe`, with ``reused_data``."""
-        self.start_error, reused = "", False
+        self.start_error, reused, self.device_memory = "", False, None
         self.arguments = dict(arguments) if arguments else None
         try:
             problem = build_problem(self.source, arguments)
@@ -84,7 +89,9 @@ class ShardWorker:
             reused = self._arrays is not None and dataset == self._dataset
             if not reused:
                 self._arrays, self._dataset = problem.data.read(self.shard), dataset
-            self.backend = make_backend(problem, self._arrays, compute_dtype=self.compute_dtype, operator=self.operator)
+            self.backend = make_backend(
+                problem, self._arrays, compute_dtype=self.compute_dtype, operator=self.operator, devices=self.devices
+            )
         except Exception as err:  # noqa: BLE001 - reported by every later call, as one line
             self.backend = None
             self.start_error = self._error_line(err)
@@ -114,15 +121,27 @@ class ShardWorker:
                 training=self.backend.training,
                 sums_on_device=self.backend.accumulates_on_device,
                 accumulation_note=self.backend.accumulation_note,
+                devices=self.backend.devices,
             )
+        if self.device_memory is not None:
+            info["device_memory"] = self.device_memory
         return info
 
     def warm_up(self, block_size: int) -> PartialInfo:
         """One pass over a block of ``block_size`` zero vectors, so that compilation (every
-        batch shape) happens at start-up rather than in the first Lanczos step."""
+        batch shape) happens at start-up rather than in the first Lanczos step. A model
+        sharded over several devices first measures its compiled product's memory per
+        device (:attr:`device_memory`, in :meth:`describe`) and refuses a product that does
+        not fit a device."""
         if self.backend is None:
             return PartialInfo(0, 0.0, self.start_error)
-        return self.partial_products(np.zeros((block_size, self.backend.num_params)), self.arguments)[0]
+        start = time.perf_counter()
+        try:
+            self.device_memory = self.backend.device_memory(block_size)
+        except Exception as err:  # noqa: BLE001 - one line for the driver
+            return PartialInfo(0, time.perf_counter() - start, self._error_line(err))
+        info = self.partial_products(np.zeros((block_size, self.backend.num_params)), self.arguments)[0]
+        return dataclasses.replace(info, seconds=time.perf_counter() - start)
 
     def partial_products(
         self, vectors: np.ndarray, arguments: Mapping[str, Any] | None = None

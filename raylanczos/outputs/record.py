@@ -30,8 +30,10 @@ class ConfigRecord:
     ``order`` and ``num_params`` are the operator's: a block's own dimension for a block.
     ``state``: where the Lanczos vectors lived (``driver`` or ``sharded``; None before the
     sharded state existed). ``draws``: the most draws per part; with ``target_width`` (the
-    run drew until it, :class:`StoppingRecord`) a part may have stopped at fewer. A
-    sweep's top level knows only ``problem`` and ``operator``.
+    run drew until it, :class:`StoppingRecord`) a part may have stopped at fewer.
+    ``devices_per_worker``: G, the devices each worker sharded its model over (None before
+    several devices per worker existed). A sweep's top level knows only ``problem`` and
+    ``operator``.
     """
 
     problem: str
@@ -55,9 +57,24 @@ class ConfigRecord:
     deflate: int | None = None
     deflate_tol: float | None = None
     target_width: float | None = None
+    devices_per_worker: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         return _without_none(dataclasses.asdict(self), keep=("arguments", "training"))
+
+    def identity(self) -> dict[str, Any]:
+        """:meth:`to_json` as a run's identity (what a checkpoint is resumed against).
+
+        ``devices_per_worker`` G > 1 is part of it: XLA's collectives add a sharded
+        product's partial sums in another order than one device does, so float32 products
+        (and their Lanczos steps) differ in the last bits from G = 1's and from another G's.
+        G = 1 is left out: it is the one-device path of the runs made before G existed,
+        bit for bit, so their checkpoints still resume.
+        """
+        data = self.to_json()
+        if data.get("devices_per_worker") == 1:
+            del data["devices_per_worker"]
+        return data
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> "ConfigRecord":

@@ -77,6 +77,12 @@ class Problem:
         pytree like ``params`` for JAX, one array per ``model.trainable_variables`` entry
         for Keras) or one flat array of n entries. Checked where it is used: every entry
         must be positive and finite.
+      param_sharding: JAX only: how a worker with several devices (``devices_per_worker``
+        G > 1) shards each parameter leaf, ``param_sharding(name, shape, devices) ->
+        PartitionSpec | None`` of the leaf's layout name (``"layer0_mlp/w_in"``), its
+        shape and G (see :data:`raylanczos.backends.jax_sharding.ShardingRule`); None
+        replicates the leaf. Default (None here): :func:`~raylanczos.backends.jax_sharding.fsdp_rule`,
+        each leaf along its largest axis that G divides.
     """
 
     backend: str
@@ -89,19 +95,22 @@ class Problem:
     output_loss: Callable[..., Any] | None = None
     inputs: str = "x"
     preconditioner: Any = None
+    param_sharding: Callable[[str, tuple[int, ...], int], Any] | None = None
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
             raise ProblemError(f"unknown backend {self.backend!r}; expected one of {BACKENDS}")
         if not callable(self.loss_fn):
             raise ProblemError(f"loss_fn must be callable, got {type(self.loss_fn).__name__}")
-        for name in ("predict", "output_loss"):
+        for name in ("predict", "output_loss", "param_sharding"):
             if getattr(self, name) is not None and not callable(getattr(self, name)):
                 raise ProblemError(f"{name} must be callable, got {type(getattr(self, name)).__name__}")
         if not isinstance(self.training, bool):
             raise ProblemError(f"training must be True or False, got {self.training!r}")
         if self.backend == "jax" and self.training:
             raise ProblemError("training=True applies to Keras models only; a JAX loss_fn chooses its own mode")
+        if self.backend == "keras" and self.param_sharding is not None:
+            raise ProblemError("param_sharding applies to JAX problems only; a Keras worker holds its model on one device")
         if self.backend == "keras":
             _check_keras_problem(self.params, self.loss_fn, self.training)
         if not isinstance(self.data, Dataset):
@@ -124,6 +133,7 @@ class Problem:
         predict: Callable[[Any, dict], Any] | None = None,
         output_loss: Callable[[Any, dict], Any] | None = None,
         preconditioner: Any = None,
+        param_sharding: Callable[[str, tuple[int, ...], int], Any] | None = None,
     ) -> "Problem":
         """A JAX problem: ``loss_fn(params, batch)`` returns the mean loss over ``batch``.
 
@@ -132,7 +142,10 @@ class Problem:
         loss`` as well for the Gauss–Newton operator; with both, ``loss_fn`` may be None
         and is then ``output_loss(predict(params, batch), batch)``. ``preconditioner`` is the
         positive diagonal D of the preconditioned operator D^{-1/2} H D^{-1/2}: a pytree
-        like ``params`` (Adam's √v̂ + ε) or one flat array of n entries.
+        like ``params`` (Adam's √v̂ + ε) or one flat array of n entries. ``param_sharding``
+        (name, shape, devices) -> ``PartitionSpec`` or None shards each leaf over a worker's
+        devices when it has several (``devices_per_worker`` > 1); default the FSDP-like
+        :func:`~raylanczos.backends.jax_sharding.fsdp_rule`.
         """
         if (predict is None) != (output_loss is None):
             raise ProblemError("give both predict and output_loss (for the Gauss-Newton operator), or neither")
@@ -142,7 +155,7 @@ class Problem:
             loss_fn = functools.partial(_composed_loss, predict, output_loss)
         return cls(
             "jax", params, loss_fn, _as_dataset(data), batch_size, predict=predict, output_loss=output_loss,
-            preconditioner=preconditioner,
+            preconditioner=preconditioner, param_sharding=param_sharding,
         )
 
     @classmethod
@@ -216,6 +229,15 @@ class Problem:
             raise ProblemError(
                 f"the preconditioned operator needs the diagonal D of D^-1/2 H D^-1/2: build the problem with "
                 f"{maker}(..., preconditioner=...)"
+            )
+
+    def check_devices(self, devices: int) -> None:
+        """``ProblemError`` unless this problem's workers can hold it on ``devices`` devices
+        each: a Keras model stays on one device."""
+        if self.backend == "keras" and devices != 1:
+            raise ProblemError(
+                f"devices per worker is {devices}, but Keras workers hold the model on one device; "
+                "use --devices-per-worker 1 (more workers share the data instead)"
             )
 
     @property

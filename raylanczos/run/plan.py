@@ -120,7 +120,9 @@ class RunPlan:
 
 
 def plan_run(problem: Problem, config: SpectrumConfig, scaling: ScalingConfig) -> RunPlan:
-    """The plan of one spectrum (or sweep point): facts, parts, tasks, B."""
+    """The plan of one spectrum (or sweep point): facts, parts, tasks, B. A problem whose
+    workers cannot hold it on ``scaling.devices_per_worker`` devices (Keras) is refused first."""
+    problem.check_devices(scaling.devices_per_worker)
     facts = inspect_problem(problem, config)
     blocks = select_blocks(facts.layout, config.blocks, config.per_layer)
     if blocks:
@@ -190,7 +192,8 @@ def chosen_shard_plan(scaling: ScalingConfig, problem: Problem) -> ShardPlan | N
 
 
 def config_record(
-    source: ProblemSource, arguments: dict[str, Any] | None, config: SpectrumConfig, plan: RunPlan, shards: ShardPlan
+    source: ProblemSource, arguments: dict[str, Any] | None, config: SpectrumConfig, plan: RunPlan, shards: ShardPlan,
+    devices_per_worker: int = 1,
 ) -> ConfigRecord:
     """``summary["config"]`` of the whole run (a part's has its own ``order`` and ``num_params``)."""
     facts = plan.facts
@@ -202,10 +205,11 @@ def config_record(
         backend=facts.backend, training=facts.training, num_params=facts.num_params,
         num_examples=facts.num_examples, batch_size=facts.batch_size, shard_plan=shards.to_json(), state=plan.state,
         deflate=config.deflate or None, deflate_tol=config.deflate_tol if config.deflate else None,
-        target_width=config.target_width,
+        target_width=config.target_width, devices_per_worker=devices_per_worker,
     )
 
 
 def run_identity(record: ConfigRecord, config: SpectrumConfig, scaling: ScalingConfig) -> dict[str, Any]:
-    """What determines the run's numbers: a checkpoint resumes only a run with the same."""
-    return {**record.to_json(), "lanczos": dataclasses.asdict(config.lanczos), "reduce": scaling.reduce}
+    """What determines the run's numbers: a checkpoint resumes only a run with the same
+    (devices per worker G > 1 among them; see :meth:`ConfigRecord.identity`)."""
+    return {**record.identity(), "lanczos": dataclasses.asdict(config.lanczos), "reduce": scaling.reduce}

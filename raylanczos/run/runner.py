@@ -209,8 +209,8 @@ def run_spectrum(
     logger.info("%s", plan.state_reason)
     shards, resources = chosen_shard_plan(settings.scaling, problem), settings.scaling.worker_resources
     if shards is None:
-        shards, resources = session.default_layout(problem.num_examples, problem.data)
-    config = config_record(source, arguments, settings.spectrum, plan, shards)
+        shards, resources = session.default_layout(problem.num_examples, problem.data, settings.scaling.devices_per_worker)
+    config = config_record(source, arguments, settings.spectrum, plan, shards, settings.scaling.devices_per_worker)
     identity = run_identity(config, settings.spectrum, settings.scaling)
     resumed = checkpoint.load(identity, [task.dim for task in plan.tasks]) if settings.output.resume else None
     group = _worker_group(source if isinstance(source, str) else problem, settings, session, plan, shards, resources, arguments)
@@ -299,6 +299,7 @@ def _worker_group(
     options = WorkerOptions(
         compute_dtype=spectrum_config.compute_dtype, operator=spectrum_config.operator, arguments=arguments,
         max_restarts=scaling.max_restarts, timeout=scaling.timeout, pin_cpus=scaling.pin_cpus,
+        devices=scaling.devices_per_worker,
     )
     key = (source_name(source), json.dumps(shards.to_json()), json.dumps(resources, sort_keys=True, default=str),
            dataclasses.replace(options, arguments=None), plan.block_size)
