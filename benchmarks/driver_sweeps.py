@@ -3,7 +3,8 @@ workers take every core of the driver's machine.
 
 Runs the same draw (one worker per core, pinned) alternately with the driver's sweeps on
 one thread (``DriverThreads(blas=1, sweeps=1)``) and split by columns over one thread per
-core (what ``raylanczos.policy.driver_threads`` chooses), ``--pairs`` times, and prints each
+core (what ``raylanczos.policy.driver_threads`` chooses for vectors of 200,000 entries or more),
+``--pairs`` times, and prints each
 run's mean step, slowest worker's HVP and re-orthogonalisation (seconds)::
 
     python benchmarks/driver_sweeps.py --problem raylanczos.examples.digits:wide_problem --order 90 --pairs 3
@@ -19,11 +20,16 @@ import statistics
 import ray
 
 import raylanczos as rl
-from raylanczos.distributed.policy import DriverThreads, driver_threads
+from raylanczos.distributed.policy import DriverThreads
 
 
-def one_thread(pinned: bool, driver_cores, worker_cores) -> DriverThreads:
+def one_thread(pinned: bool, driver_cores, worker_cores, dim: int) -> DriverThreads:
     return DriverThreads(blas=1, sweeps=1)
+
+
+def split(pinned: bool, driver_cores, worker_cores, dim: int) -> DriverThreads:
+    """One sweep thread per core, whatever the vectors' length."""
+    return DriverThreads(blas=1, sweeps=len(set(driver_cores)))
 
 
 def main() -> None:
@@ -39,7 +45,7 @@ def main() -> None:
     steps: dict[str, list[float]] = {"1 thread": [], "split": []}
     try:
         for _ in range(args.pairs):
-            for name, policy in (("1 thread", one_thread), ("split", driver_threads)):
+            for name, policy in (("1 thread", one_thread), ("split", split)):
                 result = rl.hessian_spectrum(
                     args.problem, order=args.order, draws=1, num_workers=cores, worker_resources={"num_cpus": 1}, seed=0,
                     thread_policy=policy, progress="none",

@@ -202,7 +202,7 @@ class ScalingConfig:
       state: where the Lanczos vectors live: ``"driver"`` (the driver's bases), ``"sharded"``
         (keepers on the workers' nodes hold slices of them; the driver moves only scalars),
         or None: the driver while B bases fit ``basis_memory_gb``, else sharded.
-      thread_policy: ``(pinned, driver_cores, worker_cores) -> DriverThreads``, the threads
+      thread_policy: ``(pinned, driver_cores, worker_cores, dim) -> DriverThreads``, the threads
         of the driver's re-orthogonalisation (default
         :func:`raylanczos.policy.driver_threads`; benchmarks pass others).
       devices_per_worker: G, the devices each worker shards its model over (JAX problems

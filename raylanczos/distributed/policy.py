@@ -25,29 +25,46 @@ class DriverThreads:
     def describe(self) -> str:
         if self.sweeps > 1:
             return f"workers take every core; re-orthogonalisation split over {self.sweeps} threads, one per core"
+        if self.blas == 1:
+            return (
+                f"workers take every core; re-orthogonalisation on the driver's thread (vectors under "
+                f"{SWEEP_THREADS_MIN_DIM:,} entries: threads would cost more than they save)"
+            )
         if self.blas is not None:
             return f"{self.blas} BLAS thread(s), on the cores no worker on this node is pinned to"
         return "BLAS threads as the library chooses (workers are not pinned)"
 
 
-def driver_threads(pinned: bool, driver_cores: Collection[int], worker_cores: Collection[int]) -> DriverThreads:
+#: The shortest vector (entries) whose basis sweeps a driver splits over threads. One
+#: classical Gram–Schmidt pass against k = 45 rows, on the calling thread against 2
+#: threads (2-core Xeon VM, other work running, 2026-12-06): 0.24 against 1.2 ms at
+#: n = 2,410; 3.8 against 6.5 ms at 100,000; 38 against 21 ms at 301,066.
+SWEEP_THREADS_MIN_DIM = 200_000
+
+
+def driver_threads(pinned: bool, driver_cores: Collection[int], worker_cores: Collection[int], dim: int) -> DriverThreads:
     """Threads for the driver's re-orthogonalisation.
 
     Args:
       pinned: whether the workers are pinned to cores.
       driver_cores: the cores the driver process may use.
       worker_cores: the cores that workers on the driver's node are pinned to.
+      dim: the length n of the Lanczos vectors (the largest part's).
 
     Unpinned workers: BLAS as it is, one sweep thread. Pinned workers leaving cores free:
-    BLAS on that many threads. Pinned workers on every core: single-threaded BLAS, and
-    the basis sweeps split over one thread per core, so that each worker loses an equal
-    share of its core to them instead of one worker losing the whole sweep (a second BLAS
-    thread spinning between calls was measured slower).
+    BLAS on that many threads. Pinned workers on every core: single-threaded BLAS; the
+    basis sweeps of vectors of at least :data:`SWEEP_THREADS_MIN_DIM` entries split over one
+    thread per core, so that each worker loses an equal share of its core to them instead
+    of one worker losing the whole sweep (a second BLAS thread spinning between calls was
+    measured slower); shorter ones on the driver's own thread, where the threads' hand-offs
+    cost more than the sweep. The results are the same bits either way.
     """
     if not pinned:
         return DriverThreads(blas=None, sweeps=1)
     free = len(set(driver_cores) - set(worker_cores))
-    return DriverThreads(blas=free, sweeps=1) if free else DriverThreads(blas=1, sweeps=len(set(driver_cores)))
+    if free:
+        return DriverThreads(blas=free, sweeps=1)
+    return DriverThreads(blas=1, sweeps=len(set(driver_cores)) if dim >= SWEEP_THREADS_MIN_DIM else 1)
 
 
 def cpu_slots(bundle_nodes: Mapping[int, str], bundle_cpus: Sequence[float]) -> list[tuple[int, int]]:

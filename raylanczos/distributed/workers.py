@@ -228,13 +228,13 @@ class WorkerGroup:
                 + (f": {now}" if now else f"; they need {bundles} and other work holds the resources")
             ) from err
 
-    def driver_threads(self, policy: Callable[..., DriverThreads] = driver_threads) -> DriverThreads:
-        """Threads for the driver's re-orthogonalisation on this machine: ``policy`` (see
-        :func:`~raylanczos.policy.driver_threads`) of the driver's cores and the cores the
-        workers on its node are pinned to."""
+    def driver_threads(self, dim: int, policy: Callable[..., DriverThreads] = driver_threads) -> DriverThreads:
+        """Threads for the driver's re-orthogonalisation of vectors of ``dim`` entries on this
+        machine: ``policy`` (see :func:`~raylanczos.policy.driver_threads`) of the driver's
+        cores, the cores the workers on its node are pinned to, and ``dim``."""
         here = ray.get_runtime_context().get_node_id()
         taken = [core for info in self.infos if info["node_id"] == here for core in info["cores"]]
-        return policy(self.pinned, os.sched_getaffinity(0), taken)
+        return policy(self.pinned, os.sched_getaffinity(0), taken, dim)
 
     def node_groups(self) -> list[list[int]]:
         """The workers grouped by the node they run on: groups in order of their first

@@ -403,7 +403,7 @@ def _loop(
         log_finished_draw(task, record)
         outputs.draw_finished(task, lanczos, record)
 
-    threads = home.operator.group.driver_threads(settings.scaling.thread_policy)
+    threads = home.operator.group.driver_threads(max(task.dim for task in plan.tasks), settings.scaling.thread_policy)
     if home.keepers is None:
         logger.info("driver: %s", threads.describe())
     hooks = LoopHooks(

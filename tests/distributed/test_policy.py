@@ -8,6 +8,7 @@ import pytest
 
 from raylanczos.distributed.placement import placement_shortfall
 from raylanczos.distributed.policy import (
+    SWEEP_THREADS_MIN_DIM,
     DriverThreads,
     cpu_slots,
     default_layout,
@@ -17,16 +18,22 @@ from raylanczos.distributed.policy import (
 
 
 def test_unpinned_workers_leave_the_driver_its_library_threads():
-    assert driver_threads(False, range(16), []) == DriverThreads(blas=None, sweeps=1)
+    assert driver_threads(False, range(16), [], 10**6) == DriverThreads(blas=None, sweeps=1)
 
 
 def test_pinned_workers_leave_the_driver_the_free_cores():
-    assert driver_threads(True, range(16), [0, 1, 2, 3]) == DriverThreads(blas=12, sweeps=1)
+    assert driver_threads(True, range(16), [0, 1, 2, 3], 10**6) == DriverThreads(blas=12, sweeps=1)
 
 
-def test_workers_on_every_core_get_an_equal_share_of_the_sweeps():
-    assert driver_threads(True, range(4), [0, 1, 2, 3]) == DriverThreads(blas=1, sweeps=4)
-    assert "split over 4 threads" in driver_threads(True, range(4), range(4)).describe()
+def test_workers_on_every_core_get_an_equal_share_of_the_sweeps_of_long_vectors():
+    assert driver_threads(True, range(4), [0, 1, 2, 3], SWEEP_THREADS_MIN_DIM) == DriverThreads(blas=1, sweeps=4)
+    assert "split over 4 threads" in driver_threads(True, range(4), range(4), 10**6).describe()
+
+
+def test_short_vectors_are_swept_on_the_drivers_own_thread():
+    threads = driver_threads(True, range(4), [0, 1, 2, 3], SWEEP_THREADS_MIN_DIM - 1)
+    assert threads == DriverThreads(blas=1, sweeps=1)
+    assert "on the driver's thread (vectors under 200,000 entries" in threads.describe()
 
 
 def test_core_slots_are_consecutive_and_distinct_within_each_node():
