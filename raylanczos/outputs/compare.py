@@ -146,7 +146,7 @@ def certified_rule(result: SpectrumResult) -> CertifiedRule | None:
         return None
     return CertifiedRule(
         result.nodes, result.weights, int(result.record.config.num_params), certificate.distribution or "gaussian",
-        certificate.confidence,
+        certificate.confidence, result.record.config.stopping_points(),
     )
 
 

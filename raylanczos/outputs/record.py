@@ -17,6 +17,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from raylanczos.numerics.certificate import stopping_points
 from raylanczos.numerics.spectrum import SpectrumSummary
 
 #: The layout of summary.json this module writes (files without the key are version 1).
@@ -61,6 +62,14 @@ class ConfigRecord:
 
     def to_json(self) -> dict[str, Any]:
         return _without_none(dataclasses.asdict(self), keep=("arguments", "training"))
+
+    def stopping_points(self) -> int:
+        """J, the draw counts at which the run may have stopped: 1 for a fixed number of
+        draws; with ``target_width``, :func:`~raylanczos.numerics.certificate.stopping_points`
+        of the most draws and the draws per pass (the band's union bound is over them)."""
+        if self.target_width is None:
+            return 1
+        return stopping_points(self.draws, self.draws_per_pass or 1)
 
     def identity(self) -> dict[str, Any]:
         """:meth:`to_json` as a run's identity (what a checkpoint is resumed against).

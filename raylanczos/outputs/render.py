@@ -160,6 +160,7 @@ def render_spectrum(
     )
     certificate = None if deflated else certify(  # a deflated run's rule is not a Gauss rule of its start vector's measure
         nodes, weights, record.config.num_params, distribution=distribution, negative_threshold=density.negative_threshold,
+        looks=record.config.stopping_points(),
     )
     spread = density_band(nodes, weights, grid, settings.sigma2) if density.sigma2_original is None else None
     log = None

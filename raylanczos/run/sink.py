@@ -16,6 +16,7 @@ import numpy as np
 
 from raylanczos.config import DensityConfig, OutputConfig
 from raylanczos.numerics import spectrum
+from raylanczos.numerics.certificate import stopping_points
 from raylanczos.numerics.deflation import Deflation
 from raylanczos.numerics.lanczos import LanczosState
 from raylanczos.numerics.ritz import RitzPairs, best_pairs, ritz_pairs
@@ -178,7 +179,8 @@ class RunOutputs:
             top_eigenvectors=self._write_eigenvectors(part, residuals),
             deflation=deflation,
             stopping=None if config.target_width is None else stopping_record(
-                records, part.dim, config.draws, config.target_width, config.distribution
+                records, part.dim, config.draws, config.target_width, config.distribution,
+                stopping_points(config.draws, self.plan.block_size),
             ),
         )
         store = self._store(part)

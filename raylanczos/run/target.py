@@ -27,6 +27,7 @@ from raylanczos.numerics.certificate import (
     MIN_TARGET_DRAWS,
     WidthCheck,
     sampling_half_width,
+    stopping_points,
     width_check,
 )
 from raylanczos.outputs.record import StoppingRecord
@@ -42,13 +43,15 @@ class TargetGate:
 
     ``tasks``: the run's draws, part by part (a part's draws are consecutive, draw d at its
     d-th place); ``block_size``: B, the draws of a round; ``target``: X; ``distribution``:
-    the start vectors' (ε and the trace's standard error depend on it).
+    the start vectors' (ε and the trace's standard error depend on it); ``looks``: J, the
+    draw counts at which a part may stop, for ε (the band reported is the same).
     """
 
     tasks: Sequence[DrawTask]
     block_size: int
     target: float
     distribution: str
+    looks: int = 1
 
     def __call__(self, task: int, ended: Mapping[int, tuple[float, float]]) -> int | None:
         """``task`` when it may start, None while its round waits for the part's earlier
@@ -61,7 +64,8 @@ class TargetGate:
             return None
         coefficients = np.array([ended[earlier] for earlier in range(first, task)])
         check = width_check(
-            coefficients[:, 0], coefficients[:, 1], self.tasks[task].dim, self.target, distribution=self.distribution
+            coefficients[:, 0], coefficients[:, 1], self.tasks[task].dim, self.target, distribution=self.distribution,
+            looks=self.looks,
         )
         return self._next_part(task) if check.met else task
 
@@ -82,25 +86,26 @@ def target_gate(plan: RunPlan, config: SpectrumConfig) -> TargetGate | None:
         "target width %g: checked every %d draws from %d on, at most %d draws%s",
         target, plan.block_size, MIN_TARGET_DRAWS, most, " per block" if len(plan.parts) > 1 else "",
     )
+    looks = stopping_points(most, plan.block_size)
     for part in plan.parts:
-        widest = sampling_half_width(part.dim, most, distribution=config.distribution)
+        widest = sampling_half_width(part.dim, most, distribution=config.distribution, looks=looks)
         if widest > target:
             where = f" of block {part.name!r}" if part.name else ""
             logger.warning(
                 "target width %g: the band's sampling half-width%s is %.2g after %d draws, the most (--draws); "
                 "the run will stop there", target, where, widest, most,
             )
-    return TargetGate(plan.tasks, plan.block_size, target, config.distribution)
+    return TargetGate(plan.tasks, plan.block_size, target, config.distribution, looks)
 
 
 def stopping_record(
-    records: Sequence[FinishedDraw], dim: int, maximum: int, target: float, distribution: str
+    records: Sequence[FinishedDraw], dim: int, maximum: int, target: float, distribution: str, looks: int,
 ) -> StoppingRecord:
     """Why a part's ``records`` (its ended draws, in draw order) are as many as they are,
     for summary.json and the closing line: the target met after them, or the maximum
-    reached with what was still too wide."""
+    reached with what was still too wide (``looks``: J, as for :class:`TargetGate`)."""
     coefficients = np.array([first_coefficients(r.alpha, r.beta, r.steps) for r in records])
-    check = width_check(coefficients[:, 0], coefficients[:, 1], dim, target, distribution=distribution)
+    check = width_check(coefficients[:, 0], coefficients[:, 1], dim, target, distribution=distribution, looks=looks)
     return StoppingRecord(
         target_width=check.target, reached=check.met, draws=check.draws, maximum=maximum,
         sampling_half_width=check.sampling_half_width, trace_relative_std_error=check.trace_relative_std_error,

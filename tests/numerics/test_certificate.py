@@ -23,6 +23,7 @@ from raylanczos.numerics.certificate import (
     draw_cdf_bounds,
     gauss_cdf,
     sampling_half_width,
+    stopping_points,
 )
 from raylanczos.numerics.lanczos import lanczos, start_vector
 from raylanczos.numerics.spectrum import (
@@ -297,3 +298,16 @@ def test_bad_arguments_are_named():
         sampling_half_width(n, 0)
     with pytest.raises(ValueError, match="num_std_errors must be a positive number, got 0"):
         density_band(nodes, weights, np.linspace(-1, 1, 11), 1e-3, num_std_errors=0)
+
+
+def test_a_run_that_may_stop_early_gets_a_band_for_every_count_it_could_stop_at():
+    """J counts the checks at multiples of B from 2 draws on, below the most, and the most
+    itself; ε's risk is split over them (a union bound), so it widens with J, slowly."""
+    assert stopping_points(16, 2) == 8  # 2, 4, ..., 14 and 16
+    assert stopping_points(16, 3) == 6  # 3, 6, 9, 12, 15 and 16
+    assert stopping_points(16, 1) == 15 and stopping_points(2, 4) == 1
+    fixed = sampling_half_width(2410, 8)
+    assert sampling_half_width(2410, 8, looks=1) == fixed
+    widened = sampling_half_width(2410, 8, looks=8)
+    assert widened == pytest.approx(fixed * np.sqrt(np.log(2 * 2409 * 8 / 0.05) / np.log(2 * 2409 / 0.05)), rel=1e-12)
+    assert 1.05 < widened / fixed < 1.10

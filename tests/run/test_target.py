@@ -102,7 +102,7 @@ def test_a_gated_run_stops_with_the_draws_of_a_fixed_run(positive, block, stoppe
     for d in range(stopped):
         assert np.array_equal(state.finished[d].alpha, fixed.finished[d].alpha)
         assert np.array_equal(state.finished[d].beta, fixed.finished[d].beta)
-    record = stopping_record([state.finished[d] for d in range(stopped)], N, 16, 0.12, "gaussian")
+    record = stopping_record([state.finished[d] for d in range(stopped)], N, 16, 0.12, "gaussian", 1)
     assert record.reached and record.reason == f"target width 0.12 reached after {stopped} draws"
 
 
@@ -113,7 +113,7 @@ def test_each_part_stops_on_its_own_and_the_last_at_its_maximum(positive):
     tasks = whole_tasks(8, "a") + [DrawTask(8 + d, "b", d, 50, block) for d in range(8)]
     state = run_gated(positive, tasks, 2, 0.12)
     assert sorted(state.finished) == [0, 1, 2, 3, *range(8, 16)]
-    record = stopping_record([state.finished[t] for t in range(8, 16)], 50, 8, 0.12, "gaussian")
+    record = stopping_record([state.finished[t] for t in range(8, 16)], 50, 8, 0.12, "gaussian", 1)
     assert not record.reached and record.draws == 8
     assert record.reason == f"maximum of 8 draws reached; sampling half-width {sampling_half_width(50, 8):.2g} > 0.12"
 
