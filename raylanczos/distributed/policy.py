@@ -17,15 +17,17 @@ from typing import Collection, Mapping, Sequence
 @dataclass(frozen=True)
 class DriverThreads:
     """``blas``: the driver's BLAS thread limit (None: no limit); ``sweeps``: threads the
-    basis sweeps are split over (:class:`~raylanczos.basis.BasisSweeps`)."""
+    basis sweeps are split over (:class:`~raylanczos.basis.BasisSweeps`); ``every_core_taken``:
+    pinned workers own every core the driver may use."""
 
     blas: int | None
     sweeps: int
+    every_core_taken: bool = False
 
     def describe(self) -> str:
         if self.sweeps > 1:
             return f"workers take every core; re-orthogonalisation split over {self.sweeps} threads, one per core"
-        if self.blas == 1:
+        if self.every_core_taken:
             return (
                 f"workers take every core; re-orthogonalisation on the driver's thread (vectors under "
                 f"{SWEEP_THREADS_MIN_DIM:,} entries: threads would cost more than they save)"
@@ -64,7 +66,7 @@ def driver_threads(pinned: bool, driver_cores: Collection[int], worker_cores: Co
     free = len(set(driver_cores) - set(worker_cores))
     if free:
         return DriverThreads(blas=free, sweeps=1)
-    return DriverThreads(blas=1, sweeps=len(set(driver_cores)) if dim >= SWEEP_THREADS_MIN_DIM else 1)
+    return DriverThreads(blas=1, sweeps=len(set(driver_cores)) if dim >= SWEEP_THREADS_MIN_DIM else 1, every_core_taken=True)
 
 
 def cpu_slots(bundle_nodes: Mapping[int, str], bundle_cpus: Sequence[float]) -> list[tuple[int, int]]:

@@ -401,6 +401,14 @@ def lost_worker_line(where: str, err: BaseException, stopped: str | None) -> str
     again = "run again (--resume continues from the last checkpoint"
     if stopped is not None:
         return f"{where} was lost: the Ray at {stopped} has stopped; {again}; --address local starts a Ray of the run's own)"
+    if isinstance(err, ray.exceptions.OutOfMemoryError) or (
+        isinstance(err, ray.exceptions.RayActorError) and "out of memory" in str(err).lower()
+    ):
+        return (
+            f"{where} was lost: Ray's memory monitor killed it, as its node's memory passed the kill threshold "
+            "(RAY_memory_usage_threshold, 0.95 of the node by default); fewer workers per node (--workers, "
+            f"--cpus-per-worker) or smaller batches need less; {again})"
+        )
     if not isinstance(err, ray.exceptions.RayActorError) or err.actor_init_failed:
         return None
     reason = str(err).lower()

@@ -130,3 +130,21 @@ def test_an_interrupted_run_ends_with_its_own_line_and_no_ray_line(ray_session, 
     assert driver.returncode == 130, "".join(lines) + rest
     assert after == ["raylanczos: interrupted; finished draws and the checkpoint are kept (resume with --resume)"], rest
     assert out == "", out
+
+
+def test_a_worker_that_rays_memory_monitor_killed_is_named_with_what_to_do():
+    """Ray's own text ends in a link to its documentation; the line says what happened."""
+    ray_exceptions = pytest.importorskip("ray.exceptions")
+    from raylanczos.distributed.workers import lost_worker_line
+
+    killed = ray_exceptions.OutOfMemoryError(
+        "Task was killed due to the node running low on memory.\nMemory on the node (IP: 10.0.0.2) was 22.4GB / 23.5GB "
+        "(0.953), which exceeds the memory usage threshold of 0.95.\nRefer to the documentation on how to address the "
+        "out of memory issue: https://docs.ray.io/en/latest/ray-observability/user-guides/debug-apps/debug-memory.html."
+    )
+    assert lost_worker_line("worker 0 (shard 0 (rows [0, 898)))", killed, None) == (
+        "worker 0 (shard 0 (rows [0, 898))) was lost: Ray's memory monitor killed it, as its node's memory passed the "
+        "kill threshold (RAY_memory_usage_threshold, 0.95 of the node by default); fewer workers per node (--workers, "
+        "--cpus-per-worker) or smaller batches need less; run again (--resume continues from the last checkpoint)"
+    )
+    assert lost_worker_line("worker 0", RuntimeError("XLA: out of memory"), None) is None  # the worker's own error

@@ -23,16 +23,17 @@ def test_unpinned_workers_leave_the_driver_its_library_threads():
 
 def test_pinned_workers_leave_the_driver_the_free_cores():
     assert driver_threads(True, range(16), [0, 1, 2, 3], 10**6) == DriverThreads(blas=12, sweeps=1)
+    assert driver_threads(True, range(2), [0], 310).describe() == "1 BLAS thread(s), on the cores no worker on this node is pinned to"
 
 
 def test_workers_on_every_core_get_an_equal_share_of_the_sweeps_of_long_vectors():
-    assert driver_threads(True, range(4), [0, 1, 2, 3], SWEEP_THREADS_MIN_DIM) == DriverThreads(blas=1, sweeps=4)
+    assert driver_threads(True, range(4), [0, 1, 2, 3], SWEEP_THREADS_MIN_DIM) == DriverThreads(1, 4, every_core_taken=True)
     assert "split over 4 threads" in driver_threads(True, range(4), range(4), 10**6).describe()
 
 
 def test_short_vectors_are_swept_on_the_drivers_own_thread():
     threads = driver_threads(True, range(4), [0, 1, 2, 3], SWEEP_THREADS_MIN_DIM - 1)
-    assert threads == DriverThreads(blas=1, sweeps=1)
+    assert threads == DriverThreads(1, 1, every_core_taken=True)
     assert "on the driver's thread (vectors under 200,000 entries" in threads.describe()
 
 
