@@ -366,7 +366,7 @@ def vector_home(
         raise
     if checkpoint is not None:
         checkpoint.keep_slices(store)
-    keepers = [{"slice": list(layout.span(i)), **info} for i, info in enumerate(actors.infos)]
+    keepers = [{"slice": list(layout.span(i)), **info, "threads": actors.threads[i]} for i, info in enumerate(actors.infos)]
     return VectorHome(operator, store, keepers, actors)
 
 

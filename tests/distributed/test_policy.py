@@ -12,6 +12,7 @@ from raylanczos.distributed.policy import (
     cpu_slots,
     default_layout,
     driver_threads,
+    keeper_threads,
     pin_to_cores,
 )
 
@@ -27,6 +28,11 @@ def test_pinned_workers_leave_the_driver_the_free_cores():
 def test_workers_on_every_core_get_an_equal_share_of_the_sweeps():
     assert driver_threads(True, range(4), [0, 1, 2, 3]) == DriverThreads(blas=1, sweeps=4)
     assert "split over 4 threads" in driver_threads(True, range(4), range(4)).describe()
+
+
+def test_a_keeper_sweeps_on_one_thread_per_cpu_of_its_node():
+    """Whole CPUs of the keeper's node, at least one (a node of fractional or no CPUs)."""
+    assert [keeper_threads(cpus) for cpus in (16, 8.0, 2.5, 1, 0.5, 0)] == [16, 8, 2, 1, 1, 1]
 
 
 def test_core_slots_are_consecutive_and_distinct_within_each_node():

@@ -1,0 +1,126 @@
+"""Faults of a sharded run (``--state sharded``) at the command line, on three nodes.
+
+The session's head is one node; nodes ``pair`` and ``solo`` are added, and the four
+workers of the tiny MLP are pinned by their shards' resources: 0 and 2 on ``pair``, 1 on
+``solo``, 3 on the head. The node groups are ``[[0, 2], [1], [3]]``, so one keeper sits
+on each node: keeper 0 on ``pair``, keeper 1 on ``solo``, keeper 2 on the head. A
+``raylanczos run`` process (:class:`tests.distributed.test_faults.Driver`) joins the
+session's Ray; the test reads its progress lines and injects the fault after a chosen
+pass. The tridiagonals must be the undisturbed sharded run's, bit for bit.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+
+import numpy as np
+import pytest
+
+import raylanczos as rl
+from raylanczos import cli
+from tests.conftest import TINY
+from tests.distributed.test_faults import Driver
+
+pytestmark = pytest.mark.slow
+
+EXAMPLES = 1797
+PINS = [{"faults_pair": 1}, {"faults_solo": 1}, {"faults_pair": 1}, {"node:__internal_head__": 0.01}]
+# 3 draws × 8 steps, 2 per pass: passes 1-8 hold draws 1 and 2, passes 9-16 draw 3.
+ORDER, DRAWS, DRAWS_PER_PASS = "8", "3", "2"
+
+
+@pytest.fixture(scope="module")
+def three_nodes(ray_cluster):
+    """The head plus nodes ``pair`` and ``solo`` (by name); a test that replaces a node updates the mapping."""
+    nodes = {
+        "pair": ray_cluster.add_node(num_cpus=1, resources={"faults_pair": 2}),
+        "solo": ray_cluster.add_node(num_cpus=1, resources={"faults_solo": 1}),
+    }
+    ray_cluster.wait_for_nodes()
+    yield nodes
+    for node in nodes.values():
+        ray_cluster.remove_node(node)
+
+
+@pytest.fixture(scope="module")
+def plan_file(tmp_path_factory):
+    shards = rl.ShardPlan.balanced(EXAMPLES, 4).shards
+    plan = rl.ShardPlan(tuple(rl.Shard(s.worker, s.rows, resources=tuple(PINS[s.worker].items())) for s in shards))
+    path = tmp_path_factory.mktemp("sharded-faults") / "plan.json"
+    path.write_text(json.dumps(plan.to_json()))
+    return path
+
+
+def run_args(cluster, plan, out, *extra: str) -> list[str]:
+    return [
+        "run", "--problem", TINY, "--order", ORDER, "--draws", DRAWS, "--draws-per-pass", DRAWS_PER_PASS,
+        "--state", "sharded", "--shards", str(plan), "--cpus-per-worker", "0.25", "--timeout", "120",
+        "--address", cluster.address, "--out", str(out), "--progress", "lines", *extra,
+    ]
+
+
+@pytest.fixture(scope="module")
+def undisturbed(ray_cluster, three_nodes, plan_file, tmp_path_factory) -> np.ndarray:
+    """Tridiagonals of the same sharded run with no fault (in this process)."""
+    out = tmp_path_factory.mktemp("sharded-faults") / "undisturbed"
+    assert cli.main(run_args(ray_cluster, plan_file, out)) == 0
+    keepers = json.loads((out / "summary.json").read_text())["keepers"]
+    assert [k["node_id"] for k in keepers] == [
+        three_nodes["pair"].node_id, three_nodes["solo"].node_id, ray_cluster.head_node.node_id
+    ]
+    return np.load(out / "tridiag.npy")
+
+
+def test_a_killed_sharded_driver_resumes_bit_identically(ray_cluster, plan_file, undisturbed, tmp_path, capsys):
+    """The driver is SIGKILLed mid-block (pass 5 of the first block); its keepers end with
+    it. ``--resume`` starts new keepers, which read their slices back from the checkpoint's
+    keeper directories, and the run ends with the undisturbed tridiagonals."""
+    out = tmp_path / "run"
+    driver = Driver(run_args(ray_cluster, plan_file, out))
+    try:
+        driver.read_until("pass 5 |")
+        os.kill(driver.process.pid, signal.SIGKILL)
+        assert driver.process.wait(timeout=60) == -signal.SIGKILL
+    finally:
+        if driver.process.poll() is None:
+            driver.process.kill()
+    assert sorted(p.name for p in (out / "checkpoint").glob("keeper_*")) == ["keeper_0", "keeper_1", "keeper_2"]
+    assert cli.main(run_args(ray_cluster, plan_file, out, "--resume")) == 0
+    assert "resuming: 0 draw(s) finished, 2 in progress" in capsys.readouterr().err
+    assert np.array_equal(np.load(out / "tridiag.npy"), undisturbed)
+
+
+def test_a_lost_keeper_node_ends_in_one_line_and_resume_on_the_new_node_finishes(
+    ray_cluster, three_nodes, plan_file, undisturbed, tmp_path, capsys,
+):
+    """Node ``pair`` (keeper 0, workers 0 and 2) is lost while the driver is held after
+    pass 3, and a new node with its resources joins. The keeper's slices lived in its
+    process: the run ends with one line naming keeper 0 and what to do. ``--resume``
+    places keeper 0 on the new node, where it reads the lost keeper's slices back from the
+    checkpoint, and the run ends with the undisturbed tridiagonals."""
+    out = tmp_path / "run"
+    driver = Driver(run_args(ray_cluster, plan_file, out))
+    try:
+        driver.read_until("pass 3 |")
+        os.kill(driver.process.pid, signal.SIGSTOP)  # the fault lands after pass 3, however fast the passes
+        try:
+            ray_cluster.remove_node(three_nodes.pop("pair"))
+            three_nodes["pair"] = ray_cluster.add_node(num_cpus=1, resources={"faults_pair": 2})
+        finally:
+            os.kill(driver.process.pid, signal.SIGCONT)
+        assert driver.finish() == 2, driver.log
+    finally:
+        if driver.process.poll() is None:
+            driver.process.kill()
+    last = driver.log.strip().splitlines()[-1]
+    assert last.startswith("raylanczos: error: keeper 0 (slice [0, 103), node "), driver.log
+    assert last.endswith("was lost: its node was lost; run again (--resume continues from the last checkpoint)"), driver.log
+    assert "Traceback" not in driver.log
+    assert cli.main(run_args(ray_cluster, plan_file, out, "--resume")) == 0
+    assert "resuming: 0 draw(s) finished, 2 in progress" in capsys.readouterr().err
+    assert np.array_equal(np.load(out / "tridiag.npy"), undisturbed)
+    keepers = json.loads((out / "summary.json").read_text())["keepers"]
+    assert keepers[0]["node_id"] == three_nodes["pair"].node_id
