@@ -30,7 +30,11 @@ import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from raylanczos.distributed.policy import keeper_threads
-from raylanczos.distributed.workers import STOPPING_PATIENCE_S, lost_worker_line, stopped_ray
+from raylanczos.distributed.workers import (
+    STOPPING_PATIENCE_S,
+    lost_worker_line,
+    stopped_ray,
+)
 from raylanczos.numerics.sharded import Keeper, SliceLayout
 
 logger = logging.getLogger("raylanczos")
@@ -172,6 +176,12 @@ class KeeperActors:
                     lost_worker_line(where, err, stopped) or f"{where} failed: {type(cause).__name__}: {message[:500]}"
                 ) from err
         return answers
+
+    def check_alive(self) -> None:
+        """Raise the :class:`KeeperError` of a keeper Ray lost (its node, a kill), if any: a
+        worker's call that fails in a sharded run may only be the echo of a lost keeper,
+        whose published slices went with it."""
+        self.call_each("where", [()] * self.parts)
 
     def shutdown(self) -> None:
         for actor in self.actors:

@@ -36,7 +36,7 @@ from raylanczos.distributed.workers import WorkerGroup, WorkerOptions
 from raylanczos.numerics.basis import BasisSweeps
 from raylanczos.numerics.deflation import Deflation
 from raylanczos.numerics.sharded import SliceLayout
-from raylanczos.operators.contract import TIMING_COLUMNS, BlockOperator
+from raylanczos.operators.contract import TIMING_COLUMNS, BlockOperator, WorkerError
 from raylanczos.outputs.progress import Progress, make_progress, reporting
 from raylanczos.outputs.record import (
     ConfigRecord,
@@ -224,6 +224,9 @@ def run_spectrum(
         state = _loop(home, plan, settings, resumed[0] if resumed is not None else None, outputs, reporter)
         products = home.operator if slices is None else _plain_operator(plan, settings, group, groups, arguments)
         residuals = {name: residual_norms(products, plan, name, pairs) for name, pairs in outputs.eigenvectors.items() if pairs}
+    except WorkerError:
+        home.name_lost_keeper()
+        raise
     finally:
         home.close()
     group.record_pids()
@@ -322,6 +325,12 @@ class VectorHome:
     def close(self) -> None:
         if self.actors is not None:
             self.actors.shutdown()
+
+    def name_lost_keeper(self) -> None:
+        """After a worker's failure: raise a lost keeper's error instead, if a keeper was lost
+        (the workers' calls fail too when the slices they fetch went with it)."""
+        if self.actors is not None:
+            self.actors.check_alive()
 
 
 def _slices(plan: RunPlan, groups: list[list[int]], checkpoint: Checkpoint | None, resuming: bool) -> tuple[int, ...] | None:

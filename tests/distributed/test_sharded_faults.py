@@ -30,6 +30,8 @@ EXAMPLES = 1797
 PINS = [{"faults_pair": 1}, {"faults_solo": 1}, {"faults_pair": 1}, {"node:__internal_head__": 0.01}]
 # 3 draws × 8 steps, 2 per pass: passes 1-8 hold draws 1 and 2, passes 9-16 draw 3.
 ORDER, DRAWS, DRAWS_PER_PASS = "8", "3", "2"
+#: Keeper 0's bytes: B = 2 bases of m + 1 = 9 rows, and 8·B work and pending vectors, of its 103 entries.
+KEEPER_0_BYTES = (2 * 9 + 8 * 2) * 103 * 8
 
 
 @pytest.fixture(scope="module")
@@ -88,6 +90,22 @@ def test_a_killed_sharded_driver_resumes_bit_identically(ray_cluster, plan_file,
         if driver.process.poll() is None:
             driver.process.kill()
     assert sorted(p.name for p in (out / "checkpoint").glob("keeper_*")) == ["keeper_0", "keeper_1", "keeper_2"]
+
+    # A copy whose slices do not match its checkpoint (keeper 1's files gone: an --out that
+    # is not on a filesystem every node sees looks so from elsewhere) is refused on the
+    # driver, before any worker starts.
+    damaged = tmp_path / "damaged"
+    shutil.copytree(out, damaged)
+    shutil.rmtree(damaged / "checkpoint" / "keeper_1")
+    capsys.readouterr()
+    assert cli.main(run_args(ray_cluster, plan_file, damaged, "--resume")) == 2
+    err = capsys.readouterr().err
+    assert err.strip().splitlines()[-1].startswith(
+        f"raylanczos: error: checkpoint in {damaged / 'checkpoint'} is incomplete: [Errno 2] No such file or directory: "
+        f"'{damaged / 'checkpoint' / 'keeper_1' / 'basis_0.npy'}'"
+    ), err
+    assert "worker 0: " not in err and "Traceback" not in err
+
     assert cli.main(run_args(ray_cluster, plan_file, out, "--resume")) == 0
     assert "resuming: 0 draw(s) finished, 2 in progress" in capsys.readouterr().err
     assert np.array_equal(np.load(out / "tridiag.npy"), undisturbed)
@@ -97,10 +115,12 @@ def test_a_lost_keeper_node_ends_in_one_line_and_resume_on_the_new_node_finishes
     ray_cluster, three_nodes, plan_file, undisturbed, tmp_path, capsys,
 ):
     """Node ``pair`` (keeper 0, workers 0 and 2) is lost while the driver is held after
-    pass 3, and a new node with its resources joins. The keeper's slices lived in its
-    process: the run ends with one line naming keeper 0 and what to do. ``--resume``
-    places keeper 0 on the new node, where it reads the lost keeper's slices back from the
-    checkpoint, and the run ends with the undisturbed tridiagonals."""
+    pass 3, and a new node with its resources joins, but with too little memory for keeper
+    0's slice. The keeper's slices lived in its process: the run ends with one line naming
+    keeper 0 and what to do. ``--resume`` there ends in one line too (the node has no room
+    for the slice). Once a node with room replaces it, ``--resume`` places keeper 0 there,
+    where it reads the lost keeper's slices back from the checkpoint, and the run ends with
+    the undisturbed tridiagonals."""
     out = tmp_path / "run"
     driver = Driver(run_args(ray_cluster, plan_file, out))
     try:
@@ -108,7 +128,7 @@ def test_a_lost_keeper_node_ends_in_one_line_and_resume_on_the_new_node_finishes
         os.kill(driver.process.pid, signal.SIGSTOP)  # the fault lands after pass 3, however fast the passes
         try:
             ray_cluster.remove_node(three_nodes.pop("pair"))
-            three_nodes["pair"] = ray_cluster.add_node(num_cpus=1, resources={"faults_pair": 2})
+            three_nodes["pair"] = ray_cluster.add_node(num_cpus=1, memory=KEEPER_0_BYTES // 2, resources={"faults_pair": 2})
         finally:
             os.kill(driver.process.pid, signal.SIGCONT)
         assert driver.finish() == 2, driver.log
@@ -119,6 +139,18 @@ def test_a_lost_keeper_node_ends_in_one_line_and_resume_on_the_new_node_finishes
     assert last.startswith("raylanczos: error: keeper 0 (slice [0, 103), node "), driver.log
     assert last.endswith("was lost: its node was lost; run again (--resume continues from the last checkpoint)"), driver.log
     assert "Traceback" not in driver.log
+
+    capsys.readouterr()
+    assert cli.main(run_args(ray_cluster, plan_file, out, "--resume")) == 2
+    err = capsys.readouterr().err
+    assert err.strip().splitlines()[-1] == (
+        f"raylanczos: error: keeper 0 needs {KEEPER_0_BYTES / 2**30:.3g} GiB for its slice of the bases, and node "
+        f"{three_nodes['pair'].node_id[:12]} has {KEEPER_0_BYTES // 2 / 2**30:.3g} GiB of memory for Ray"
+    ), err
+    ray_cluster.remove_node(three_nodes.pop("pair"))
+    three_nodes["pair"] = ray_cluster.add_node(num_cpus=1, resources={"faults_pair": 2})
+    ray_cluster.wait_for_nodes()
+
     assert cli.main(run_args(ray_cluster, plan_file, out, "--resume")) == 0
     assert "resuming: 0 draw(s) finished, 2 in progress" in capsys.readouterr().err
     assert np.array_equal(np.load(out / "tridiag.npy"), undisturbed)
