@@ -44,6 +44,10 @@ class KeeperError(RuntimeError):
     """A keeper that cannot be placed, has no room for its slice, or failed."""
 
 
+class KeeperLost(KeeperError):
+    """A keeper that Ray lost (its node, a kill), and its slices since the last checkpoint with it."""
+
+
 class KeeperActor(Keeper):
     """A :class:`~raylanczos.numerics.sharded.Keeper` as a Ray actor: its published slice
     goes into its node's object store, and it fetches its pieces of the node sums there."""
@@ -170,18 +174,28 @@ class KeeperActors:
                 # kill) ends the run in the line a lost worker's would, pointing to --resume.
                 lost = isinstance(err, ray.exceptions.RayActorError) and not err.actor_init_failed
                 stopped = stopped_ray(patience_s=STOPPING_PATIENCE_S if lost else 0.0)
+                line = lost_worker_line(where, err, stopped)
+                if line is not None:
+                    raise KeeperLost(line) from err
                 cause = getattr(err, "cause", None) or err
                 message = " ".join(str(cause).split())
-                raise KeeperError(
-                    lost_worker_line(where, err, stopped) or f"{where} failed: {type(cause).__name__}: {message[:500]}"
-                ) from err
+                raise KeeperError(f"{where} failed: {type(cause).__name__}: {message[:500]}") from err
         return answers
 
-    def check_alive(self) -> None:
-        """Raise the :class:`KeeperError` of a keeper Ray lost (its node, a kill), if any: a
+    def check_alive(self, timeout: float = 30.0) -> None:
+        """Raise the :class:`KeeperLost` of a keeper Ray lost (its node, a kill), if any: a
         worker's call that fails in a sharded run may only be the echo of a lost keeper,
-        whose published slices went with it."""
-        self.call_each("where", [()] * self.parts)
+        whose published slices went with it. Any other answer (a keeper that is slow to
+        answer within ``timeout`` seconds) raises nothing: the worker's error stands."""
+        patience, self.timeout = self.timeout, min(self.timeout, timeout)
+        try:
+            self.call_each("where", [()] * self.parts)
+        except KeeperLost:
+            raise
+        except KeeperError:
+            pass
+        finally:
+            self.timeout = patience
 
     def shutdown(self) -> None:
         for actor in self.actors:
