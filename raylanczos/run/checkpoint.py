@@ -206,7 +206,8 @@ class Checkpoint:
         ``task_dims`` are the tasks' dimensions (a slot's state uses the first ``dim``
         columns of its basis and pending rows). With a sharded state (``slices`` in
         config.json) the slots hold their scalars, there are no bases, and the keepers read
-        their own files back (at :attr:`pending_half`).
+        their own files back (at :attr:`pending_half`); those files are checked against the
+        slices here, on the driver, before any keeper starts.
         """
         saved = self._read(lambda: self.store.load_json("config.json"))
         previous = saved.get("identity", {}) if isinstance(saved, dict) else {}
