@@ -33,8 +33,10 @@ from raylanczos.distributed.policy import keeper_threads
 from raylanczos.distributed.workers import (
     STOPPING_PATIENCE_S,
     lost_worker_line,
+    root_cause,
     stopped_ray,
 )
+from raylanczos.errors import one_line
 from raylanczos.numerics.sharded import Keeper, SliceLayout
 
 logger = logging.getLogger("raylanczos")
@@ -45,7 +47,13 @@ class KeeperError(RuntimeError):
 
 
 class KeeperLost(KeeperError):
-    """A keeper that Ray lost (its node, a kill), and its slices since the last checkpoint with it."""
+    """A keeper that Ray lost (its node, a kill), and its slices since the last checkpoint
+    with it. The message says to resume; ``summary`` only who was lost and why."""
+
+    def __init__(self, line: str, *, replaceable: bool = True):
+        super().__init__(line)
+        self.summary = line.partition("; run again")[0]
+        self.replaceable = replaceable
 
 
 class KeeperActor(Keeper):
@@ -176,10 +184,9 @@ class KeeperActors:
                 stopped = stopped_ray(patience_s=STOPPING_PATIENCE_S if lost else 0.0)
                 line = lost_worker_line(where, err, stopped)
                 if line is not None:
-                    raise KeeperLost(line) from err
-                cause = getattr(err, "cause", None) or err
-                message = " ".join(str(cause).split())
-                raise KeeperError(f"{where} failed: {type(cause).__name__}: {message[:500]}") from err
+                    # Lost with the Ray, or with the driver's own node: nothing to replace it on.
+                    raise KeeperLost(line, replaceable=stopped is None and "of this driver" not in line) from err
+                raise KeeperError(f"{where} failed: {one_line(root_cause(err), limit=500)}") from err
         return answers
 
     def check_alive(self, timeout: float = 30.0) -> None:

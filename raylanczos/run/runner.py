@@ -30,7 +30,7 @@ from raylanczos.config import (
     build_configs,
 )
 from raylanczos.distributed.hessian import DistributedHessian, SlicedHessian
-from raylanczos.distributed.keepers import KeeperActors, keeper_nodes
+from raylanczos.distributed.keepers import KeeperActors, KeeperLost, keeper_nodes
 from raylanczos.distributed.session import RaySession
 from raylanczos.distributed.workers import WorkerGroup, WorkerOptions
 from raylanczos.numerics.basis import BasisSweeps
@@ -221,12 +221,35 @@ def run_spectrum(
         deflations = _deflations(home.operator, plan, settings.spectrum, checkpoint, resumed is not None)
         outputs.deflated(deflations)
         plan = deflated_plan(plan, deflations)
-        state = _loop(home, plan, settings, resumed[0] if resumed is not None else None, outputs, reporter)
+        state = resumed[0] if resumed is not None else None
+        replaced = 0
+        while True:
+            try:
+                state = _loop(home, plan, settings, state, outputs, reporter)
+                break
+            except (KeeperLost, WorkerError) as err:
+                lost = home.lost_keeper(err)
+                if lost is None:
+                    raise
+                replaceable = lost.replaceable and checkpoint is not None and checkpoint.exists()
+                if not replaceable or replaced >= settings.scaling.max_restarts:
+                    raise lost from err
+            # A lost keeper's slices since the last checkpoint went with it, and the other
+            # keepers' are ahead of them: every keeper starts again from the checkpoint (a
+            # resume in this process), the lost one on its node group's first worker's node now.
+            replaced += 1
+            home.close()
+            resumed = checkpoint.load(identity, [task.dim for task in plan.tasks])
+            state = resumed[0]
+            outputs.resume(state)
+            logger.warning(
+                "%s; new keepers read the slices of pass %d back from the checkpoint, and the passes since are "
+                "computed again (%d of at most %d keeper replacements)", lost.summary, state.passes, replaced,
+                settings.scaling.max_restarts,
+            )
+            home = vector_home(plan, settings, group, groups, checkpoint, resumed, slices, arguments, group.current_nodes())
         products = home.operator if slices is None else _plain_operator(plan, settings, group, groups, arguments)
         residuals = {name: residual_norms(products, plan, name, pairs) for name, pairs in outputs.eigenvectors.items() if pairs}
-    except WorkerError:
-        home.name_lost_keeper()
-        raise
     finally:
         home.close()
     group.record_pids()
@@ -326,11 +349,17 @@ class VectorHome:
         if self.actors is not None:
             self.actors.shutdown()
 
-    def name_lost_keeper(self) -> None:
-        """After a worker's failure: raise a lost keeper's error instead, if a keeper was lost
-        (the workers' calls fail too when the slices they fetch went with it)."""
+    def lost_keeper(self, err: Exception) -> KeeperLost | None:
+        """The lost keeper behind ``err``: a keeper's loss itself, or a worker's failure that
+        echoes one (the slices a worker fetches go with their keeper); None for any other."""
+        if isinstance(err, KeeperLost):
+            return err
         if self.actors is not None:
-            self.actors.check_alive()
+            try:
+                self.actors.check_alive()
+            except KeeperLost as lost:
+                return lost
+        return None
 
 
 def _slices(plan: RunPlan, groups: list[list[int]], checkpoint: Checkpoint | None, resuming: bool) -> tuple[int, ...] | None:
@@ -346,18 +375,19 @@ def _slices(plan: RunPlan, groups: list[list[int]], checkpoint: Checkpoint | Non
 
 def vector_home(
     plan: RunPlan, settings: RunSettings, group: WorkerGroup, groups: list[list[int]], checkpoint: Checkpoint | None,
-    resumed: Any, slices: tuple[int, ...] | None, arguments: dict[str, Any] | None,
+    resumed: Any, slices: tuple[int, ...] | None, arguments: dict[str, Any] | None, nodes: list[str] | None = None,
 ) -> VectorHome:
     """The driver's bases (new, or the checkpoint's) and operator; or, with ``slices``, one
     keeper per node group on that group's node (reading their checkpoint files back when
-    resuming) and the sliced operator."""
+    resuming) and the sliced operator. ``nodes``: each worker's node now, where a fault
+    moved workers since they started (default: where they started)."""
     if slices is None:
         bases = resumed[1] if resumed is not None else new_bases(plan, checkpoint, settings.scaling.basis_memory_gb)
         return VectorHome(_plain_operator(plan, settings, group, groups, arguments), bases)
     layout = SliceLayout(slices)
     directories = [checkpoint.keeper_directory(i) for i in range(layout.parts)] if checkpoint is not None else None
     actors = KeeperActors(
-        keeper_nodes(group.infos, groups), layout, plan.block_size, plan.basis_rows, directories=directories,
+        keeper_nodes(group.infos if nodes is None else [{"node_id": node} for node in nodes], groups), layout, plan.block_size, plan.basis_rows, directories=directories,
         resume=resumed is not None, timeout=settings.scaling.timeout,
     )
     try:

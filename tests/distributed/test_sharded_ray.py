@@ -213,7 +213,7 @@ def test_a_keeper_without_room_or_node_is_named(ray_cluster):
         KeeperActors([here, here], SliceLayout.balanced(10**9, 2), 4, 10**3)
 
 
-def test_a_lost_keeper_is_named_and_points_to_resume(ray_cluster):
+def test_a_lost_keeper_is_named_and_points_to_resume(ray_cluster, tmp_path):
     """A keeper killed from outside: its next call, and the check after a worker's failure,
     end in the line of a lost worker; a group whose keepers all live passes the check."""
     import ray
@@ -234,6 +234,10 @@ def test_a_lost_keeper_is_named_and_points_to_resume(ray_cluster):
             keepers.call("run", [])
     finally:
         keepers.shutdown()
+    # A keeper that cannot open its files (a checkpoint this node does not see) names them.
+    nowhere = tmp_path / "nowhere"
+    with pytest.raises(KeeperError, match=rf"^keeper 0 \(slice \[0, 1000\), node \w+\) failed: FileNotFoundError: .*{nowhere}/basis_0.npy"):
+        KeeperActors([here], SliceLayout.balanced(1000, 1), 2, 11, directories=[nowhere], resume=True, timeout=TIMEOUT_S)
 
 
 def test_room_is_checked_per_keeper():
