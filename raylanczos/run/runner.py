@@ -12,12 +12,13 @@ and the outputs are written as draws finish and rendered at the end
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import platform
 from dataclasses import dataclass
 from importlib import metadata
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 from threadpoolctl import threadpool_limits
@@ -221,33 +222,8 @@ def run_spectrum(
         deflations = _deflations(home.operator, plan, settings.spectrum, checkpoint, resumed is not None)
         outputs.deflated(deflations)
         plan = deflated_plan(plan, deflations)
-        state = resumed[0] if resumed is not None else None
-        replaced = 0
-        while True:
-            try:
-                state = _loop(home, plan, settings, state, outputs, reporter)
-                break
-            except (KeeperLost, WorkerError) as err:
-                lost = home.lost_keeper(err)
-                if lost is None:
-                    raise
-                replaceable = lost.replaceable and checkpoint is not None and checkpoint.exists()
-                if not replaceable or replaced >= settings.scaling.max_restarts:
-                    raise lost from err
-            # A lost keeper's slices since the last checkpoint went with it, and the other
-            # keepers' are ahead of them: every keeper starts again from the checkpoint (a
-            # resume in this process), the lost one on its node group's first worker's node now.
-            replaced += 1
-            home.close()
-            resumed = checkpoint.load(identity, [task.dim for task in plan.tasks])
-            state = resumed[0]
-            outputs.resume(state)
-            logger.warning(
-                "%s; new keepers read the slices of pass %d back from the checkpoint, and the passes since are "
-                "computed again (%d of at most %d keeper replacements)", lost.summary, state.passes, replaced,
-                settings.scaling.max_restarts,
-            )
-            home = vector_home(plan, settings, group, groups, checkpoint, resumed, slices, arguments, group.current_nodes())
+        reopen = functools.partial(_reopened, plan, settings, group, groups, slices, arguments, identity)
+        home, state = _draws(home, plan, settings, resumed[0] if resumed is not None else None, outputs, reporter, reopen)
         products = home.operator if slices is None else _plain_operator(plan, settings, group, groups, arguments)
         residuals = {name: residual_norms(products, plan, name, pairs) for name, pairs in outputs.eigenvectors.items() if pairs}
     finally:
@@ -260,6 +236,51 @@ def run_spectrum(
     )
     run = RunInfo(_version("raylanczos"), _versions(), config, problem.data.describe(), layout, timing_record(state.timings))
     return outputs.finish(run, residuals, deflation_records(plan, deflations, settings.spectrum))
+
+
+def _draws(
+    home: VectorHome, plan: RunPlan, settings: RunSettings, state: LoopState | None, outputs: RunOutputs,
+    reporter: Progress, reopen: Callable[[Checkpoint], tuple[VectorHome, LoopState]],
+) -> tuple[VectorHome, LoopState]:
+    """The loop (:func:`_loop`), and the vectors' home it ended with. A lost keeper's slices
+    since the last checkpoint went with it, and the other keepers' are ahead of them: every
+    keeper starts again from the checkpoint (``reopen``: a resume in this process), up to
+    ``max_restarts`` times; past them, or with no checkpoint, the keeper's loss ends the
+    run. A home it gives up is closed."""
+    checkpoint, replaced = outputs.checkpoint, 0
+    try:
+        while True:
+            try:
+                return home, _loop(home, plan, settings, state, outputs, reporter)
+            except (KeeperLost, WorkerError) as err:
+                lost = home.lost_keeper(err)
+                if lost is None:
+                    raise
+                replaceable = lost.replaceable and checkpoint is not None and checkpoint.exists()
+                if not replaceable or replaced >= settings.scaling.max_restarts:
+                    raise lost from err
+            replaced += 1
+            home.close()
+            home, state = reopen(checkpoint)
+            outputs.resume(state)
+            logger.warning(
+                "%s; new keepers read the slices of pass %d back from the checkpoint, and the passes since are "
+                "computed again (%d of at most %d keeper replacements)", lost.summary, state.passes, replaced,
+                settings.scaling.max_restarts,
+            )
+    except BaseException:
+        home.close()
+        raise
+
+
+def _reopened(
+    plan: RunPlan, settings: RunSettings, group: WorkerGroup, groups: list[list[int]], slices: tuple[int, ...] | None,
+    arguments: dict[str, Any] | None, identity: dict[str, Any], checkpoint: Checkpoint,
+) -> tuple[VectorHome, LoopState]:
+    """New keepers reading the checkpoint's slices back, each on the node its group's first
+    worker runs on now, and the checkpoint's loop state."""
+    resumed = checkpoint.load(identity, [task.dim for task in plan.tasks])
+    return vector_home(plan, settings, group, groups, checkpoint, resumed, slices, arguments, group.current_nodes()), resumed[0]
 
 
 def _deflations(
