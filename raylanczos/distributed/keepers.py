@@ -29,6 +29,14 @@ from typing import Any, Mapping, Sequence
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from raylanczos.distributed.policy import keeper_threads
+from raylanczos.distributed.workers import (
+    STOPPING_PATIENCE_S,
+    lost_worker_line,
+    root_cause,
+    stopped_ray,
+)
+from raylanczos.errors import one_line
 from raylanczos.numerics.sharded import Keeper, SliceLayout
 
 logger = logging.getLogger("raylanczos")
@@ -36,6 +44,16 @@ logger = logging.getLogger("raylanczos")
 
 class KeeperError(RuntimeError):
     """A keeper that cannot be placed, has no room for its slice, or failed."""
+
+
+class KeeperLost(KeeperError):
+    """A keeper that Ray lost (its node, a kill), and its slices since the last checkpoint
+    with it. The message says to resume; ``summary`` only who was lost and why."""
+
+    def __init__(self, line: str, *, replaceable: bool = True):
+        super().__init__(line)
+        self.summary = line.partition("; run again")[0]
+        self.replaceable = replaceable
 
 
 class KeeperActor(Keeper):
@@ -91,14 +109,15 @@ class KeeperActors:
       directories: keeper i keeps its files in ``directories[i]`` (a checkpoint's keeper
         directories, on a filesystem each node sees), or None for memory only.
       resume: reopen those files.
-      threads: threads of each keeper's basis sweeps.
+      threads: threads of each keeper's basis sweeps; None: as many as its node has CPUs
+        (:func:`~raylanczos.distributed.policy.keeper_threads`).
       num_cpus: CPUs each keeper reserves (0: it shares its node's cores with the workers).
       timeout: seconds to wait for a keeper to start or to answer one call.
     """
 
     def __init__(
         self, nodes: Sequence[str], layout: SliceLayout, block_size: int, rows: int, *,
-        directories: Sequence[str | os.PathLike] | None = None, resume: bool = False, threads: int = 1,
+        directories: Sequence[str | os.PathLike] | None = None, resume: bool = False, threads: int | None = None,
         num_cpus: float = 0.0, timeout: float = 600.0,
     ):
         if len(nodes) != layout.parts:
@@ -106,17 +125,20 @@ class KeeperActors:
         self.layout, self.nodes, self.timeout = layout, list(nodes), timeout
         self.parts = layout.parts
         needed = [keeper_bytes(layout, i, block_size, rows) for i in range(layout.parts)]
-        memory = {node["NodeID"]: node["Resources"].get("memory", 0.0) for node in ray.nodes() if node.get("Alive")}
+        alive = [node for node in ray.nodes() if node.get("Alive")]
+        memory = {node["NodeID"]: node["Resources"].get("memory", 0.0) for node in alive}
+        cpus = {node["NodeID"]: node["Resources"].get("CPU", 1.0) for node in alive}
         shortfall = room_shortfall(needed, self.nodes, memory)
         if shortfall:
             raise KeeperError(shortfall)
+        self.threads = [threads if threads is not None else keeper_threads(cpus[node]) for node in self.nodes]
         actor_class = ray.remote(KeeperActor)
         self.actors = [
             actor_class.options(
                 num_cpus=num_cpus, max_restarts=0,
                 scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False),
             ).remote(
-                index, layout, block_size, rows, resume=resume, threads=threads,
+                index, layout, block_size, rows, resume=resume, threads=self.threads[index],
                 directory=str(Path(directories[index])) if directories is not None else None,
             )
             for index, node in enumerate(self.nodes)
@@ -129,8 +151,8 @@ class KeeperActors:
         for index, info in enumerate(self.infos):
             lo, hi = layout.span(index)
             logger.info(
-                "keeper %d: slice [%d, %d), %.3g GiB, node %s, pid %d", index, lo, hi, needed[index] / 2**30,
-                info["node_id"][:12], info["pid"],
+                "keeper %d: slice [%d, %d), %.3g GiB, node %s, pid %d, %d sweep thread(s)", index, lo, hi,
+                needed[index] / 2**30, info["node_id"][:12], info["pid"], self.threads[index],
             )
 
     def call(self, method: str, *args: Any) -> list[Any]:
@@ -156,10 +178,31 @@ class KeeperActors:
             except ray.exceptions.GetTimeoutError as err:
                 raise KeeperError(f"{where} did not answer within {self.timeout:g} s") from err
             except ray.exceptions.RayError as err:
-                cause = getattr(err, "cause", None) or err
-                message = " ".join(str(cause).split())
-                raise KeeperError(f"{where} failed: {type(cause).__name__}: {message[:500]}") from err
+                # A keeper's slices live in its process: one that Ray lost (its node, a
+                # kill) ends the run in the line a lost worker's would, pointing to --resume.
+                lost = isinstance(err, ray.exceptions.RayActorError) and not err.actor_init_failed
+                stopped = stopped_ray(patience_s=STOPPING_PATIENCE_S if lost else 0.0)
+                line = lost_worker_line(where, err, stopped)
+                if line is not None:
+                    # Lost with the Ray, or with the driver's own node: nothing to replace it on.
+                    raise KeeperLost(line, replaceable=stopped is None and "of this driver" not in line) from err
+                raise KeeperError(f"{where} failed: {one_line(root_cause(err), limit=500)}") from err
         return answers
+
+    def check_alive(self, timeout: float = 30.0) -> None:
+        """Raise the :class:`KeeperLost` of a keeper Ray lost (its node, a kill), if any: a
+        worker's call that fails in a sharded run may only be the echo of a lost keeper,
+        whose published slices went with it. Any other answer (a keeper that is slow to
+        answer within ``timeout`` seconds) raises nothing: the worker's error stands."""
+        patience, self.timeout = self.timeout, min(self.timeout, timeout)
+        try:
+            self.call_each("where", [()] * self.parts)
+        except KeeperLost:
+            raise
+        except KeeperError:
+            pass
+        finally:
+            self.timeout = patience
 
     def shutdown(self) -> None:
         for actor in self.actors:

@@ -1,5 +1,5 @@
 """Resource policy, as pure functions: which cores a worker is pinned to, how many
-threads the driver's re-orthogonalisation uses, and the worker layout of a plain local run.
+threads the driver's (and each keeper's) re-orthogonalisation uses, and the worker layout of a plain local run.
 
 Nothing here talks to Ray: the Ray layer gathers the facts (cores, bundles, nodes) and
 passes them in, so each rule is unit-tested on described machines and injected where it
@@ -67,6 +67,19 @@ def driver_threads(pinned: bool, driver_cores: Collection[int], worker_cores: Co
     if free:
         return DriverThreads(blas=free, sweeps=1)
     return DriverThreads(blas=1, sweeps=len(set(driver_cores)) if dim >= SWEEP_THREADS_MIN_DIM else 1, every_core_taken=True)
+
+
+def keeper_threads(node_cpus: float) -> int:
+    """Threads of a keeper's basis sweeps on a node of ``node_cpus`` CPUs: one per whole CPU,
+    at least one.
+
+    A keeper reserves no CPU: it re-orthogonalises while its node's workers compute the
+    next block, so, as with the driver's sweeps on a node whose every core runs a worker
+    (:func:`driver_threads`), a sweep split over every core takes an equal share of each
+    instead of delaying one worker by the whole sweep. The sweeps' arithmetic does not
+    depend on their threads, so neither do a run's bits.
+    """
+    return max(int(node_cpus), 1)
 
 
 def cpu_slots(bundle_nodes: Mapping[int, str], bundle_cpus: Sequence[float]) -> list[tuple[int, int]]:

@@ -249,6 +249,11 @@ class WorkerGroup:
         here = ray.get_runtime_context().get_node_id()
         return all(info["node_id"] == here for info in self.infos)
 
+    def current_nodes(self) -> list[str]:
+        """Each worker's node now, in worker order: where a fault moved it (waiting, as any
+        call does, for a worker Ray is restarting)."""
+        return [placed["node_id"] for placed in self.get([actor.__ray_call__.remote(_placement) for actor in self.actors])]
+
     def nodes_in_use(self) -> int:
         """The nodes the workers run on now: their bundles' nodes, where a fault moved them."""
         return len(set(placement_group_table(self.placement)["bundles_to_node_id"].values()))
@@ -281,7 +286,7 @@ class WorkerGroup:
                 # A Ray that is stopping loses its workers a moment before its GCS goes.
                 lost = isinstance(err, ray.exceptions.RayActorError) and not err.actor_init_failed
                 stopped = stopped_ray(patience_s=STOPPING_PATIENCE_S if lost else 0.0)
-                raise WorkerError(lost_worker_line(where, err, stopped) or f"{where} failed: {_root_cause(err)}") from err
+                raise WorkerError(lost_worker_line(where, err, stopped) or f"{where} failed: {root_cause(err)}") from err
         return results
 
     def load_point(self, arguments: Mapping[str, Any] | None, block_size: int) -> None:
@@ -416,7 +421,7 @@ def lost_worker_line(where: str, err: BaseException, stopped: str | None) -> str
     return None if what is None else f"{where} was lost: {what}; {again})"
 
 
-def _root_cause(err: BaseException) -> str:
+def root_cause(err: BaseException) -> str:
     """The innermost user-facing message of a Ray error, on one line.
 
     Ray reports an exception raised in an actor as a traceback whose last unindented

@@ -96,8 +96,8 @@ class LayoutRecord:
     reduction and its node groups, whether the driver summed the partials itself (one
     local group; the same order, so the same bits), the broadcast dtype, the flat vector's
     layout (``[{"name", "shape", "offset", "size"}, ...]``; a block's own layout for a
-    block), and with a sharded state the keepers (each one's slice ``[lo, hi)`` and where
-    it ran)."""
+    block), and with a sharded state the keepers (each one's slice ``[lo, hi)``, where it
+    ran and its sweep threads)."""
 
     workers: list[dict[str, Any]]
     worker_resources: dict[str, Any]

@@ -206,7 +206,8 @@ class Checkpoint:
         ``task_dims`` are the tasks' dimensions (a slot's state uses the first ``dim``
         columns of its basis and pending rows). With a sharded state (``slices`` in
         config.json) the slots hold their scalars, there are no bases, and the keepers read
-        their own files back (at :attr:`pending_half`).
+        their own files back (at :attr:`pending_half`); those files are checked against the
+        slices here, on the driver, before any keeper starts.
         """
         saved = self._read(lambda: self.store.load_json("config.json"))
         previous = saved.get("identity", {}) if isinstance(saved, dict) else {}
@@ -258,7 +259,31 @@ class Checkpoint:
             )
         except (KeyError, ValueError, IndexError) as err:
             raise CheckpointError(f"checkpoint in {self.directory} is damaged: {err}") from err
-        return state, bases, [list(map(int, g)) for g in saved.get("node_groups", [])]
+        groups = [list(map(int, g)) for g in saved.get("node_groups", [])]
+        if sharded:
+            self._check_keeper_files(tuple(int(b) for b in saved["slices"]), len(state.slots), groups)
+        return state, bases, groups
+
+    def _check_keeper_files(self, bounds: tuple[int, ...], slots: int, groups: list[list[int]]) -> None:
+        """A sharded checkpoint's slices, checked on the driver before any worker or keeper
+        starts: one keeper per node group, and each keeper's files there, whole (by their
+        headers) and as wide as its slice."""
+        if len(groups) != len(bounds) - 1:
+            raise CheckpointError(
+                f"checkpoint in {self.directory} does not match its slices: {len(bounds) - 1} slices {list(bounds)} "
+                f"for {len(groups)} node groups {groups} (one keeper per node group)"
+            )
+        for index in range(len(bounds) - 1):
+            lo, hi = bounds[index], bounds[index + 1]
+            for name, rows in [*((f"basis_{slot}.npy", None) for slot in range(slots)), ("pending.npy", 4 * slots)]:
+                path = self.keeper_directory(index) / name
+                shape = self._read(lambda path=path: open_basis(path).shape)
+                if len(shape) != 2 or shape[1] != hi - lo or rows not in (None, shape[0]):
+                    needs = f"({rows}, {hi - lo})" if rows is not None else f"{hi - lo} columns"
+                    raise CheckpointError(
+                        f"checkpoint in {self.directory} does not match its slices: {path} holds {shape}, "
+                        f"keeper {index}'s slice [{lo}, {hi}) needs {needs}"
+                    )
 
     def _read(self, read):
         """Run a read of a checkpoint file, naming the checkpoint in any failure."""

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import logging
 import platform
 from dataclasses import dataclass
 from importlib import metadata
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 from threadpoolctl import threadpool_limits
@@ -31,13 +32,13 @@ from raylanczos.config import (
     build_configs,
 )
 from raylanczos.distributed.hessian import DistributedHessian, SlicedHessian
-from raylanczos.distributed.keepers import KeeperActors, keeper_nodes
+from raylanczos.distributed.keepers import KeeperActors, KeeperLost, keeper_nodes
 from raylanczos.distributed.session import RaySession
 from raylanczos.distributed.workers import WorkerGroup, WorkerOptions
 from raylanczos.numerics.basis import BasisSweeps
 from raylanczos.numerics.deflation import Deflation
 from raylanczos.numerics.sharded import SliceLayout
-from raylanczos.operators.contract import TIMING_COLUMNS, BlockOperator
+from raylanczos.operators.contract import TIMING_COLUMNS, BlockOperator, WorkerError
 from raylanczos.outputs.progress import Progress, make_progress, reporting
 from raylanczos.outputs.record import (
     ConfigRecord,
@@ -227,7 +228,8 @@ def run_spectrum(
         deflations = _deflations(home.operator, plan, settings.spectrum, checkpoint, resumed is not None)
         outputs.deflated(deflations)
         plan = deflated_plan(plan, deflations)
-        state = _loop(home, plan, settings, resumed[0] if resumed is not None else None, outputs, reporter)
+        reopen = functools.partial(_reopened, plan, settings, group, groups, slices, arguments, identity)
+        home, state = _draws(home, plan, settings, resumed[0] if resumed is not None else None, outputs, reporter, reopen)
         products = home.operator if slices is None else _plain_operator(plan, settings, group, groups, arguments)
         residuals = {name: residual_norms(products, plan, name, pairs) for name, pairs in outputs.eigenvectors.items() if pairs}
     finally:
@@ -240,6 +242,51 @@ def run_spectrum(
     )
     run = RunInfo(_version("raylanczos"), _versions(), config, problem.data.describe(), layout, timing_record(state.timings))
     return outputs.finish(run, residuals, deflation_records(plan, deflations, settings.spectrum))
+
+
+def _draws(
+    home: VectorHome, plan: RunPlan, settings: RunSettings, state: LoopState | None, outputs: RunOutputs,
+    reporter: Progress, reopen: Callable[[Checkpoint], tuple[VectorHome, LoopState]],
+) -> tuple[VectorHome, LoopState]:
+    """The loop (:func:`_loop`), and the vectors' home it ended with. A lost keeper's slices
+    since the last checkpoint went with it, and the other keepers' are ahead of them: every
+    keeper starts again from the checkpoint (``reopen``: a resume in this process), up to
+    ``max_restarts`` times; past them, or with no checkpoint, the keeper's loss ends the
+    run. A home it gives up is closed."""
+    checkpoint, replaced = outputs.checkpoint, 0
+    try:
+        while True:
+            try:
+                return home, _loop(home, plan, settings, state, outputs, reporter)
+            except (KeeperLost, WorkerError) as err:
+                lost = home.lost_keeper(err)
+                if lost is None:
+                    raise
+                replaceable = lost.replaceable and checkpoint is not None and checkpoint.exists()
+                if not replaceable or replaced >= settings.scaling.max_restarts:
+                    raise lost from err
+            replaced += 1
+            home.close()
+            home, state = reopen(checkpoint)
+            outputs.resume(state)
+            logger.warning(
+                "%s; new keepers read the slices of pass %d back from the checkpoint, and the passes since are "
+                "computed again (%d of at most %d keeper replacements)", lost.summary, state.passes, replaced,
+                settings.scaling.max_restarts,
+            )
+    except BaseException:
+        home.close()
+        raise
+
+
+def _reopened(
+    plan: RunPlan, settings: RunSettings, group: WorkerGroup, groups: list[list[int]], slices: tuple[int, ...] | None,
+    arguments: dict[str, Any] | None, identity: dict[str, Any], checkpoint: Checkpoint,
+) -> tuple[VectorHome, LoopState]:
+    """New keepers reading the checkpoint's slices back, each on the node its group's first
+    worker runs on now, and the checkpoint's loop state."""
+    resumed = checkpoint.load(identity, [task.dim for task in plan.tasks])
+    return vector_home(plan, settings, group, groups, checkpoint, resumed, slices, arguments, group.current_nodes()), resumed[0]
 
 
 def _deflations(
@@ -331,6 +378,18 @@ class VectorHome:
         if self.actors is not None:
             self.actors.shutdown()
 
+    def lost_keeper(self, err: Exception) -> KeeperLost | None:
+        """The lost keeper behind ``err``: a keeper's loss itself, or a worker's failure that
+        echoes one (the slices a worker fetches go with their keeper); None for any other."""
+        if isinstance(err, KeeperLost):
+            return err
+        if self.actors is not None:
+            try:
+                self.actors.check_alive()
+            except KeeperLost as lost:
+                return lost
+        return None
+
 
 def _slices(plan: RunPlan, groups: list[list[int]], checkpoint: Checkpoint | None, resuming: bool) -> tuple[int, ...] | None:
     """The sharded state's slice bounds, one slice per node group (a resumed run's are its
@@ -345,18 +404,19 @@ def _slices(plan: RunPlan, groups: list[list[int]], checkpoint: Checkpoint | Non
 
 def vector_home(
     plan: RunPlan, settings: RunSettings, group: WorkerGroup, groups: list[list[int]], checkpoint: Checkpoint | None,
-    resumed: Any, slices: tuple[int, ...] | None, arguments: dict[str, Any] | None,
+    resumed: Any, slices: tuple[int, ...] | None, arguments: dict[str, Any] | None, nodes: list[str] | None = None,
 ) -> VectorHome:
     """The driver's bases (new, or the checkpoint's) and operator; or, with ``slices``, one
     keeper per node group on that group's node (reading their checkpoint files back when
-    resuming) and the sliced operator."""
+    resuming) and the sliced operator. ``nodes``: each worker's node now, where a fault
+    moved workers since they started (default: where they started)."""
     if slices is None:
         bases = resumed[1] if resumed is not None else new_bases(plan, checkpoint, settings.scaling.basis_memory_gb)
         return VectorHome(_plain_operator(plan, settings, group, groups, arguments), bases)
     layout = SliceLayout(slices)
     directories = [checkpoint.keeper_directory(i) for i in range(layout.parts)] if checkpoint is not None else None
     actors = KeeperActors(
-        keeper_nodes(group.infos, groups), layout, plan.block_size, plan.basis_rows, directories=directories,
+        keeper_nodes(group.infos if nodes is None else [{"node_id": node} for node in nodes], groups), layout, plan.block_size, plan.basis_rows, directories=directories,
         resume=resumed is not None, timeout=settings.scaling.timeout,
     )
     try:
@@ -374,7 +434,7 @@ def vector_home(
         raise
     if checkpoint is not None:
         checkpoint.keep_slices(store)
-    keepers = [{"slice": list(layout.span(i)), **info} for i, info in enumerate(actors.infos)]
+    keepers = [{"slice": list(layout.span(i)), **info, "threads": actors.threads[i]} for i, info in enumerate(actors.infos)]
     return VectorHome(operator, store, keepers, actors)
 
 

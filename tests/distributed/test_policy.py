@@ -13,6 +13,7 @@ from raylanczos.distributed.policy import (
     cpu_slots,
     default_layout,
     driver_threads,
+    keeper_threads,
     pin_to_cores,
 )
 
@@ -35,6 +36,11 @@ def test_short_vectors_are_swept_on_the_drivers_own_thread():
     threads = driver_threads(True, range(4), [0, 1, 2, 3], SWEEP_THREADS_MIN_DIM - 1)
     assert threads == DriverThreads(1, 1, every_core_taken=True)
     assert "on the driver's thread (vectors under 200,000 entries" in threads.describe()
+
+
+def test_a_keeper_sweeps_on_one_thread_per_cpu_of_its_node():
+    """Whole CPUs of the keeper's node, at least one (a node of fractional or no CPUs)."""
+    assert [keeper_threads(cpus) for cpus in (16, 8.0, 2.5, 1, 0.5, 0)] == [16, 8, 2, 1, 1, 1]
 
 
 def test_core_slots_are_consecutive_and_distinct_within_each_node():

@@ -22,6 +22,7 @@ from raylanczos.distributed.hessian import DistributedHessian, SlicedHessian
 from raylanczos.distributed.keepers import (
     KeeperActors,
     KeeperError,
+    KeeperLost,
     keeper_bytes,
     keeper_nodes,
     room_shortfall,
@@ -210,6 +211,33 @@ def test_a_keeper_without_room_or_node_is_named(ray_cluster):
         KeeperActors([here, "0123456789abcdef"], layout, 2, 11)
     with pytest.raises(KeeperError, match=r"keeper 0 needs .* GiB for its slice of the bases, and node \w+ has .* GiB"):
         KeeperActors([here, here], SliceLayout.balanced(10**9, 2), 4, 10**3)
+
+
+def test_a_lost_keeper_is_named_and_points_to_resume(ray_cluster, tmp_path):
+    """A keeper killed from outside: its next call, and the check after a worker's failure,
+    end in the line of a lost worker; a group whose keepers all live passes the check."""
+    import ray
+
+    here = ray_cluster.head_node.node_id
+    keepers = KeeperActors([here, here], SliceLayout.balanced(1000, 2), 2, 11, timeout=TIMEOUT_S)
+    try:
+        keepers.check_alive()
+        assert keepers.threads == [2, 2], "one sweep thread per CPU of the head"
+        ray.kill(keepers.actors[1], no_restart=True)
+        lost = (
+            r"^keeper 1 \(slice \[500, 1000\), node \w+\) was lost: it was killed with ray.kill, from outside the run; "
+            r"run again \(--resume continues from the last checkpoint\)$"
+        )
+        with pytest.raises(KeeperLost, match=lost):
+            keepers.check_alive()
+        with pytest.raises(KeeperLost, match=lost):
+            keepers.call("run", [])
+    finally:
+        keepers.shutdown()
+    # A keeper that cannot open its files (a checkpoint this node does not see) names them.
+    nowhere = tmp_path / "nowhere"
+    with pytest.raises(KeeperError, match=rf"^keeper 0 \(slice \[0, 1000\), node \w+\) failed: FileNotFoundError: .*{nowhere}/basis_0.npy"):
+        KeeperActors([here], SliceLayout.balanced(1000, 1), 2, 11, directories=[nowhere], resume=True, timeout=TIMEOUT_S)
 
 
 def test_room_is_checked_per_keeper():

@@ -9,6 +9,9 @@ agree bit for bit.
 
 from __future__ import annotations
 
+import json
+import shutil
+
 import numpy as np
 import pytest
 
@@ -271,6 +274,7 @@ def test_ritz_vectors_are_assembled_slice_by_slice(outliers):
 
 
 IDENTITY = {"order": ORDER, "draws": 3, "state": "sharded"}
+GROUPS = [[0], [1], [2]]  # one keeper per node group: UNEVEN[0]'s three slices
 
 
 def test_a_resumed_sharded_run_is_bit_identical(outliers, tmp_path):
@@ -287,7 +291,7 @@ def test_a_resumed_sharded_run_is_bit_identical(outliers, tmp_path):
 
     for stop_at in (5, ORDER, 70):
         checkpoint = Checkpoint(tmp_path / f"cut{stop_at}")
-        checkpoint.begin(IDENTITY, [[0]], slices=bounds)
+        checkpoint.begin(IDENTITY, GROUPS, slices=bounds)
 
         def save(state, checkpoint=checkpoint, stop_at=stop_at):
             checkpoint.save(state)
@@ -299,7 +303,7 @@ def test_a_resumed_sharded_run_is_bit_identical(outliers, tmp_path):
         reopened = Checkpoint(tmp_path / f"cut{stop_at}")
         reopened.check_slices(bounds)
         state, bases, groups = reopened.load(IDENTITY, [task.dim for task in tasks])
-        assert bases == [] and groups == [[0]] and state.passes == stop_at
+        assert bases == [] and groups == GROUPS and state.passes == stop_at
         resumed = sharded_loop(a, tasks, bounds, checkpoint=reopened, resume=True).run(state)
         for task in range(len(tasks)):
             assert np.array_equal(resumed.finished[task].alpha, whole.finished[task].alpha), (stop_at, task)
@@ -317,3 +321,45 @@ def test_a_checkpoint_of_other_slices_is_refused(outliers, tmp_path):
     Keeper(1, SliceLayout(UNEVEN[0]), B, ORDER + 1, directory=checkpoint.keeper_directory(1))
     with pytest.raises(ValueError, match=r"keeper_1/basis_0.npy holds \(41, 133\), slice 1 \[211, 300\) .* do not match this run"):
         Keeper(1, SliceLayout(UNEVEN[1]), B, ORDER + 1, directory=checkpoint.keeper_directory(1), resume=True)
+
+
+def test_keeper_files_that_do_not_match_the_slices_are_refused_on_the_driver(outliers, tmp_path):
+    """Checked by :meth:`Checkpoint.load`, before any worker or keeper starts: a keeper's
+    file of another width, one missing, and node groups that are not one per slice."""
+    _, a = outliers
+    tasks = tasks_for(N, 3, BLOCK)
+    bounds = UNEVEN[0]
+
+    class Stop(Exception):
+        pass
+
+    def stop(state):
+        checkpoint.save(state)
+        raise Stop
+
+    checkpoint = Checkpoint(tmp_path / "run")
+    checkpoint.begin(IDENTITY, GROUPS, slices=bounds)
+    with pytest.raises(Stop):
+        sharded_loop(a, tasks, bounds, checkpoint=checkpoint, hooks=LoopHooks(checkpoint=stop)).run()
+    dims = [task.dim for task in tasks]
+    Checkpoint(tmp_path / "run").load(IDENTITY, dims)
+
+    wider = tmp_path / "wider"
+    shutil.copytree(tmp_path / "run", wider)
+    allocate_basis(ORDER + 1, 140, wider / "keeper_1" / "basis_1.npy")
+    with pytest.raises(CheckpointError, match=r"does not match its slices: .*keeper_1/basis_1.npy holds \(41, 140\), "
+                       r"keeper 1's slice \[17, 150\) needs 133 columns"):
+        Checkpoint(wider).load(IDENTITY, dims)
+
+    missing = tmp_path / "missing"
+    shutil.copytree(tmp_path / "run", missing)
+    shutil.rmtree(missing / "keeper_2")
+    with pytest.raises(CheckpointError, match=r"is incomplete: .*keeper_2/basis_0.npy"):
+        Checkpoint(missing).load(IDENTITY, dims)
+
+    regrouped = Checkpoint(tmp_path / "regrouped")
+    shutil.copytree(tmp_path / "run", regrouped.directory)
+    config = json.loads((regrouped.directory / "config.json").read_text())
+    (regrouped.directory / "config.json").write_text(json.dumps({**config, "node_groups": [[0, 1], [2]]}))
+    with pytest.raises(CheckpointError, match=r"3 slices \[0, 17, 150, 300\] for 2 node groups \[\[0, 1\], \[2\]\]"):
+        regrouped.load(IDENTITY, dims)
