@@ -26,6 +26,12 @@ ProgressMode = Literal["auto", "bar", "lines", "none"]
 Backend = Literal["jax", "keras"]
 #: Where the Lanczos vectors live: on the driver, or in slices kept on the workers' nodes.
 StateHolder = Literal["driver", "sharded"]
+#: How a JAX backend computes a block of B tangents' products (:mod:`raylanczos.backends.jax`):
+#: ``jax.vmap`` of forward-over-reverse ``jax.jvp(jax.grad)`` (the default); ``jax.linearize``
+#: of the gradient once per batch with the linear map ``vmap``-ed over the tangents; or
+#: ``jax.lax.map`` of ``jvp(grad)``, the tangents one after another in one program. "auto"
+#: times each on one batch at the workers' warm-up and keeps the fastest.
+ProductForm = Literal["auto", "jvp-grad", "linearize", "map"]
 
 OPERATORS: tuple[str, ...] = get_args(Operator)
 REDUCTIONS: tuple[str, ...] = get_args(Reduction)
@@ -34,6 +40,9 @@ START_DISTRIBUTIONS: tuple[str, ...] = get_args(StartDistribution)
 PROGRESS_MODES: tuple[str, ...] = get_args(ProgressMode)
 BACKENDS: tuple[str, ...] = get_args(Backend)
 STATES: tuple[str, ...] = get_args(StateHolder)
+PRODUCT_FORMS: tuple[str, ...] = get_args(ProductForm)
+#: The forms a JAX backend computes in, its default first ("auto" chooses among them).
+JAX_PRODUCT_FORMS: tuple[str, ...] = PRODUCT_FORMS[1:]
 
 
 def check_int(name: str, value: Any, minimum: int = 1) -> int:

@@ -21,6 +21,7 @@ from raylanczos.config import (
     DEFAULT_DEFLATE_TOL,
     DEFAULT_DRAWS_PER_PASS,
     OPERATORS,
+    PRODUCT_FORMS,
     PROGRESS_MODES,
     REDUCTIONS,
     START_DISTRIBUTIONS,
@@ -132,6 +133,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--devices-per-worker", type=int, default=SCALING.devices_per_worker, metavar="G",
         help="devices each worker shards its JAX model over (FSDP-like, or the factory's param_sharding): G GPUs per "
         f"GPU worker, else G host devices in the worker's process (default {SCALING.devices_per_worker}; not for Keras)",
+    )
+    where.add_argument(
+        "--product-form", choices=PRODUCT_FORMS, default=SCALING.product_form,
+        help="how a JAX worker computes the products of a block of draws: jax.vmap of jvp(grad) (jvp-grad), "
+        "jax.linearize of the gradient once per batch with its linear map vmap-ed over the draws (linearize), or "
+        "jax.lax.map of jvp(grad), one draw after another in one program (map); auto times each on one batch at "
+        f"start-up and keeps the fastest (jvp-grad at one draw per pass); default {SCALING.product_form}",
     )
     where.add_argument("--shards", default=None, help='JSON shard plan: {"workers": [{"rows": [[start, stop]]} | {"files": [...]}, ...]}')
     where.add_argument("--reduce", choices=REDUCTIONS, default=SCALING.reduce,
@@ -392,7 +400,7 @@ def _run(args: argparse.Namespace, session: Any):
         num_workers=args.num_workers, worker_resources=resources, shards=args.shards, pin_cpus=args.pin_cpus,
         reduce=args.reduce, address=args.address, timeout=args.timeout, placement_timeout=args.placement_timeout,
         state=args.state, basis_memory_gb=args.basis_memory_gb,
-        max_restarts=args.max_restarts, devices_per_worker=args.devices_per_worker,
+        max_restarts=args.max_restarts, devices_per_worker=args.devices_per_worker, product_form=args.product_form,
     )
     output = OutputConfig(
         out=args.out, checkpoint_dir=args.checkpoint_dir, resume=args.resume, overwrite=args.overwrite,

@@ -24,6 +24,7 @@ from typing import Any, Callable, Mapping
 from raylanczos.choices import (  # the command line takes its choices from here
     COMPUTE_DTYPES,
     OPERATORS,
+    PRODUCT_FORMS,
     PROGRESS_MODES,  # noqa: F401 - re-exported for the command line
     REDUCTIONS,
     START_DISTRIBUTIONS,
@@ -209,6 +210,12 @@ class ScalingConfig:
         only; :mod:`raylanczos.backends.jax_sharding`): G GPUs per worker on GPU workers
         (their ``num_gpus`` becomes G), else G host devices that XLA makes in the worker's
         process. 1 (the default) keeps the model on one device, as before.
+      product_form: how a JAX worker computes a block's products
+        (:data:`~raylanczos.choices.PRODUCT_FORMS`): ``"jvp-grad"``, ``"linearize"``, ``"map"``,
+        or ``"auto"``: the workers time each on one batch at their warm-up and the run keeps
+        the one whose slowest worker is fastest (``"jvp-grad"`` at B = 1, unmeasured). The
+        form may change the last bits of float32 products, so the run records the one it
+        used and a resume computes with it (a different one forced is refused).
     """
 
     num_workers: int | None = None
@@ -224,9 +231,11 @@ class ScalingConfig:
     state: str | None = None
     thread_policy: Callable[..., DriverThreads] = driver_threads
     devices_per_worker: int = 1
+    product_form: str = "auto"
 
     def __post_init__(self) -> None:
         _int("devices_per_worker", self.devices_per_worker)
+        _choice("product_form", self.product_form, PRODUCT_FORMS)
         if self.num_workers is not None:
             _int("num_workers", self.num_workers)
         if self.worker_resources is not None and not isinstance(self.worker_resources, Mapping):

@@ -17,14 +17,24 @@ This module imports numpy only: no framework.
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 
+from raylanczos.benchmarking import median_seconds
 from raylanczos.problem.data import Batch, BatchPlan
 from raylanczos.problem.definition import Problem
 from raylanczos.problem.layout import ParameterLayout
 from raylanczos.problem.preconditioner import flat_preconditioner, inverse_sqrt_scaling
+
+#: Timed repetitions of each product form's block (after one that compiles), at the warm-up.
+FORM_REPEATS = 3
+
+
+def form_seconds(form: str, run: Callable[[], Any]) -> float:
+    """The median seconds of :data:`FORM_REPEATS` calls of ``run()`` (after one that compiles):
+    the default ``measure`` of :meth:`ShardBackend.time_product_forms` (``form`` unused)."""
+    return median_seconds(run, FORM_REPEATS)
 
 
 class ShardBackend:
@@ -47,6 +57,10 @@ class ShardBackend:
         float64 sum where they are computed (:meth:`_add_batch`) and copies the sum to the
         host once; False: each batch's products are copied to the host and summed there
         in float64. ``accumulation_note`` says why not on the device, when not.
+      product_forms: the forms a block's products can be computed in, the default first
+        (JAX: :data:`~raylanczos.choices.JAX_PRODUCT_FORMS`; empty where there is no
+        choice), and ``product_form`` the one in use (None without a choice); see
+        :meth:`use_product_form` and :meth:`time_product_forms`.
     """
 
     num_params: int
@@ -60,6 +74,8 @@ class ShardBackend:
     accumulation_note: str = ""
     scaling: np.ndarray | None = None
     devices: int = 1
+    product_forms: tuple[str, ...] = ()
+    product_form: str | None = None
     #: The shard's batches, in order, as the framework holds them.
     _batches: list[Any]
 
@@ -88,6 +104,28 @@ class ShardBackend:
             if bad:
                 return first, stop, bad
         return None
+
+    def use_product_form(self, form: str) -> None:
+        """Compute a block's products in ``form`` (one of :attr:`product_forms`) from now on."""
+        raise ValueError(f"product_form {form!r} has no meaning here: this backend computes its products one way")
+
+    def time_product_forms(self, block_size: int, measure: Callable[[str, Callable[[], Any]], float] = form_seconds) -> dict[str, float]:
+        """Seconds per block of ``block_size`` tangents on the first (largest) batch, per
+        form of :attr:`product_forms` (empty without a choice); the form in use is kept.
+
+        ``measure(form, run)`` gives the seconds of one ``run()`` (which computes the block's
+        products and copies them to the host); :func:`form_seconds` by default.
+        """
+        block = np.random.default_rng(0).standard_normal((block_size, self.num_params))
+        kept, times = self.product_form, {}
+        with self._product_scope():
+            tangents = self._tangents(block)
+            for form in self.product_forms:
+                self.use_product_form(form)
+                times[form] = measure(form, lambda: self._to_host(self._batch_product(tangents, self._batches[0])))
+        if kept is not None:
+            self.use_product_form(kept)
+        return times
 
     def device_memory(self, block_size: int) -> dict[str, Any] | None:
         """What the compiled product of a block of ``block_size`` vectors needs per device,

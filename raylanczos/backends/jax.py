@@ -33,6 +33,7 @@ from jax.flatten_util import ravel_pytree
 
 from raylanczos.backends.base import ShardBackend
 from raylanczos.cache import compilation_cache_dir
+from raylanczos.choices import JAX_PRODUCT_FORMS, check_choice
 from raylanczos.errors import exception_line
 from raylanczos.problem.data import Batch
 from raylanczos.problem.definition import Problem, ProblemError
@@ -62,6 +63,7 @@ class JaxBackend(ShardBackend):
     """
 
     training = None
+    product_forms = JAX_PRODUCT_FORMS
 
     def __init__(self, problem: Problem, arrays: Batch, *, compute_dtype: str | None = None, operator: str = "hessian"):
         use_compilation_cache()
@@ -78,10 +80,24 @@ class JaxBackend(ShardBackend):
             self._batches = [self._put_batch(batch) for batch in self._split_batches(arrays, problem.batch_size, cast_to)]
             self._check_loss(problem, unravel)
             product = _product_function(problem, unravel, operator)
-            self._block_product = self._jit_product(_blocked(product))
             self.accumulation_note = self._host_sum_reason(product)
             self.accumulates_on_device = not self.accumulation_note
-            self._add_products = self._jit_adding(_adding(product)) if self.accumulates_on_device else None
+            self._forms = {
+                "jvp-grad": _blocked(product), "linearize": _linearized(problem, unravel, operator), "map": _mapped(product),
+            }
+            self._programs: dict[str, tuple[Callable, Callable | None]] = {}
+            self.use_product_form(self.product_forms[0])
+
+    def use_product_form(self, form: str) -> None:
+        """Compute the products of a block in ``form`` from now on (one of
+        :attr:`product_forms`); its programs are jitted the first time it is chosen and kept."""
+        if form not in self._programs:
+            check_choice("product_form", form, self.product_forms)
+            block = self._forms[form]
+            adding = self._jit_adding(_adding(block)) if self.accumulates_on_device else None
+            self._programs[form] = (self._jit_product(block), adding)
+        self._block_product, self._add_products = self._programs[form]
+        self.product_form = form
 
     # Where the parameters, batches and programs live: one device here; several in
     # :class:`raylanczos.backends.jax_sharding.ShardedJaxBackend`.
@@ -221,6 +237,45 @@ def _product_function(problem: Problem, unravel: Callable, operator: str) -> Cal
     return ggn_product
 
 
+def _linearized(problem: Problem, unravel: Callable, operator: str) -> Callable:
+    """``(p, V, batch) -> C_b V`` in the ``"linearize"`` form: ``jax.linearize`` of the
+    gradient (or of the model's outputs and of the output loss's gradient, for the
+    Gauss–Newton matrix) at p once, then the linear maps ``jax.vmap``-ed over the B tangents
+    (V's leaves (B, *shape)); the products are shaped as V."""
+    if operator != "ggn":
+
+        def gradient(q: Any, batch: Batch) -> Any:
+            return jax.grad(lambda r: problem.loss_fn(unravel(r), batch))(q)
+
+        def hessian_block(p: Any, tangents: Any, batch: Batch) -> Any:
+            linear = jax.linearize(lambda q: gradient(q, batch), p)[1]
+            return jax.vmap(linear)(tangents)
+
+        return hessian_block
+
+    predict, output_loss = problem.predict, problem.output_loss
+
+    def ggn_block(p: Any, tangents: Any, batch: Batch) -> Any:
+        outputs, jacobian = jax.linearize(lambda q: predict(unravel(q), batch), p)
+        curvature = jax.linearize(jax.grad(lambda f: output_loss(f, batch)), outputs)[1]
+        pullback = jax.linear_transpose(jacobian, p)
+        return jax.vmap(lambda v: pullback(curvature(jacobian(v)))[0])(tangents)
+
+    return ggn_block
+
+
+def _mapped(product: Callable) -> Callable:
+    """``(p, V, batch) -> C_b V`` in the ``"map"`` form: ``jax.lax.map`` of ``product`` over
+    the B tangents (V's leaves (B, *shape)), one after another in one program; XLA hoists
+    the work that does not depend on the tangent (the forward and backward pass at p) out
+    of the loop, and each tangent's matrix products keep their unbatched shapes."""
+
+    def mapped_block(p: Any, tangents: Any, batch: Batch) -> Any:
+        return jax.lax.map(lambda v: product(p, v, batch), tangents)
+
+    return mapped_block
+
+
 def _blocked(product: Callable) -> Callable:
     """``(p, V, batch) -> C_b V`` for a block V (B, n) of tangents: ``jax.vmap`` over them,
     or the plain product for B = 1 (the same program, and so the same bits, as one vector).
@@ -236,10 +291,10 @@ def _blocked(product: Callable) -> Callable:
     return block_product
 
 
-def _adding(product: Callable) -> Callable:
-    """``(total, size, p, V, batch) -> total + size · C_b V`` in float64, V a block of
-    tangents (``total`` and V arrays, or pytrees of the same structure)."""
-    block = _blocked(product)
+def _adding(block: Callable) -> Callable:
+    """``(total, size, p, V, batch) -> total + size · C_b V`` in float64 for ``block``, a
+    product of a block of tangents ``(p, V, batch) -> C_b V`` (``total`` and V arrays, or
+    pytrees of the same structure)."""
 
     def add_products(total: Any, size: jax.Array, p: Any, tangents: Any, batch: Batch) -> Any:
         return jax.tree_util.tree_map(lambda t, c: t + size * c.astype(jnp.float64), total, block(p, tangents, batch))

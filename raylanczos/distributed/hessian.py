@@ -68,7 +68,9 @@ class DistributedHessian:
       groups: the node groups (worker indices) to sum in; default the group's own
         placement (:meth:`WorkerGroup.node_groups`); a resumed run passes its checkpoint's.
       arguments: the factory arguments of the sweep point the products are for (a worker
-        restarted by Ray moves to them before it computes), or None.
+        restarted by Ray moves to them before it computes), or None. Every call names the
+        group's product form too (:attr:`WorkerGroup.product_form`), which a restarted
+        worker takes up in the same way.
 
     ``broadcast_dtype`` is float32 when every worker computes in float32 (the block is
     rounded to float32 once on the driver instead of on each worker: the same numbers,
@@ -101,6 +103,7 @@ class DistributedHessian:
         self.num_examples = num_examples
         self.reduce = reduce
         self.arguments = dict(arguments) if arguments else None
+        self.product_form = group.product_form
         self.groups = [list(g) for g in groups] if groups is not None else group.node_groups()
         if sorted(w for g in self.groups for w in g) != list(range(len(group.actors))):
             raise ValueError(f"node groups {self.groups} do not cover the {len(group.actors)} workers exactly once")
@@ -118,16 +121,16 @@ class DistributedHessian:
         infos, info_workers, products, product_workers = [], [], [], []
         if self.sums_on_driver:
             for worker, actor in enumerate(actors):
-                info, product = actor.partial_products.options(num_returns=2).remote(ref, self.arguments)
+                info, product = actor.partial_products.options(num_returns=2).remote(ref, self.arguments, self.product_form)
                 infos.append(info), info_workers.append(worker), products.append(product), product_workers.append(worker)
         else:
             for members in self.groups:
                 leader, others = members[0], members[1:]
                 member_products = []
                 for worker in others:
-                    info, product = actors[worker].partial_products.options(num_returns=2).remote(ref, self.arguments)
+                    info, product = actors[worker].partial_products.options(num_returns=2).remote(ref, self.arguments, self.product_form)
                     infos.append(info), info_workers.append(worker), member_products.append(product)
-                info, product = actors[leader].node_sum_of_refs.options(num_returns=2).remote(ref, member_products, 0, self.arguments)
+                info, product = actors[leader].node_sum_of_refs.options(num_returns=2).remote(ref, member_products, 0, self.arguments, self.product_form)
                 infos.append(info), info_workers.append(leader), products.append(product), product_workers.append(leader)
         submitted = time.perf_counter()
         return PendingProducts(infos, info_workers, products, product_workers, submitted, submitted - start, block.nbytes)
@@ -207,10 +210,10 @@ class SlicedHessian(DistributedHessian):
             leader, others = members[0], members[1:]
             member_products = []
             for worker in others:
-                info, product = actors[worker].partial_products_put.options(num_returns=2).remote(slices, self.arguments)
+                info, product = actors[worker].partial_products_put.options(num_returns=2).remote(slices, self.arguments, self.product_form)
                 infos.append(info), info_workers.append(worker), member_products.append(product)
             info, cut = actors[leader].node_sum_pieces.options(num_returns=2).remote(
-                slices, member_products, 0, self.bounds, self.arguments
+                slices, member_products, 0, self.bounds, self.arguments, self.product_form
             )
             infos.append(info), info_workers.append(leader), pieces.append(cut), leaders.append(leader)
             sent += payload_bytes([slices] * len(members)) + payload_bytes([member_products, self.bounds, self.arguments])

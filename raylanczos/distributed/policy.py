@@ -153,3 +153,21 @@ def default_layout(cpus: int, gpus: int, *, local: bool, devices: int = 1) -> Wo
         return WorkerLayout(int(gpus), 1.0, 1.0, f"one worker per GPU ({int(gpus)} GPUs)")
     workers = max(int(cpus), 1)
     return WorkerLayout(workers, 1.0, 0.0, f"one single-core worker per core ({workers} cores, no GPU)")
+
+
+def measures_product_forms(requested: str, block_size: int) -> bool:
+    """Whether the workers time the product forms at their warm-up: for "auto" with B > 1
+    only. At B = 1 "auto" keeps the default form's plain product, the bits of one draw per
+    pass before the choice existed."""
+    return requested == "auto" and block_size > 1
+
+
+def fastest_product_form(times: Sequence[Mapping[str, float]]) -> tuple[str | None, dict[str, float]]:
+    """The product form whose slowest worker is fastest, from each worker's seconds per block
+    by form (``times``, worker by worker, forms in the backend's order), and the slowest
+    worker's seconds per form; ``(None, {})`` for workers with no forms to choose from (Keras).
+    A tie keeps the earlier form (the default first): the pass waits for its slowest worker."""
+    if not times or not times[0]:
+        return None, {}
+    slowest = {form: max(worker[form] for worker in times) for form in times[0]}
+    return min(slowest, key=slowest.__getitem__), slowest

@@ -29,7 +29,13 @@ from raylanczos.distributed.placement import (
     device_resources,
     placement_shortfall,
 )
-from raylanczos.distributed.policy import DriverThreads, cpu_slots, driver_threads
+from raylanczos.distributed.policy import (
+    DriverThreads,
+    cpu_slots,
+    driver_threads,
+    fastest_product_form,
+    measures_product_forms,
+)
 from raylanczos.operators.contract import (
     NodeSumInfo,
     PartialInfo,
@@ -57,22 +63,23 @@ class ShardActor(ShardWorker):
     """
 
     def node_sum_of_refs(
-        self, vectors: np.ndarray, member_refs: Sequence[Any], own_index: int, arguments: Mapping[str, Any] | None = None
+        self, vectors: np.ndarray, member_refs: Sequence[Any], own_index: int, arguments: Mapping[str, Any] | None = None,
+        product_form: str | None = None,
     ) -> tuple[NodeSumInfo, np.ndarray | None]:
-        return self.node_sum(vectors, lambda: ray.get(list(member_refs)), own_index, arguments)
+        return self.node_sum(vectors, lambda: ray.get(list(member_refs)), own_index, arguments, product_form)
 
     def partial_products_put(
-        self, slice_refs: Sequence[Any], arguments: Mapping[str, Any] | None = None
+        self, slice_refs: Sequence[Any], arguments: Mapping[str, Any] | None = None, product_form: str | None = None
     ) -> tuple[PartialInfo, Any]:
         """This shard's partial products of the block the keepers' slices make up, as an
         object reference (None when the pass failed)."""
         block, allgather = _assembled(slice_refs)
-        info, products = self.partial_products(block, arguments)
+        info, products = self.partial_products(block, arguments, product_form)
         return replace(info, allgather=allgather), None if products is None else ray.put(products)
 
     def node_sum_pieces(
         self, slice_refs: Sequence[Any], member_refs: Sequence[Any], own_index: int, bounds: Sequence[int],
-        arguments: Mapping[str, Any] | None = None,
+        arguments: Mapping[str, Any] | None = None, product_form: str | None = None,
     ) -> tuple[NodeSumInfo, list[Any] | None]:
         """The node's sum of partial products (:meth:`node_sum`) of the keepers' block, as one
         object reference per slice [bounds[i], bounds[i + 1]) (None when the pass failed)."""
@@ -81,7 +88,7 @@ class ShardActor(ShardWorker):
             return [None if ref is None else ray.get(ref) for ref in ray.get(list(member_refs))]
 
         block, allgather = _assembled(slice_refs)
-        info, total = self.node_sum(block, members, own_index, arguments)
+        info, total = self.node_sum(block, members, own_index, arguments, product_form)
         info = replace(info, allgather=allgather)
         if total is None:
             return info, None
@@ -107,11 +114,14 @@ class WorkerOptions:
     ``pin_cpus``: pin each worker to as many cores as its ``num_cpus`` (rounded up), the
     workers of one node on distinct cores; None pins CPU-only workers and leaves GPU
     workers free (their host threads feed the device); ``devices``: G, the devices each
-    worker shards its (JAX) model over: G GPUs for a GPU worker, else G host devices.
+    worker shards its (JAX) model over: G GPUs for a GPU worker, else G host devices;
+    ``product_form``: the JAX products' form, or "auto" (timed at the warm-up; see
+    :class:`~raylanczos.config.ScalingConfig`).
     """
 
     compute_dtype: str | None = None
     operator: str = "hessian"
+    product_form: str = "auto"
     arguments: Mapping[str, Any] | None = None
     max_restarts: int = 3
     timeout: float = 3600.0
@@ -144,6 +154,11 @@ class WorkerGroup:
       block_size: B, the vectors per pass (the workers compile for it at start-up).
       placement_timeout: seconds to wait for the cluster to offer what the workers need
         when it has too little now (an autoscaler adding nodes); 0 refuses at once.
+
+    ``product_form`` is the form every worker computes in (None for a backend without a
+    choice, Keras): the one asked for, or with "auto" at B > 1 the one whose slowest worker
+    was fastest on its first batch (:func:`~raylanczos.distributed.policy.fastest_product_form`;
+    ``form_seconds`` the slowest worker's seconds per form, each worker's in its info).
 
     Workers are placed through one placement group, one bundle per worker, spread over
     the cluster's nodes where resources allow (an autoscaler sees the whole demand at
@@ -192,7 +207,9 @@ class WorkerGroup:
                 )
             )
         try:
-            compiled = self.execute("warm_up", block_size)  # a worker that failed to start answers its error
+            timed = self._time_product_forms(options.product_form, block_size)  # a worker that failed to start answers its error
+            self.product_form, self.form_seconds = fastest_product_form(timed) if timed else (_forced(options.product_form), {})
+            compiled = self.execute("warm_up", block_size, self.product_form)
             for info in compiled:
                 check_answer(info.error)
             described = self.execute("describe")  # after the warm-up, which measures the devices' memory
@@ -201,6 +218,11 @@ class WorkerGroup:
             self.shutdown()
             raise
         self.infos = [dict(info, **where, warm_up_s=answer.seconds) for info, where, answer in zip(described, placed, compiled)]
+        for info, seconds in zip(self.infos, timed or [{}] * len(self.infos)):
+            info["product_form_seconds"] = seconds
+        self.product_form = self.infos[0]["product_form"]
+        if self.product_form is not None:
+            logger.info("%s", product_form_line(self.product_form, self.form_seconds, block_size))
         for info, shard in zip(self.infos, plan.shards):
             logger.info(
                 "worker %d: %s, %d examples, node %s (%s), pid %d, cores %s, GPUs %s%s, first pass (compilation) %.1f s%s",
@@ -208,6 +230,17 @@ class WorkerGroup:
                 info["pid"], _ranges(info["cores"]), info["gpu_ids"] or "none", _devices(info), info["warm_up_s"],
                 f"; {info['accumulation_note']}" if info["accumulation_note"] else "",
             )
+
+    def _time_product_forms(self, requested: str, block_size: int) -> list[dict[str, float]]:
+        """Each worker's seconds per block of ``block_size`` by product form, when the form is
+        the run's to choose (:func:`~raylanczos.distributed.policy.measures_product_forms`);
+        else none (empty)."""
+        if not measures_product_forms(requested, block_size):
+            return []
+        timed = self.execute("time_product_forms", block_size)
+        for _, error in timed:
+            check_answer(error)
+        return [times for times, _ in timed]
 
     def _place(self, bundles: list[dict[str, float]], placement_timeout: float) -> None:
         """Reserve the workers' bundles, or refuse in seconds when the cluster cannot hold them."""
@@ -294,7 +327,7 @@ class WorkerGroup:
         loaded = self.execute("load_point", arguments)
         for info in loaded:
             check_answer(info["error"])
-        compiled = self.execute("warm_up", block_size)
+        compiled = self.execute("warm_up", block_size, self.product_form)
         for info in compiled:
             check_answer(info.error)
         described = self.execute("describe")
@@ -328,6 +361,21 @@ class WorkerGroup:
                 ray.kill(actor, no_restart=True)
             self.actors = []
             remove_placement_group(self.placement)
+
+
+def _forced(requested: str) -> str | None:
+    """The form a run computes in when none is measured: the one asked for, or None (the
+    backend's default) for "auto"."""
+    return None if requested == "auto" else requested
+
+
+def product_form_line(form: str, seconds: Mapping[str, float], block_size: int) -> str:
+    """The start-up line of the run's product form, with the measured seconds per block
+    when the form was chosen by them (the slowest worker's, on its first batch)."""
+    if not seconds:
+        return f"product form {form} (not measured: {'chosen' if block_size > 1 else 'one draw per pass'})"
+    measured = ", ".join(f"{name} {value:.3g} s" for name, value in seconds.items())
+    return f"product form {form} ({measured} per block of {block_size} on the first batch, the slowest worker's)"
 
 
 def _ranges(cores: Sequence[int]) -> str:

@@ -22,6 +22,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from raylanczos.backends import ShardBackend, make_backend
+from raylanczos.backends.base import form_seconds
 from raylanczos.distributed.policy import pin_to_cores
 from raylanczos.errors import exception_line
 from raylanczos.operators.contract import NodeSumInfo, PartialInfo
@@ -122,35 +123,52 @@ class ShardWorker:
                 sums_on_device=self.backend.accumulates_on_device,
                 accumulation_note=self.backend.accumulation_note,
                 devices=self.backend.devices,
+                product_form=self.backend.product_form,
             )
         if self.device_memory is not None:
             info["device_memory"] = self.device_memory
         return info
 
-    def warm_up(self, block_size: int) -> PartialInfo:
-        """One pass over a block of ``block_size`` zero vectors, so that compilation (every
-        batch shape) happens at start-up rather than in the first Lanczos step. A model
-        sharded over several devices first measures its compiled product's memory per
-        device (:attr:`device_memory`, in :meth:`describe`) and refuses a product that does
-        not fit a device."""
+    def time_product_forms(
+        self, block_size: int, measure: Callable[[str, Callable[[], Any]], float] = form_seconds
+    ) -> tuple[dict[str, float], str]:
+        """Seconds per block of ``block_size`` tangents on this shard's first batch, per
+        product form of the backend (:meth:`~raylanczos.backends.base.ShardBackend.time_product_forms`,
+        ``measure`` its timer), and the error line ("" when none)."""
+        if self.backend is None:
+            return {}, self.start_error
+        try:
+            return self.backend.time_product_forms(block_size, measure), ""
+        except Exception as err:  # noqa: BLE001 - one line for the driver
+            return {}, self._error_line(err)
+
+    def warm_up(self, block_size: int, product_form: str | None = None) -> PartialInfo:
+        """One pass over a block of ``block_size`` zero vectors in ``product_form`` (None: the
+        backend's default), so that compilation (every batch shape) happens at start-up
+        rather than in the first Lanczos step. A model sharded over several devices first
+        measures its compiled product's memory per device (:attr:`device_memory`, in
+        :meth:`describe`) and refuses a product that does not fit a device."""
         if self.backend is None:
             return PartialInfo(0, 0.0, self.start_error)
         start = time.perf_counter()
         try:
+            if product_form is not None:
+                self.backend.use_product_form(product_form)
             self.device_memory = self.backend.device_memory(block_size)
         except Exception as err:  # noqa: BLE001 - one line for the driver
             return PartialInfo(0, time.perf_counter() - start, self._error_line(err))
-        info = self.partial_products(np.zeros((block_size, self.backend.num_params)), self.arguments)[0]
+        info = self.partial_products(np.zeros((block_size, self.backend.num_params)), self.arguments, product_form)[0]
         return dataclasses.replace(info, seconds=time.perf_counter() - start)
 
     def partial_products(
-        self, vectors: np.ndarray, arguments: Mapping[str, Any] | None = None
+        self, vectors: np.ndarray, arguments: Mapping[str, Any] | None = None, product_form: str | None = None
     ) -> tuple[PartialInfo, np.ndarray | None]:
         """This shard's Σ_b |b|·C_b v for each row of ``vectors`` (B, n): (info, float64 (B, n)).
 
-        ``arguments`` are the factory arguments of the point the products are for: a worker
-        that Ray restarted from its first point's constructor moves to them first. The
-        products are None when the pass failed (``info.error`` says why).
+        ``arguments`` are the factory arguments of the point the products are for, and
+        ``product_form`` the run's form (None: the backend's default): a worker that Ray
+        restarted from its first point's constructor moves to them first. The products are
+        None when the pass failed (``info.error`` says why).
         """
         if (dict(arguments) if arguments else None) != self.arguments:
             self.load_point(arguments)
@@ -158,6 +176,8 @@ class ShardWorker:
             return PartialInfo(0, 0.0, self.start_error), None
         start = time.perf_counter()
         try:
+            if product_form is not None:
+                self.backend.use_product_form(product_form)
             products, count = self.backend.product_sum(vectors)
         except Exception as err:  # noqa: BLE001 - one line for the driver
             return PartialInfo(0, time.perf_counter() - start, self._error_line(err)), None
@@ -168,7 +188,7 @@ class ShardWorker:
 
     def node_sum(
         self, vectors: np.ndarray, fetch_members: Callable[[], Sequence[np.ndarray | None]], own_index: int,
-        arguments: Mapping[str, Any] | None = None,
+        arguments: Mapping[str, Any] | None = None, product_form: str | None = None,
     ) -> tuple[NodeSumInfo, np.ndarray | None]:
         """This worker's partial products plus those of the other workers of its node group.
 
@@ -179,7 +199,7 @@ class ShardWorker:
         group's workers run. A group of one returns its own partial without a copy (0 s of
         node sum).
         """
-        own, products = self.partial_products(vectors, arguments)
+        own, products = self.partial_products(vectors, arguments, product_form)
         members = list(fetch_members())
         if own.error or products is None:
             return NodeSumInfo(own.count, own.seconds, 0.0, own.error), None

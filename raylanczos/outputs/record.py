@@ -33,8 +33,10 @@ class ConfigRecord:
     sharded state existed). ``draws``: the most draws per part; with ``target_width`` (the
     run drew until it, :class:`StoppingRecord`) a part may have stopped at fewer.
     ``devices_per_worker``: G, the devices each worker sharded its model over (None before
-    several devices per worker existed). A sweep's top level knows only ``problem`` and
-    ``operator``.
+    several devices per worker existed). ``product_form``: how the workers computed a
+    block's products (JAX: ``"jvp-grad"`` or ``"linearize"``; None for Keras, and before the
+    choice existed, when it was ``"jvp-grad"``). A sweep's top level knows only ``problem``
+    and ``operator``.
     """
 
     problem: str
@@ -59,6 +61,7 @@ class ConfigRecord:
     deflate_tol: float | None = None
     target_width: float | None = None
     devices_per_worker: int | None = None
+    product_form: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return _without_none(dataclasses.asdict(self), keep=("arguments", "training"))
@@ -79,11 +82,23 @@ class ConfigRecord:
         (and their Lanczos steps) differ in the last bits from G = 1's and from another G's.
         G = 1 is left out: it is the one-device path of the runs made before G existed,
         bit for bit, so their checkpoints still resume.
+
+        ``product_form`` is part of it for the same reason (a form may change the last bits
+        of float32 products); ``"jvp-grad"``, the only form before the choice existed, is
+        left out like G = 1.
         """
         data = self.to_json()
         if data.get("devices_per_worker") == 1:
             del data["devices_per_worker"]
+        if data.get("product_form") == "jvp-grad":
+            del data["product_form"]
         return data
+
+    @staticmethod
+    def identity_product_form(identity: Mapping[str, Any]) -> str | None:
+        """The product form of a run of this :meth:`identity` (a checkpoint's): None where it
+        names none (a Keras run, or one in ``"jvp-grad"``, left out)."""
+        return identity.get("product_form")
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> "ConfigRecord":

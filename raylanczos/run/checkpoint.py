@@ -47,6 +47,7 @@ from raylanczos.numerics.lanczos import (
 )
 from raylanczos.numerics.ritz import RitzPairs
 from raylanczos.operators.contract import TIMING_COLUMNS
+from raylanczos.outputs.record import ConfigRecord
 from raylanczos.outputs.store import OutputStore, json_default, json_writer, npz_writer
 from raylanczos.run.loop import FinishedDraw, LoopState
 
@@ -199,6 +200,12 @@ class Checkpoint:
         arrays = self._read(lambda: self.store.load_npz("eigenvectors.npz"))
         names = {key.rsplit("/", 1)[0] for key in arrays}
         return {name: RitzPairs(arrays[f"{name}/values"], arrays[f"{name}/vectors"], arrays[f"{name}/residuals"]) for name in names}
+
+    def product_form(self) -> str | None:
+        """The product form the checkpointed run computed in (None: ``"jvp-grad"`` for a JAX
+        run, none for Keras; see :meth:`~raylanczos.outputs.record.ConfigRecord.identity`)."""
+        saved = self._read(lambda: self.store.load_json("config.json"))
+        return ConfigRecord.identity_product_form(saved.get("identity", {}) if isinstance(saved, dict) else {})
 
     def load(self, identity: dict[str, Any], task_dims: list[int]) -> tuple[LoopState, list[np.ndarray], list[list[int]]]:
         """The loop state, the slots' bases and the node groups of a run with exactly this ``identity``.

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from raylanczos.backends import make_backend
+from raylanczos.choices import JAX_PRODUCT_FORMS
 from raylanczos.config import (
     DEFAULT_DRAWS_PER_PASS,
     OptionError,
@@ -123,6 +124,11 @@ def plan_run(problem: Problem, config: SpectrumConfig, scaling: ScalingConfig) -
     """The plan of one spectrum (or sweep point): facts, parts, tasks, B. A problem whose
     workers cannot hold it on ``scaling.devices_per_worker`` devices (Keras) is refused first."""
     problem.check_devices(scaling.devices_per_worker)
+    if scaling.product_form != "auto" and problem.backend != "jax":
+        raise OptionError(
+            "product_form", scaling.product_form,
+            "{name} {value} is a JAX form: a " + problem.backend + " problem computes its products one way (give auto)",
+        )
     facts = inspect_problem(problem, config)
     blocks = select_blocks(facts.layout, config.blocks, config.per_layer)
     if blocks:
@@ -193,9 +199,10 @@ def chosen_shard_plan(scaling: ScalingConfig, problem: Problem) -> ShardPlan | N
 
 def config_record(
     source: ProblemSource, arguments: dict[str, Any] | None, config: SpectrumConfig, plan: RunPlan, shards: ShardPlan,
-    devices_per_worker: int = 1,
+    devices_per_worker: int = 1, product_form: str | None = None,
 ) -> ConfigRecord:
-    """``summary["config"]`` of the whole run (a part's has its own ``order`` and ``num_params``)."""
+    """``summary["config"]`` of the whole run (a part's has its own ``order`` and ``num_params``);
+    ``product_form``: the form the workers compute in (None for Keras)."""
     facts = plan.facts
     return ConfigRecord(
         problem=source_name(source), arguments=arguments, order=min(config.order, facts.num_params), draws=config.draws,
@@ -205,8 +212,24 @@ def config_record(
         backend=facts.backend, training=facts.training, num_params=facts.num_params,
         num_examples=facts.num_examples, batch_size=facts.batch_size, shard_plan=shards.to_json(), state=plan.state,
         deflate=config.deflate or None, deflate_tol=config.deflate_tol if config.deflate else None,
-        target_width=config.target_width, devices_per_worker=devices_per_worker,
+        target_width=config.target_width, devices_per_worker=devices_per_worker, product_form=product_form,
     )
+
+
+def resumed_product_form(recorded: str | None, requested: str, backend: str) -> str:
+    """The product form a resumed run computes in: the checkpoint's ``recorded`` one (None for
+    a JAX run is ``"jvp-grad"``, the only form before the choice existed), never a new
+    measurement; ``requested`` as it is for a backend without forms (Keras). A forced form
+    other than the recorded one is refused, naming both: a run never mixes two."""
+    if backend != "jax":
+        return requested
+    used = recorded or JAX_PRODUCT_FORMS[0]
+    if requested not in ("auto", used):
+        raise OptionError(
+            "product_form", requested,
+            "{name} {value} differs from the form the checkpointed run computed in, " + f"{used}: resume with {used} or auto",
+        )
+    return used
 
 
 def run_identity(record: ConfigRecord, config: SpectrumConfig, scaling: ScalingConfig) -> dict[str, Any]:

@@ -78,6 +78,7 @@ from raylanczos.run.plan import (
     chosen_shard_plan,
     config_record,
     plan_run,
+    resumed_product_form,
     run_identity,
 )
 from raylanczos.run.residuals import residual_norms
@@ -211,10 +212,19 @@ def run_spectrum(
     shards, resources = chosen_shard_plan(settings.scaling, problem), settings.scaling.worker_resources
     if shards is None:
         shards, resources = session.default_layout(problem.num_examples, problem.data, settings.scaling.devices_per_worker)
-    config = config_record(source, arguments, settings.spectrum, plan, shards, settings.scaling.devices_per_worker)
-    identity = run_identity(config, settings.spectrum, settings.scaling)
-    resumed = checkpoint.load(identity, [task.dim for task in plan.tasks]) if settings.output.resume else None
-    group = _worker_group(source if isinstance(source, str) else problem, settings, session, plan, shards, resources, arguments)
+
+    def identity_with(product_form: str | None) -> tuple[ConfigRecord, dict[str, Any]]:
+        config = config_record(source, arguments, settings.spectrum, plan, shards, settings.scaling.devices_per_worker, product_form)
+        return config, run_identity(config, settings.spectrum, settings.scaling)
+
+    product_form, resumed = settings.scaling.product_form, None
+    if settings.output.resume:  # the checkpoint's form, known before any worker starts
+        product_form = resumed_product_form(checkpoint.product_form(), product_form, plan.facts.backend)
+        resumed = checkpoint.load(identity_with(None if product_form == "auto" else product_form)[1], [task.dim for task in plan.tasks])
+    group = _worker_group(
+        source if isinstance(source, str) else problem, settings, session, plan, shards, resources, arguments, product_form
+    )
+    config, identity = identity_with(group.product_form)
     groups = resumed[2] if resumed is not None else group.node_groups()
     slices = _slices(plan, groups, checkpoint, resumed is not None)
     outputs = RunOutputs(out, checkpoint, settings.output, settings.density, plan)
@@ -339,12 +349,14 @@ def _finished_already(
 
 def _worker_group(
     source: Any, settings: RunSettings, session: RaySession, plan: RunPlan, shards: Any, resources: Any,
-    arguments: dict[str, Any] | None,
+    arguments: dict[str, Any] | None, product_form: str,
 ) -> WorkerGroup:
-    """The started worker group: the session's current one if it fits, else a new one."""
+    """The started worker group, computing in ``product_form`` (or choosing it: "auto"): the
+    session's current one if it fits, else a new one."""
     scaling, spectrum_config = settings.scaling, settings.spectrum
     options = WorkerOptions(
-        compute_dtype=spectrum_config.compute_dtype, operator=spectrum_config.operator, arguments=arguments,
+        compute_dtype=spectrum_config.compute_dtype, operator=spectrum_config.operator, product_form=product_form,
+        arguments=arguments,
         max_restarts=scaling.max_restarts, timeout=scaling.timeout, pin_cpus=scaling.pin_cpus,
         devices=scaling.devices_per_worker,
     )
