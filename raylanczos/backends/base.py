@@ -17,24 +17,44 @@ This module imports numpy only: no framework.
 from __future__ import annotations
 
 import contextlib
+import math
+import statistics
+import time
 from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 
-from raylanczos.benchmarking import median_seconds
 from raylanczos.problem.data import Batch, BatchPlan
 from raylanczos.problem.definition import Problem
 from raylanczos.problem.layout import ParameterLayout
 from raylanczos.problem.preconditioner import flat_preconditioner, inverse_sqrt_scaling
 
-#: Timed repetitions of each product form's block (after one that compiles), at the warm-up.
+#: Timed calls of each product form's block (after one that compiles), at the warm-up.
 FORM_REPEATS = 3
+#: A form's timed call this many times the fastest form's median so far ends its timing: it cannot win.
+FORM_GIVE_UP = 2.0
 
 
-def form_seconds(form: str, run: Callable[[], Any]) -> float:
-    """The median seconds of :data:`FORM_REPEATS` calls of ``run()`` (after one that compiles):
-    the default ``measure`` of :meth:`ShardBackend.time_product_forms` (``form`` unused)."""
-    return median_seconds(run, FORM_REPEATS)
+class FormTimer:
+    """The default timer of :meth:`ShardBackend.time_product_forms`: ``timer(form, run)`` is
+    the median seconds of up to :data:`FORM_REPEATS` calls of ``run()``, after one that
+    compiles (not counted). A form whose timed call takes more than :data:`FORM_GIVE_UP`
+    times the fastest median so far is not called again (a form in a loop body can be
+    many times slower: the warm-up need not pay for it three times)."""
+
+    def __init__(self) -> None:
+        self.fastest = math.inf
+
+    def __call__(self, form: str, run: Callable[[], Any]) -> float:
+        run()
+        seconds: list[float] = []
+        while len(seconds) < FORM_REPEATS and (not seconds or seconds[-1] <= FORM_GIVE_UP * self.fastest):
+            start = time.perf_counter()
+            run()
+            seconds.append(time.perf_counter() - start)
+        median = statistics.median(seconds)
+        self.fastest = min(self.fastest, median)
+        return median
 
 
 class ShardBackend:
@@ -109,15 +129,15 @@ class ShardBackend:
         """Compute a block's products in ``form`` (one of :attr:`product_forms`) from now on."""
         raise ValueError(f"product_form {form!r} has no meaning here: this backend computes its products one way")
 
-    def time_product_forms(self, block_size: int, measure: Callable[[str, Callable[[], Any]], float] = form_seconds) -> dict[str, float]:
+    def time_product_forms(self, block_size: int, measure: Callable[[str, Callable[[], Any]], float] | None = None) -> dict[str, float]:
         """Seconds per block of ``block_size`` tangents on the first (largest) batch, per
         form of :attr:`product_forms` (empty without a choice); the form in use is kept.
 
-        ``measure(form, run)`` gives the seconds of one ``run()`` (which computes the block's
-        products and copies them to the host); :func:`form_seconds` by default.
+        ``measure(form, run)`` gives a form's seconds per block, ``run()`` computing the
+        block's products and copying them to the host; a new :class:`FormTimer` by default.
         """
         block = np.random.default_rng(0).standard_normal((block_size, self.num_params))
-        kept, times = self.product_form, {}
+        kept, times, measure = self.product_form, {}, measure or FormTimer()
         with self._product_scope():
             tangents = self._tangents(block)
             for form in self.product_forms:

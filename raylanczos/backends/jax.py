@@ -9,8 +9,21 @@ V = [v₁ … v_B],
     G_b v = J_bᵀ ∇²ℓ_b(f_b) J_b v                    (``jvp``, output-space HVP, ``vjp``),
 
 with f_b = ``predict(θ, b)`` and ℓ_b = ``output_loss(·, b)``. The B products share one
-pass over the batch: ``jax.vmap`` over the tangents, with θ and the batch unbatched, so
-the forward and backward computation at θ is done once. The program is compiled once per
+pass over the batch, in one of three *product forms* (:data:`~raylanczos.choices.JAX_PRODUCT_FORMS`,
+:meth:`JaxBackend.use_product_form`):
+
+- ``"jvp-grad"`` (the default): ``jax.vmap`` of the product over the tangents, with θ and
+  the batch unbatched, so the forward and backward computation at θ is done once (B = 1
+  runs the plain product);
+- ``"linearize"``: ``jax.linearize`` of the gradient at θ, then ``jax.vmap`` of the linear
+  map. On jax 0.10.2 (CPU) XLA compiles it to the same program as ``"jvp-grad"`` for B > 1
+  (the same bits; docs/benchmarks.md), and to another one for B = 1;
+- ``"map"``: ``jax.lax.map`` of the product over the tangents, one after another in one
+  program: XLA hoists the computation at θ out of the loop, and each tangent's matrix
+  products keep their unbatched shapes and memory (faster for a wide MLP on a CPU, much
+  slower for a conv net's convolutions in a loop body; docs/benchmarks.md).
+
+The program is compiled once per
 batch shape (a full batch and, at most, one ragged last batch) and block size, and adds
 the batch's products to the shard's float64 sums Σ_b |b| · C_b v on the device, in the
 same program. The host only dispatches (asynchronously) and copies the sums back once per

@@ -1,5 +1,6 @@
 """Resource policy, as pure functions: which cores a worker is pinned to, how many
-threads the driver's (and each keeper's) re-orthogonalisation uses, and the worker layout of a plain local run.
+threads the driver's (and each keeper's) re-orthogonalisation uses, the worker layout of a plain
+local run, and which product form a run's workers compute in, from their timings.
 
 Nothing here talks to Ray: the Ray layer gathers the facts (cores, bundles, nodes) and
 passes them in, so each rule is unit-tested on described machines and injected where it

@@ -22,7 +22,6 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from raylanczos.backends import ShardBackend, make_backend
-from raylanczos.backends.base import form_seconds
 from raylanczos.distributed.policy import pin_to_cores
 from raylanczos.errors import exception_line
 from raylanczos.operators.contract import NodeSumInfo, PartialInfo
@@ -130,11 +129,11 @@ class ShardWorker:
         return info
 
     def time_product_forms(
-        self, block_size: int, measure: Callable[[str, Callable[[], Any]], float] = form_seconds
+        self, block_size: int, measure: Callable[[str, Callable[[], Any]], float] | None = None
     ) -> tuple[dict[str, float], str]:
         """Seconds per block of ``block_size`` tangents on this shard's first batch, per
         product form of the backend (:meth:`~raylanczos.backends.base.ShardBackend.time_product_forms`,
-        ``measure`` its timer), and the error line ("" when none)."""
+        ``measure`` its timer, None the default), and the error line ("" when none)."""
         if self.backend is None:
             return {}, self.start_error
         try:

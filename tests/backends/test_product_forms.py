@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from raylanczos.backends import make_backend
+from raylanczos.backends.base import FORM_REPEATS, FormTimer
 from raylanczos.choices import JAX_PRODUCT_FORMS
 from raylanczos.config import OptionError, ScalingConfig, SpectrumConfig
 from raylanczos.distributed.policy import fastest_product_form, measures_product_forms
@@ -81,6 +82,15 @@ def test_the_auto_choice_takes_the_form_the_timer_finds_fastest(worker, times, c
     assert error == "" and measured == fake and computed == [(3, worker.backend.num_params)] * len(JAX_PRODUCT_FORMS)
     assert fastest_product_form([measured]) == (chosen, fake)
     assert worker.backend.product_form == "jvp-grad", "timing keeps the form in use"
+
+
+def test_the_default_timer_compiles_then_takes_a_median_and_gives_up_on_a_slow_form():
+    calls = []
+    timer = FormTimer()
+    assert timer("jvp-grad", lambda: calls.append("jvp-grad")) == timer.fastest > 0
+    timer.fastest = 0.0  # every call is slower than that
+    timer("map", lambda: calls.append("map"))
+    assert calls == ["jvp-grad"] * (1 + FORM_REPEATS) + ["map"] * 2, "map: compiled, timed once, given up"
 
 
 def test_the_choice_is_the_form_whose_slowest_worker_is_fastest():
