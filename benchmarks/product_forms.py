@@ -1,6 +1,7 @@
 """Seconds per block of B tangents' products in each JAX product form, in one process (no Ray).
 
-For each problem, B of ``--blocks`` and form of :data:`raylanczos.choices.JAX_PRODUCT_FORMS`,
+For each problem, B of ``--blocks`` and form of ``--forms`` (default all of
+:data:`raylanczos.choices.JAX_PRODUCT_FORMS`),
 times the shard's whole-data pass (``ShardBackend.product_sum``: every batch, the float64
 sums on the device) and reports the median seconds per block and per tangent (÷ B). The
 forms are timed in turn within each repetition (interleaved), so that a load that comes and
@@ -30,7 +31,7 @@ from raylanczos.problem.data import ShardPlan
 from raylanczos.problem.definition import build_problem
 
 
-def measure(problem: str, blocks: list[int], repeats: int, cores: int | None) -> dict:
+def measure(problem: str, blocks: list[int], repeats: int, cores: int | None, forms: list[str]) -> dict:
     """``{"dim", "rows": {B: {form: median seconds per block}}, "compile": {B: {form: seconds}}}``."""
     sys.path.insert(0, str(Path(__file__).parent))  # local_problems
     if cores is not None:
@@ -40,10 +41,10 @@ def measure(problem: str, blocks: list[int], repeats: int, cores: int | None) ->
     rows, compiled = {}, {}
     for block in blocks:
         vectors = np.random.default_rng(0).standard_normal((block, backend.num_params))
-        compiled[block] = {form: _seconds(backend, form, vectors) for form in JAX_PRODUCT_FORMS}  # the first call compiles
-        times: dict[str, list[float]] = {form: [] for form in JAX_PRODUCT_FORMS}
+        compiled[block] = {form: _seconds(backend, form, vectors) for form in forms}  # the first call compiles
+        times: dict[str, list[float]] = {form: [] for form in forms}
         for _ in range(repeats):
-            for form in JAX_PRODUCT_FORMS:
+            for form in forms:
                 times[form].append(_seconds(backend, form, vectors))
         rows[block] = {form: statistics.median(seconds) for form, seconds in times.items()}
     return {"dim": backend.num_params, "batches": len(backend.batch_sizes), "rows": rows, "compile": compiled}
@@ -63,18 +64,19 @@ def main() -> None:
     parser.add_argument("--blocks", type=int, nargs="+", default=[1, 2, 4, 8])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--cores", type=int, default=None, help="pin to this many cores (default: all)")
+    parser.add_argument("--forms", nargs="+", choices=JAX_PRODUCT_FORMS, default=list(JAX_PRODUCT_FORMS))
     args = parser.parse_args()
     machine = describe_machine()
     print(f"{machine['date']} UTC, {machine['cpu']}, {machine['cores']} cores, {machine['memory_gib']} GiB, "
           f"Python {machine['python']}, pinned to {args.cores or 'all'} cores, median of {args.repeats} interleaved passes")
-    forms = " | ".join(f"{form} s/block | s/tangent" for form in JAX_PRODUCT_FORMS)
+    forms = " | ".join(f"{form} s/block | s/tangent" for form in args.forms)
     print(f"| problem | n | B | {forms} | fastest |")
-    print("|---|---:|---:|" + "---:|---:|" * len(JAX_PRODUCT_FORMS) + "---|")
+    print("|---|---:|---:|" + "---:|---:|" * len(args.forms) + "---|")
     for problem in args.problem:
         with multiprocessing.get_context("spawn").Pool(1) as pool:
-            report = pool.apply(measure, (problem, args.blocks, args.repeats, args.cores))
+            report = pool.apply(measure, (problem, args.blocks, args.repeats, args.cores, args.forms))
         for block, row in report["rows"].items():
-            cells = " | ".join(f"{row[form]:.4g} | {row[form] / block:.4g}" for form in JAX_PRODUCT_FORMS)
+            cells = " | ".join(f"{row[form]:.4g} | {row[form] / block:.4g}" for form in args.forms)
             print(f"| {problem.split(':')[-1]} | {report['dim']:,} | {block} | {cells} | {min(row, key=row.__getitem__)} |", flush=True)
         first = ", ".join(f"B={b}: " + " ".join(f"{f} {s:.2g}" for f, s in c.items()) for b, c in report["compile"].items())
         print(f"  {report['batches']} batch(es); first pass (compiles), s: {first}", flush=True)

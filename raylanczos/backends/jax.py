@@ -19,9 +19,9 @@ pass over the batch, in one of three *product forms* (:data:`~raylanczos.choices
   map. On jax 0.10.2 (CPU) XLA compiles it to the same program as ``"jvp-grad"`` for B > 1
   (the same bits; docs/benchmarks.md), and to another one for B = 1;
 - ``"map"``: ``jax.lax.map`` of the product over the tangents, one after another in one
-  program: XLA hoists the computation at θ out of the loop, and each tangent's matrix
-  products keep their unbatched shapes and memory (faster for a wide MLP on a CPU, much
-  slower for a conv net's convolutions in a loop body; docs/benchmarks.md).
+  program: each tangent's matrix products keep their unbatched shapes, and the block's
+  intermediates are one tangent's (faster for a wide MLP on a CPU, much slower for a conv
+  net's convolutions in a loop body; docs/benchmarks.md).
 
 The program is compiled once per
 batch shape (a full batch and, at most, one ragged last batch) and block size, and adds
@@ -279,9 +279,8 @@ def _linearized(problem: Problem, unravel: Callable, operator: str) -> Callable:
 
 def _mapped(product: Callable) -> Callable:
     """``(p, V, batch) -> C_b V`` in the ``"map"`` form: ``jax.lax.map`` of ``product`` over
-    the B tangents (V's leaves (B, *shape)), one after another in one program; XLA hoists
-    the work that does not depend on the tangent (the forward and backward pass at p) out
-    of the loop, and each tangent's matrix products keep their unbatched shapes."""
+    the B tangents (V's leaves (B, *shape)), one after another in one program, each
+    tangent's matrix products in their unbatched shapes."""
 
     def mapped_block(p: Any, tangents: Any, batch: Batch) -> Any:
         return jax.lax.map(lambda v: product(p, v, batch), tangents)
