@@ -50,6 +50,7 @@ def test_example_loss_is_output_loss_of_predict():
     assert float(problem.loss_fn(problem.params, batch)) == float(composed)
 
 
+@pytest.mark.slow
 def test_dense_ggn_is_the_fisher_and_not_the_hessian():
     """For softmax cross-entropy, G = (1/N) Σᵢ Σ_c p_ic ∇log p_c(xᵢ) ∇log p_c(xᵢ)ᵀ, the Fisher,
     computed here from the per-class gradients of the log-probabilities alone. It is positive
@@ -80,6 +81,7 @@ def test_jax_block_of_three_products_is_v_times_g():
     assert np.max(np.abs(sums / count - want)) <= 1e-12 * np.abs(want).max()
 
 
+@pytest.mark.slow
 def test_keras_block_of_three_products_is_v_times_g():
     """The Keras digits example's G products, against the dense G of a JAX problem with its
     weights in its order (kernel, bias per layer); a block of one is the plain product."""

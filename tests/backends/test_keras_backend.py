@@ -72,6 +72,7 @@ def test_float32_hvp_and_unequal_shards(vector):
     assert relative_error(hessian.matvec(vector), tiny_hessian() @ vector) < 1e-10
 
 
+@pytest.mark.slow
 def test_float64_mode_keeps_float64_inputs_and_batchnorm():
     """Functional model with BatchNormalization and Dropout on float64 data (inference mode)."""
     problem = keras_problems.batchnorm_dropout()
@@ -83,6 +84,7 @@ def test_float64_mode_keeps_float64_inputs_and_batchnorm():
     assert relative_error(hessian.matvec(v), dense_keras_hessian(problem) @ v) < 1e-10
 
 
+@pytest.mark.slow
 def test_batchnorm_and_dropout_are_deterministic():
     """Default mode (inference): two HVPs bit for bit equal, and the model's state untouched.
 
@@ -247,6 +249,7 @@ def test_loss_that_ignores_the_model_argument_is_refused_in_float64_mode():
         make_backend(bad, bad.data.arrays, compute_dtype="float64")
 
 
+@pytest.mark.slow
 def test_nan_data_names_worker_shard_and_rows():
     problem = tiny_problem()
     x, y = digits_keras.load_digits()

@@ -34,7 +34,7 @@ def float64_backend(request):
 
 
 @pytest.mark.parametrize("form", JAX_PRODUCT_FORMS)
-@pytest.mark.parametrize("block_size", [1, 3])
+@pytest.mark.parametrize("block_size", [pytest.param(1, marks=pytest.mark.slow), 3])
 def test_each_form_agrees_with_the_dense_matrix(float64_backend, form, block_size):
     backend, dense = float64_backend
     vectors = np.random.default_rng(5).standard_normal((block_size, backend.num_params))

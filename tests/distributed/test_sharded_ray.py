@@ -202,6 +202,7 @@ def test_keepers_on_ray_write_their_slices_and_a_resumed_run_repeats_the_bits(gr
         assert np.array_equal(resumed.finished[draw].beta, whole.finished[draw].beta)
 
 
+@pytest.mark.slow
 def test_a_keeper_without_room_or_node_is_named(ray_cluster):
     """Checked before any keeper starts: a node that is not alive, a slice larger than its
     node's memory for Ray."""
@@ -213,6 +214,7 @@ def test_a_keeper_without_room_or_node_is_named(ray_cluster):
         KeeperActors([here, here], SliceLayout.balanced(10**9, 2), 4, 10**3)
 
 
+@pytest.mark.slow
 def test_a_lost_keeper_is_named_and_points_to_resume(ray_cluster, tmp_path):
     """A keeper killed from outside: its next call, and the check after a worker's failure,
     end in the line of a lost worker; a group whose keepers all live passes the check."""

@@ -261,7 +261,7 @@ def test_lookahead_is_as_exact_as_fresh_products():
     np.testing.assert_allclose(nodes_ahead[-20:], np.sort(lam)[-20:], rtol=1e-10)
 
 
-@pytest.mark.parametrize("threads", [2, 3, 7])
+@pytest.mark.parametrize("threads", [2, pytest.param(3, marks=pytest.mark.slow), pytest.param(7, marks=pytest.mark.slow)])
 @pytest.mark.parametrize("cgs2", [False, True], ids=["dgks", "cgs2"])
 def test_sweeps_on_threads_are_bit_identical_to_one_thread(threads, cgs2):
     """The basis products spread over threads give the same bits as on one thread (n = 1501:

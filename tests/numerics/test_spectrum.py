@@ -365,7 +365,7 @@ def dense_hessians():
 
 @pytest.mark.parametrize(
     "name, eps",
-    [("tiny", DEFAULT_NEGATIVE_THRESHOLD), ("tiny", 3e-4), ("digits", DEFAULT_NEGATIVE_THRESHOLD)],
+    [("tiny", DEFAULT_NEGATIVE_THRESHOLD), ("tiny", 3e-4), pytest.param("digits", DEFAULT_NEGATIVE_THRESHOLD, marks=pytest.mark.slow)],
 )
 def test_negative_fraction_agrees_with_dense_hessians(dense_hessians, name, eps):
     """At order 90 (n = 310 and 2,410) and 10 draws, the estimated fraction of eigenvalues

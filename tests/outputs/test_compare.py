@@ -72,7 +72,7 @@ def read_csv(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
-@pytest.mark.parametrize("count", [2, 5])
+@pytest.mark.parametrize("count", [2, pytest.param(5, marks=pytest.mark.slow)])
 def test_compare_writes_a_figure_and_a_table(runs, tmp_path, monkeypatch, count):
     drawn, plot_overlay = [], compare.plot_overlay
 
@@ -146,6 +146,7 @@ def test_labels_name_the_curves(runs, tmp_path):
         compare.compare_runs(runs[:2], figure, labels=["a", "b", "c"])
 
 
+@pytest.mark.slow
 def test_runs_of_the_same_name_are_labelled_by_path(tmp_path):
     a = tmp_path / "a" / "run"
     b = tmp_path / "b" / "run"
@@ -155,6 +156,7 @@ def test_runs_of_the_same_name_are_labelled_by_path(tmp_path):
     assert f"{a} (Hessian)" in text and f"{b} (Hessian)" in text
 
 
+@pytest.mark.slow
 def test_runs_without_a_density_are_refused_naming_them(runs, tmp_path):
     """A directory that is not a run, and a blocks run's top level (its blocks are runs)."""
     empty = tmp_path / "empty"

@@ -52,6 +52,7 @@ def test_distribution_is_transparent(ray_session, in_process_tridiagonals, worke
     assert result.summary["broadcast_dtype"] == "float64"  # float64 HVPs get the float64 vector
 
 
+@pytest.mark.slow
 def test_float32_workers_get_a_float32_vector(ray_session):
     """float32 HVPs: the vector is broadcast in float32, and the tridiagonal is that of the
     in-process float32 Hessian (which rounds the same vector the same way) to 1e-5
@@ -86,6 +87,7 @@ def test_unpinned_workers_spilled_basis_and_fresh_products(ray_session, in_proce
         assert np.max(np.abs(got[1] - want.beta)) <= 1e-12 * scale
 
 
+@pytest.mark.slow
 def test_distributed_hessian_is_a_plain_matvec(ray_session, in_process_tridiagonals):
     """DESIGN: the distributed Hessian is one more operator for the numerics layer."""
     problem = digits.tiny_problem()
@@ -259,6 +261,7 @@ def test_the_negative_fraction_is_the_dense_one_within_its_error(tiny_float64_ru
     assert abs(summary["negative_fraction"] - exact) <= 3 * summary["negative_fraction_std_error"]
 
 
+@pytest.mark.slow
 def test_no_layout_options_use_every_core_of_the_machine(ray_session, caplog):
     """No workers, CPUs or GPUs named, on one machine: one single-core worker per core."""
     caplog.set_level(logging.INFO, logger="raylanczos")
