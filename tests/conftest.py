@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import shutil
 import socket
@@ -68,6 +69,24 @@ def tiny_run(ray_session, tmp_path_factory):
     assert cli.main(["run", "--problem", TINY, "--out", str(out), *TINY_RUN, *FAST, "--no-pin-cpus", "--timeout", "120"]) == 0
     assert (out / "summary.json").exists() and (out / "checkpoint" / "state.npz").exists()
     return out
+
+
+@contextlib.contextmanager
+def pair_and_solo(cluster, prefix: str):
+    """Two more 1-CPU nodes on ``cluster`` (a ``ray.cluster_utils.Cluster``), by name:
+    ``pair`` with the custom resource ``<prefix>_pair`` 2 (two workers pinned to it) and
+    ``solo`` with ``<prefix>_solo`` 1. A test that replaces a node updates the mapping; the
+    nodes in it at the end are removed."""
+    nodes = {
+        "pair": cluster.add_node(num_cpus=1, resources={f"{prefix}_pair": 2}),
+        "solo": cluster.add_node(num_cpus=1, resources={f"{prefix}_solo": 1}),
+    }
+    cluster.wait_for_nodes()
+    try:
+        yield nodes
+    finally:
+        for node in nodes.values():
+            cluster.remove_node(node)
 
 
 def free_port() -> int:

@@ -163,12 +163,29 @@ def measures_product_forms(requested: str, block_size: int) -> bool:
     return requested == "auto" and block_size > 1
 
 
+#: How many times faster than the default form (the first) another must be to replace it.
+#: The forms' float32 products differ in the last bits, and the choice rests on timings: with
+#: this margin, two runs of a net where the forms run alike keep the default's bits, and a
+#: form is chosen where it clearly wins (the 301k-parameter MLP on a CPU: ``map`` 1.4× at
+#: B = 4, 6× at B = 8; docs/benchmarks.md).
+FORM_MARGIN = 1.25
+#: A default form's block that takes less than this (seconds, the slowest worker's) is kept:
+#: the pass's fixed costs (the round trip, the sums, the sweeps) dominate such a product, and
+#: a choice made from timings that short would follow the machine's noise from run to run.
+FORM_MIN_SECONDS = 0.05
+
+
 def fastest_product_form(times: Sequence[Mapping[str, float]]) -> tuple[str | None, dict[str, float]]:
     """The product form whose slowest worker is fastest, from each worker's seconds per block
     by form (``times``, worker by worker, forms in the backend's order), and the slowest
     worker's seconds per form; ``(None, {})`` for workers with no forms to choose from (Keras).
-    A tie keeps the earlier form (the default first): the pass waits for its slowest worker."""
+    The pass waits for its slowest worker. The default form (the first) is kept when its block
+    takes under :data:`FORM_MIN_SECONDS`, or unless the fastest is at least
+    :data:`FORM_MARGIN` times faster; a tie keeps the earlier form."""
     if not times or not times[0]:
         return None, {}
     slowest = {form: max(worker[form] for worker in times) for form in times[0]}
-    return min(slowest, key=slowest.__getitem__), slowest
+    default = next(iter(slowest))
+    fastest = min(slowest, key=slowest.__getitem__)
+    wins = slowest[default] >= FORM_MIN_SECONDS and FORM_MARGIN * slowest[fastest] <= slowest[default]
+    return (fastest if wins else default), slowest

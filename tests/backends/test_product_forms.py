@@ -12,7 +12,12 @@ from raylanczos.backends import make_backend
 from raylanczos.backends.base import FORM_REPEATS, FormTimer
 from raylanczos.choices import JAX_PRODUCT_FORMS
 from raylanczos.config import OptionError, ScalingConfig, SpectrumConfig
-from raylanczos.distributed.policy import fastest_product_form, measures_product_forms
+from raylanczos.distributed.policy import (
+    FORM_MARGIN,
+    FORM_MIN_SECONDS,
+    fastest_product_form,
+    measures_product_forms,
+)
 from raylanczos.distributed.workers import product_form_line
 from raylanczos.examples import digits
 from raylanczos.operators.shard_worker import ShardWorker
@@ -97,6 +102,10 @@ def test_the_choice_is_the_form_whose_slowest_worker_is_fastest():
     times = [{"jvp-grad": 1.0, "linearize": 3.0}, {"jvp-grad": 2.0, "linearize": 1.5}]
     assert fastest_product_form(times) == ("jvp-grad", {"jvp-grad": 2.0, "linearize": 3.0})
     assert fastest_product_form([{"jvp-grad": 1.0, "map": 1.0}])[0] == "jvp-grad", "a tie keeps the default"
+    assert fastest_product_form([{"jvp-grad": 1.0, "map": 0.9}])[0] == "jvp-grad", "10% is within the margin"
+    assert fastest_product_form([{"jvp-grad": 1.0, "map": 1.0 / FORM_MARGIN}])[0] == "map"
+    short = FORM_MIN_SECONDS / 2
+    assert fastest_product_form([{"jvp-grad": short, "map": short / 10}])[0] == "jvp-grad", "too short to choose by"
     assert fastest_product_form([{}, {}]) == (None, {}), "Keras has no forms"
 
 

@@ -6,6 +6,7 @@ cluster; the test reads its progress lines and injects the fault at a chosen ste
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -49,6 +50,16 @@ class Driver:
             if text in line:
                 return line
         raise AssertionError(f"the driver ended before printing {text!r}:\n{''.join(self.lines)}")
+
+    @contextlib.contextmanager
+    def held(self):
+        """The driver stopped (SIGSTOP) while the ``with`` block runs, then continued: a
+        fault made inside lands between two passes, however fast the passes are."""
+        os.kill(self.process.pid, signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            os.kill(self.process.pid, signal.SIGCONT)
 
     def finish(self) -> int:
         _, rest = self.process.communicate(timeout=300)

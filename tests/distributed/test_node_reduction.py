@@ -14,8 +14,6 @@ first worker reads its member's partial there, as at scale.
 from __future__ import annotations
 
 import json
-import os
-import signal
 
 import numpy as np
 import pytest
@@ -24,6 +22,7 @@ import raylanczos as rl
 from raylanczos.examples import digits
 from raylanczos.operators.contract import TIMING_COLUMNS
 from raylanczos.operators.shard_worker import ShardWorker
+from tests.conftest import pair_and_solo
 from tests.distributed.test_faults import Driver
 
 PROBLEM = "raylanczos.examples.digits:problem"
@@ -57,14 +56,8 @@ def pinned_plan() -> rl.ShardPlan:
 @pytest.fixture(scope="module")
 def three_nodes(ray_cluster):
     """The head plus nodes ``pair`` and ``solo`` (by name); a test that replaces a node updates the mapping."""
-    nodes = {
-        "pair": ray_cluster.add_node(num_cpus=1, resources={"reduction_pair": 2}),
-        "solo": ray_cluster.add_node(num_cpus=1, resources={"reduction_solo": 1}),
-    }
-    ray_cluster.wait_for_nodes()
-    yield nodes
-    for node in nodes.values():
-        ray_cluster.remove_node(node)
+    with pair_and_solo(ray_cluster, "reduction") as nodes:
+        yield nodes
 
 
 def run_reduced(reduce: str) -> rl.SpectrumResult:
@@ -130,14 +123,11 @@ def test_lost_node_keeps_the_groups_and_the_bits(ray_cluster, three_nodes, node_
     ])
     try:
         driver.read_until("pass 3 |")
-        os.kill(driver.process.pid, signal.SIGSTOP)  # the fault lands after pass 3, however fast the passes
-        try:
+        with driver.held():
             lost = three_nodes.pop("pair")
             ray_cluster.remove_node(lost)
             for name in ("pair_a", "pair_b"):
                 three_nodes[name] = ray_cluster.add_node(num_cpus=1, resources={"reduction_pair": 1})
-        finally:
-            os.kill(driver.process.pid, signal.SIGCONT)
         assert driver.finish() == 0, driver.log
     finally:
         if driver.process.poll() is None:

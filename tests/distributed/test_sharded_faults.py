@@ -22,7 +22,7 @@ import pytest
 
 import raylanczos as rl
 from raylanczos import cli
-from tests.conftest import TINY
+from tests.conftest import TINY, pair_and_solo
 from tests.distributed.test_faults import Driver
 
 pytestmark = pytest.mark.slow
@@ -38,14 +38,8 @@ KEEPER_BYTES = (2 * 9 + 8 * 2) * 103 * 8
 @pytest.fixture(scope="module")
 def three_nodes(ray_cluster):
     """The head plus nodes ``pair`` and ``solo`` (by name); a test that replaces a node updates the mapping."""
-    nodes = {
-        "pair": ray_cluster.add_node(num_cpus=1, resources={"faults_pair": 2}),
-        "solo": ray_cluster.add_node(num_cpus=1, resources={"faults_solo": 1}),
-    }
-    ray_cluster.wait_for_nodes()
-    yield nodes
-    for node in nodes.values():
-        ray_cluster.remove_node(node)
+    with pair_and_solo(ray_cluster, "faults") as nodes:
+        yield nodes
 
 
 @pytest.fixture(scope="module")
@@ -138,13 +132,10 @@ def test_a_lost_keeper_node_is_replaced_in_process_bit_identically(ray_cluster, 
     driver = Driver(run_args(ray_cluster, plan_file, out))
     try:
         driver.read_until("pass 3 |")
-        os.kill(driver.process.pid, signal.SIGSTOP)  # the fault lands after pass 3, however fast the passes
-        try:
+        with driver.held():
             lost = three_nodes.pop("pair")
             ray_cluster.remove_node(lost)
             three_nodes["pair"] = ray_cluster.add_node(num_cpus=1, resources={"faults_pair": 2})
-        finally:
-            os.kill(driver.process.pid, signal.SIGCONT)
         assert driver.finish() == 0, driver.log
     finally:
         if driver.process.poll() is None:
