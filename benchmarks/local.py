@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import statistics
 import subprocess
@@ -97,8 +98,6 @@ print(json.dumps({"draws_done": done, "steps": order, "lambda_max": max(top), "w
 
 def child_env() -> dict[str, str]:
     """The environment of every job: this one, with ``local_problems`` importable."""
-    import os
-
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE), env.get("PYTHONPATH")]))
     return env
