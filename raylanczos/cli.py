@@ -18,6 +18,7 @@ from typing import Any, NoReturn, Sequence
 
 from raylanczos import __version__
 from raylanczos.config import (
+    CHECKPOINT_EVERY_S,
     DEFAULT_DEFLATE_TOL,
     DEFAULT_DRAWS_PER_PASS,
     OPERATORS,
@@ -160,7 +161,10 @@ def build_parser() -> argparse.ArgumentParser:
     results = run.add_argument_group("results")
     results.add_argument("--out", required=True, help="output directory, or an object-store URI such as s3://bucket/runs/x")
     results.add_argument("--checkpoint-dir", default=None,
-                         help="local directory for the per-pass checkpoint (default <out>/checkpoint; a cache directory for URIs)")
+                         help="local directory for the checkpoint (default <out>/checkpoint; a cache directory for URIs)")
+    results.add_argument("--checkpoint-every", type=float, default=CHECKPOINT_EVERY_S, metavar="SECONDS",
+                         help="seconds between checkpoints; a pass that ends a draw is always saved; 0: every pass "
+                         f"(default {CHECKPOINT_EVERY_S:g}; a killed run computes at most this much again)")
     results.add_argument("--resume", action="store_true", help="continue the run checkpointed in --out")
     results.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
     results.add_argument("--save-vectors", action="store_true", help="write each draw's Lanczos basis to lanczos_vec_<d>.npy")
@@ -403,8 +407,8 @@ def _run(args: argparse.Namespace, session: Any):
         max_restarts=args.max_restarts, devices_per_worker=args.devices_per_worker, product_form=args.product_form,
     )
     output = OutputConfig(
-        out=args.out, checkpoint_dir=args.checkpoint_dir, resume=args.resume, overwrite=args.overwrite,
-        save_vectors=args.save_vectors, top_eigenvectors=args.top_eigenvectors,
+        out=args.out, checkpoint_dir=args.checkpoint_dir, checkpoint_every_s=args.checkpoint_every, resume=args.resume,
+        overwrite=args.overwrite, save_vectors=args.save_vectors, top_eigenvectors=args.top_eigenvectors,
     )
     progress = "none" if args.quiet else args.progress
     sweep = dict([parse_sweep(args.sweep)]) if args.sweep is not None else None

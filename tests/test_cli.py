@@ -130,7 +130,7 @@ def test_killed_run_resumes_bit_identically(ray_session, tmp_path, capsys, draws
     address = ray_session.address
     args = [
         "run", "--problem", TINY, "--order", "10", "--draws", "3", "--workers", "2", "--address", address, *FAST,
-        "--draws-per-pass", str(draws_per_pass), "--progress", "lines",
+        "--draws-per-pass", str(draws_per_pass), "--progress", "lines", "--checkpoint-every", "0",
     ]
     kill_at_pass([*args, "--out", str(tmp_path / "killed")], kill_at)
     assert np.load(tmp_path / "killed" / "tridiag.npy").shape[0] == finished, "finished draws were written before the kill"
@@ -179,7 +179,7 @@ def test_a_target_width_run_stops_early_with_the_draws_of_a_fixed_run(ray_sessio
 def test_a_killed_target_width_run_resumes_to_the_same_stop(ray_session, four_draws, tmp_path, capsys):
     """SIGKILLed in its second round (pass 12 of 20), the run resumes from its checkpoint,
     checks the same draws and stops after the same 4, with the fixed run's bits."""
-    argv = ["run", *TARGET_RUN, "--draws", "8", "--target-width", "0.3", "--address", ray_session.address]
+    argv = ["run", *TARGET_RUN, "--draws", "8", "--target-width", "0.3", "--address", ray_session.address, "--checkpoint-every", "0"]
     kill_at_pass([*argv, "--out", str(tmp_path / "killed")], 12)
     assert np.load(tmp_path / "killed" / "tridiag.npy").shape[0] == 2, "the first round was written before the kill"
     assert cli.main([*argv, "--out", str(tmp_path / "killed"), "--resume"]) == 0

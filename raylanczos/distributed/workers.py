@@ -137,6 +137,8 @@ class WorkerOptions:
 
 #: Seconds the workers may take to end their calls when the group is shut down.
 SETTLE_S = 10.0
+#: Seconds :meth:`WorkerGroup.nodes_in_use` keeps Ray's answer before asking again.
+NODES_REFRESH_S = 2.0
 
 
 class WorkerGroup:
@@ -177,6 +179,7 @@ class WorkerGroup:
     ):
         self.plan = plan
         self.timeout = options.timeout
+        self._nodes_in_use: tuple[int, float] | None = None
         resources = {"num_cpus": 1, **(resources or {})}
         unknown = set(resources) - {"num_cpus", "num_gpus", "resources", "memory"}
         if unknown:
@@ -288,8 +291,14 @@ class WorkerGroup:
         return [placed["node_id"] for placed in self.get([actor.__ray_call__.remote(_placement) for actor in self.actors])]
 
     def nodes_in_use(self) -> int:
-        """The nodes the workers run on now: their bundles' nodes, where a fault moved them."""
-        return len(set(placement_group_table(self.placement)["bundles_to_node_id"].values()))
+        """The nodes the workers run on now: their bundles' nodes, where a fault moved them,
+        as Ray's placement table said at most :data:`NODES_REFRESH_S` seconds ago (one
+        request to Ray's control store per refresh, not per pass)."""
+        now = time.monotonic()
+        if self._nodes_in_use is None or now - self._nodes_in_use[1] >= NODES_REFRESH_S:
+            nodes = len(set(placement_group_table(self.placement)["bundles_to_node_id"].values()))
+            self._nodes_in_use = (nodes, now)
+        return self._nodes_in_use[0]
 
     def execute_async(self, method: str, *args: Any) -> list[ray.ObjectRef]:
         return [getattr(actor, method).remote(*args) for actor in self.actors]

@@ -9,6 +9,7 @@ This module depends on numpy only.
 
 from __future__ import annotations
 
+import functools
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -83,6 +84,7 @@ class BasisSweeps:
 
     def dots(self, basis: np.ndarray, w: np.ndarray) -> np.ndarray:
         """``V w``, float64[k]: the spans' partial products added in span order."""
+        basis = np.asarray(basis)
         partials = self._map(lambda span: basis[:, span] @ w[span], column_spans(w.shape[0]))
         coefficients = partials[0].copy()
         for partial in partials[1:]:
@@ -91,6 +93,7 @@ class BasisSweeps:
 
     def subtract(self, basis: np.ndarray, w: np.ndarray, coefficients: np.ndarray) -> None:
         """``w -= Vᵀ c`` in place, span by span (``coefficients`` c float64[k])."""
+        basis = np.asarray(basis)
 
         def subtract_span(span: slice) -> None:
             w[span] -= basis[:, span].T @ coefficients
@@ -99,6 +102,7 @@ class BasisSweeps:
 
     def combine(self, basis: np.ndarray, coefficients: np.ndarray) -> np.ndarray:
         """``Vᵀ x``, float64[n], for V = ``basis`` (k, n) and x = ``coefficients`` float64[k]."""
+        basis = np.asarray(basis)
         out = np.empty(basis.shape[1], dtype=np.float64)
 
         def combine_span(span: slice) -> None:
@@ -117,16 +121,17 @@ class BasisSweeps:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _map(self, function: Callable[[slice], Any], spans: list[slice]) -> list[Any]:
+    def _map(self, function: Callable[[slice], Any], spans: tuple[slice, ...]) -> list[Any]:
         if self._pool is None:
             return [function(span) for span in spans]
         return list(self._pool.map(function, spans))
 
 
-def column_spans(dim: int) -> list[slice]:
+@functools.lru_cache(maxsize=64)
+def column_spans(dim: int) -> tuple[slice, ...]:
     """:data:`SWEEP_SPANS` contiguous spans covering ``range(dim)`` (some empty if dim is smaller)."""
     bounds = [dim * i // SWEEP_SPANS for i in range(SWEEP_SPANS + 1)]
-    return [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
+    return tuple(slice(a, b) for a, b in zip(bounds[:-1], bounds[1:]))
 
 
 def project_out(basis: np.ndarray, w: np.ndarray) -> np.ndarray:

@@ -1,4 +1,5 @@
-"""A run's per-pass checkpoint: everything ``--resume`` needs, on the driver's local disk.
+"""A run's checkpoint: everything ``--resume`` needs, on the driver's local disk, saved
+after a pass every ``checkpoint_every_s`` seconds and whenever a draw ended (:class:`SaveCadence`).
 
 Layout of a checkpoint directory (``<out>/checkpoint`` for a local ``out``, else a local
 cache directory or ``--checkpoint-dir``)::
@@ -33,8 +34,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -50,6 +52,26 @@ from raylanczos.operators.contract import TIMING_COLUMNS
 from raylanczos.outputs.record import ConfigRecord
 from raylanczos.outputs.store import OutputStore, json_default, json_writer, npz_writer
 from raylanczos.run.loop import FinishedDraw, LoopState
+
+
+class SaveCadence:
+    """The loop's checkpoint hook: saves its state (``save(state)``) after a pass when
+    ``every_s`` seconds have passed since the last save, and after every pass in which a
+    draw ended: the ended draw's slot takes the next draw, whose rows overwrite the
+    basis an older save refers to. Between saves the basis rows an older save refers to
+    are only appended to, so resuming from any save repeats the undisturbed run's blocks
+    and gives its bits. ``every_s`` = 0 saves after every pass.
+    """
+
+    def __init__(self, save: Callable[[LoopState], None], every_s: float, clock: Callable[[], float] = time.monotonic):
+        self.save, self.every_s, self.clock = save, every_s, clock
+        self._saved_at = clock()
+        self._finished: int | None = None
+
+    def __call__(self, state: LoopState) -> None:
+        if len(state.finished) != self._finished or self.clock() - self._saved_at >= self.every_s:
+            self.save(state)
+            self._saved_at, self._finished = self.clock(), len(state.finished)
 
 
 class CheckpointError(ValueError):

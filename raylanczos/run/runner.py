@@ -58,7 +58,7 @@ from raylanczos.outputs.render import (
 from raylanczos.outputs.store import OutputStore
 from raylanczos.problem.definition import ProblemSource, build_problem, source_name
 from raylanczos.run.bases import new_bases
-from raylanczos.run.checkpoint import Checkpoint
+from raylanczos.run.checkpoint import Checkpoint, SaveCadence
 from raylanczos.run.deflation import (
     deflated_plan,
     deflation_records,
@@ -479,7 +479,8 @@ def _loop(
     if home.keepers is None:
         logger.info("driver: %s", threads.describe())
     hooks = LoopHooks(
-        checkpoint=outputs.checkpoint.save if outputs.checkpoint is not None else None, finished=finished, progress=report,
+        checkpoint=SaveCadence(outputs.checkpoint.save, settings.output.checkpoint_every_s) if outputs.checkpoint is not None else None,
+        finished=finished, progress=report,
     )
     with threadpool_limits(limits=threads.blas, user_api="blas"), BasisSweeps(threads.sweeps) as sweeps:
         loop = SpectrumLoop(

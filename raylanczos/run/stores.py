@@ -102,6 +102,9 @@ class VectorStore(Protocol):
 class DriverStore:
     """The Lanczos vectors on the driver: one float64 basis (≥ m + 1, ≥ task dim) per slot
     (memory or memmap), and each slot's :class:`~raylanczos.numerics.lanczos.LanczosState`.
+    A memory-mapped basis is used through a plain ndarray view of its mapping (numpy's
+    ``memmap`` subclass costs microseconds of Python per slice, and a step slices the
+    basis hundreds of times); writes reach the file all the same.
 
     Args:
       bases: one basis per slot.
@@ -111,7 +114,7 @@ class DriverStore:
     """
 
     def __init__(self, bases: Sequence[np.ndarray], dim: int, sweeps: BasisSweeps, *, seed: int, distribution: str):
-        self.bases = list(bases)
+        self.bases = [np.asarray(basis) for basis in bases]
         self.dim = dim
         self.seed, self.distribution = seed, distribution
         self.kernel = VectorKernel({}, sweeps)
@@ -121,6 +124,7 @@ class DriverStore:
     def adopt(self, entries: Sequence[tuple[int, Any, LanczosScalars]]) -> None:
         """Resumed draws: their states (with their bases) take their slots."""
         for slot, _, lanczos in entries:
+            lanczos.basis = np.asarray(lanczos.basis)
             self.kernel.slots[slot] = lanczos
 
     def prepare(self, incoming: Mapping[int, Any]) -> None:

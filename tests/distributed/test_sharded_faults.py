@@ -55,7 +55,7 @@ def run_args(cluster, plan, out, *extra: str) -> list[str]:
     return [
         "run", "--problem", TINY, "--order", ORDER, "--draws", DRAWS, "--draws-per-pass", DRAWS_PER_PASS,
         "--state", "sharded", "--shards", str(plan), "--cpus-per-worker", "0.25", "--timeout", "120",
-        "--address", cluster.address, "--out", str(out), "--progress", "lines", *extra,
+        "--address", cluster.address, "--out", str(out), "--progress", "lines", "--checkpoint-every", "0", *extra,
     ]
 
 

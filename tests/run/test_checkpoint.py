@@ -9,8 +9,8 @@ from raylanczos.numerics.basis import BasisSweeps
 from raylanczos.numerics.lanczos import Phase
 from raylanczos.numerics.ritz import RitzPairs
 from raylanczos.operators.contract import TIMING_COLUMNS, InProcessOperator
-from raylanczos.run.checkpoint import Checkpoint, CheckpointError, widened
-from raylanczos.run.loop import DrawTask, LoopHooks, SpectrumLoop
+from raylanczos.run.checkpoint import Checkpoint, CheckpointError, SaveCadence, widened
+from raylanczos.run.loop import DrawTask, LoopHooks, LoopState, SpectrumLoop
 from tests.matrices import matrix_with_spectrum
 
 IDENTITY = {"order": 8, "draws": 3, "draws_per_pass": 2, "seed": 4, "num_params": 60}
@@ -31,21 +31,22 @@ def matrix():
     return matrix_with_spectrum(rng.uniform(-1.0, 2.0, 60), rng)
 
 
-def run_checkpointed(matrix, checkpoint: Checkpoint, *, stop_after: int | None = None, state=None, bases=None):
-    """3 draws × 8 steps, 2 per pass, checkpointed after every pass (stopped after ``stop_after``)."""
+def run_checkpointed(matrix, checkpoint: Checkpoint, *, stop_after: int | None = None, state=None, bases=None, every_s=0.0):
+    """3 draws × 8 steps, 2 per pass, checkpointed with a :class:`SaveCadence` of ``every_s``
+    seconds (0: after every pass), stopped after pass ``stop_after`` (None: run to the end)."""
 
     class Stop(Exception):
         pass
 
-    def save(loop_state):
-        checkpoint.save(loop_state)
+    def stop(loop_state, _row):
         if loop_state.passes == stop_after:
             raise Stop
 
     operator = InProcessOperator(Dense(matrix), 2)
     tasks = [DrawTask(d, "", d, 60) for d in range(3)]
     bases = bases if bases is not None else checkpoint.new_bases(2, 9, 60)
-    loop = SpectrumLoop(operator, tasks, 8, bases, seed=4, distribution="gaussian", sweeps=BasisSweeps(), hooks=LoopHooks(checkpoint=save))
+    hooks = LoopHooks(checkpoint=SaveCadence(checkpoint.save, every_s), progress=stop)
+    loop = SpectrumLoop(operator, tasks, 8, bases, seed=4, distribution="gaussian", sweeps=BasisSweeps(), hooks=hooks)
     try:
         return loop.run(state)
     except Stop:
@@ -71,6 +72,36 @@ def test_a_resumed_loop_ends_with_the_undisturbed_bits(matrix, tmp_path):
         assert np.array_equal(finished.finished[d].alpha, whole.finished[d].alpha)
         assert np.array_equal(finished.finished[d].beta, whole.finished[d].beta)
     assert len(finished.timings) == len(whole.timings) == finished.passes
+
+
+def test_between_saves_a_resume_starts_from_the_last_ended_draw_with_the_same_bits(matrix, tmp_path):
+    """Saved only when a draw ends (a cadence no run reaches), a loop stopped at pass 11
+    resumes from pass 8, where draws 0 and 1 ended, computes passes 9-11 again and ends
+    with the undisturbed run's bits."""
+    undisturbed = Checkpoint(tmp_path / "whole")
+    undisturbed.begin(IDENTITY, GROUPS)
+    whole = run_checkpointed(matrix, undisturbed)
+    checkpoint = Checkpoint(tmp_path / "cut")
+    checkpoint.begin(IDENTITY, GROUPS)
+    assert run_checkpointed(matrix, checkpoint, stop_after=11, every_s=1e9) is None
+    reopened = Checkpoint(tmp_path / "cut")
+    state, bases, _ = reopened.load(IDENTITY, [60, 60, 60])
+    assert state.passes == 8 and sorted(state.finished) == [0, 1]
+    finished = run_checkpointed(matrix, reopened, state=state, bases=bases, every_s=1e9)
+    for d in range(3):
+        assert np.array_equal(finished.finished[d].alpha, whole.finished[d].alpha)
+        assert np.array_equal(finished.finished[d].beta, whole.finished[d].beta)
+
+
+def test_the_cadence_saves_when_a_draw_ended_or_its_seconds_passed():
+    now, saved = [0.0], []
+    cadence = SaveCadence(lambda state: saved.append(state.passes), 5.0, clock=lambda: now[0])
+    state = LoopState.empty(2)
+    for passes, seconds, ended in [(1, 1.0, 0), (2, 2.0, 0), (3, 3.0, 1), (4, 4.0, 1), (5, 8.1, 1), (6, 9.0, 1), (7, 9.5, 2)]:
+        now[0], state.passes = seconds, passes
+        state.finished.update({d: None for d in range(ended)})
+        cadence(state)
+    assert saved == [1, 3, 5, 7], "the first pass, a draw ended (3, 7), 5 s after the last save (5)"
 
 
 def test_another_configuration_is_refused_naming_what_differs(matrix, tmp_path):

@@ -45,7 +45,8 @@ def test_a_point_the_factory_cannot_build_is_refused_before_any_point_runs(tmp_p
 def sweep_args(address: str, out, *extra: str) -> list[str]:
     return [
         "run", "--problem", FACTORY, "--sweep", "step=0,30,100", "--out", str(out), "--order", "8", "--draws", "2",
-        "--workers", "2", "--cpus-per-worker", "0.5", "--address", address, "--progress", "lines", *extra,
+        "--workers", "2", "--cpus-per-worker", "0.5", "--address", address, "--progress", "lines", "--checkpoint-every", "0",
+        *extra,
     ]
 
 
