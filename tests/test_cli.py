@@ -58,6 +58,7 @@ def test_run_writes_every_output(finished_run):
     assert all(w["cores"] == sorted(os.sched_getaffinity(0)) for w in summary["workers"]), "--no-pin-cpus"
     assert all(w["warm_up_s"] > 0 for w in summary["workers"]), "each worker compiles before the first step"
     assert all(w["sums_on_device"] for w in summary["workers"]), "batch products summed on the device"
+    assert all(list(w["product_form_seconds"]) == ["jvp-grad"] for w in summary["workers"]), "a short block: no other form timed"
     assert len(summary["second_reorthogonalisation_passes"]) == len(summary["fresh_products"]) == 2
     assert (finished_run / "density.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

@@ -20,7 +20,7 @@ import contextlib
 import math
 import statistics
 import time
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -40,10 +40,11 @@ class FormTimer:
     the median seconds of up to :data:`FORM_REPEATS` calls of ``run()``, after one that
     compiles (not counted). A form whose timed call takes more than :data:`FORM_GIVE_UP`
     times the fastest median so far is not called again (a form in a loop body can be
-    many times slower: the warm-up need not pay for it three times)."""
+    many times slower: the warm-up need not pay for it three times). ``fastest``: the
+    fastest median known already (another form's, timed before)."""
 
-    def __init__(self) -> None:
-        self.fastest = math.inf
+    def __init__(self, fastest: float = math.inf) -> None:
+        self.fastest = fastest
 
     def __call__(self, form: str, run: Callable[[], Any]) -> float:
         run()
@@ -129,9 +130,13 @@ class ShardBackend:
         """Compute a block's products in ``form`` (one of :attr:`product_forms`) from now on."""
         raise ValueError(f"product_form {form!r} has no meaning here: this backend computes its products one way")
 
-    def time_product_forms(self, block_size: int, measure: Callable[[str, Callable[[], Any]], float] | None = None) -> dict[str, float]:
+    def time_product_forms(
+        self, block_size: int, measure: Callable[[str, Callable[[], Any]], float] | None = None,
+        forms: Sequence[str] | None = None,
+    ) -> dict[str, float]:
         """Seconds per block of ``block_size`` tangents on the first (largest) batch, per
-        form of :attr:`product_forms` (empty without a choice); the form in use is kept.
+        form of ``forms`` (default: all of :attr:`product_forms`; empty without a choice);
+        the form in use is kept.
 
         ``measure(form, run)`` gives a form's seconds per block, ``run()`` computing the
         block's products and copying them to the host; a new :class:`FormTimer` by default.
@@ -140,7 +145,7 @@ class ShardBackend:
         kept, times, measure = self.product_form, {}, measure or FormTimer()
         with self._product_scope():
             tangents = self._tangents(block)
-            for form in self.product_forms:
+            for form in self.product_forms if forms is None else forms:
                 self.use_product_form(form)
                 times[form] = measure(form, lambda: self._to_host(self._batch_product(tangents, self._batches[0])))
         if kept is not None:

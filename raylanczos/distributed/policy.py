@@ -175,6 +175,15 @@ FORM_MARGIN = 1.25
 FORM_MIN_SECONDS = 0.05
 
 
+def times_other_forms(default_seconds: Sequence[Mapping[str, float]]) -> bool:
+    """Whether the other product forms are worth timing, from each worker's seconds per
+    block of the default form: only when the slowest worker's block takes
+    :data:`FORM_MIN_SECONDS` or more (shorter, :func:`fastest_product_form` keeps the default
+    whatever the others take, so a small net need not compile them); never for workers
+    with no forms (Keras)."""
+    return max((seconds for times in default_seconds for seconds in times.values()), default=0.0) >= FORM_MIN_SECONDS
+
+
 def fastest_product_form(times: Sequence[Mapping[str, float]]) -> tuple[str | None, dict[str, float]]:
     """The product form whose slowest worker is fastest, from each worker's seconds per block
     by form (``times``, worker by worker, forms in the backend's order), and the slowest

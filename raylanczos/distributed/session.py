@@ -255,6 +255,10 @@ class RaySession:
         self._connected = False
         self._started_ray = False
 
+    @property
+    def connected(self) -> bool:
+        return self._connected
+
     def connect(self) -> None:
         if not self._connected:
             self._started_ray = connect(self.address)

@@ -35,6 +35,7 @@ from raylanczos.distributed.policy import (
     driver_threads,
     fastest_product_form,
     measures_product_forms,
+    times_other_forms,
 )
 from raylanczos.operators.contract import (
     NodeSumInfo,
@@ -237,10 +238,17 @@ class WorkerGroup:
     def _time_product_forms(self, requested: str, block_size: int) -> list[dict[str, float]]:
         """Each worker's seconds per block of ``block_size`` by product form, when the form is
         the run's to choose (:func:`~raylanczos.distributed.policy.measures_product_forms`);
-        else none (empty)."""
+        else none (empty). The default form is timed first, and the others only when
+        :func:`~raylanczos.distributed.policy.times_other_forms` finds them worth it."""
         if not measures_product_forms(requested, block_size):
             return []
-        timed = self.execute("time_product_forms", block_size)
+        timed = self._timed_forms("time_default_product_form", block_size)
+        if times_other_forms(timed):
+            timed = self._timed_forms("time_other_product_forms", block_size)
+        return timed
+
+    def _timed_forms(self, method: str, block_size: int) -> list[dict[str, float]]:
+        timed = self.execute(method, block_size)
         for _, error in timed:
             check_answer(error)
         return [times for times, _ in timed]

@@ -14,6 +14,7 @@ traceback; only a worker process that dies is Ray's to report.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import socket
 import time
@@ -22,6 +23,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from raylanczos.backends import ShardBackend, make_backend
+from raylanczos.backends.base import FormTimer
 from raylanczos.distributed.policy import pin_to_cores
 from raylanczos.errors import exception_line
 from raylanczos.operators.contract import NodeSumInfo, PartialInfo
@@ -81,6 +83,7 @@ class ShardWorker:
         parameters and loss, and the shard's data read again only if the dataset differs
         (its description); returns :meth:`describe`, with ``reused_data``."""
         self.start_error, reused, self.device_memory = "", False, None
+        self._form_seconds: dict[str, float] = {}
         self.arguments = dict(arguments) if arguments else None
         try:
             problem = build_problem(self.source, arguments)
@@ -129,17 +132,37 @@ class ShardWorker:
         return info
 
     def time_product_forms(
-        self, block_size: int, measure: Callable[[str, Callable[[], Any]], float] | None = None
+        self, block_size: int, measure: Callable[[str, Callable[[], Any]], float] | None = None,
+        forms: Sequence[str] | None = None,
     ) -> tuple[dict[str, float], str]:
-        """Seconds per block of ``block_size`` tangents on this shard's first batch, per
-        product form of the backend (:meth:`~raylanczos.backends.base.ShardBackend.time_product_forms`,
-        ``measure`` its timer, None the default), and the error line ("" when none)."""
+        """Seconds per block of ``block_size`` tangents on this shard's first batch, by
+        product form of ``forms`` (default: every form of the backend;
+        :meth:`~raylanczos.backends.base.ShardBackend.time_product_forms`), and the error
+        line ("" when none). ``measure`` is the timer; None: a
+        :class:`~raylanczos.backends.base.FormTimer` that knows the fastest form this worker
+        timed before, so that a slower one is given up at once."""
         if self.backend is None:
             return {}, self.start_error
         try:
-            return self.backend.time_product_forms(block_size, measure), ""
+            timer = measure or FormTimer(min(self._form_seconds.values(), default=math.inf))
+            times = self.backend.time_product_forms(block_size, timer, forms)
         except Exception as err:  # noqa: BLE001 - one line for the driver
             return {}, self._error_line(err)
+        self._form_seconds.update(times)
+        return times, ""
+
+    def time_default_product_form(self, block_size: int) -> tuple[dict[str, float], str]:
+        """:meth:`time_product_forms` of the backend's default form alone (none without a choice)."""
+        return self.time_product_forms(block_size, forms=self.backend.product_forms[:1] if self.backend is not None else [])
+
+    def time_other_product_forms(self, block_size: int) -> tuple[dict[str, float], str]:
+        """:meth:`time_product_forms` of the forms not timed yet, returned with the seconds of
+        those timed before, in the backend's order."""
+        if self.backend is None:
+            return {}, self.start_error
+        forms = self.backend.product_forms
+        _, error = self.time_product_forms(block_size, forms=[form for form in forms if form not in self._form_seconds])
+        return {form: self._form_seconds[form] for form in forms if form in self._form_seconds}, error
 
     def warm_up(self, block_size: int, product_form: str | None = None) -> PartialInfo:
         """One pass over a block of ``block_size`` zero vectors in ``product_form`` (None: the

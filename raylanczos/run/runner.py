@@ -56,7 +56,13 @@ from raylanczos.outputs.render import (
     rerender,
 )
 from raylanczos.outputs.store import OutputStore
-from raylanczos.problem.definition import ProblemSource, build_problem, source_name
+from raylanczos.problem.definition import (
+    Problem,
+    ProblemSource,
+    build_problem,
+    factory_module_found,
+    source_name,
+)
 from raylanczos.run.bases import new_bases
 from raylanczos.run.checkpoint import Checkpoint, SaveCadence
 from raylanczos.run.deflation import (
@@ -83,6 +89,7 @@ from raylanczos.run.plan import (
 )
 from raylanczos.run.residuals import residual_norms
 from raylanczos.run.sink import RunOutputs, prepare_output
+from raylanczos.run.startup import beside_ray, preload_plotting
 from raylanczos.run.stores import KeeperStore
 from raylanczos.run.sweep import SweepPoint, sweep_points, sweep_title
 from raylanczos.run.target import target_gate
@@ -141,6 +148,8 @@ def hessian_spectrum(
     settings = RunSettings(*build_configs(config, scaling, output, density, options))
     reporter = progress if isinstance(progress, Progress) else make_progress(progress)
     points = sweep_points(sweep, settings.output) if sweep is not None else None
+    if settings.output.out is not None:
+        preload_plotting()
     with reporting():
         if points is not None:
             _check_sweep_factories(problem, points)
@@ -203,8 +212,7 @@ def run_spectrum(
     """One spectrum of :func:`hessian_spectrum` (or one point of a sweep, whose factory takes
     ``arguments``): plan, workers and operator, loop, outputs."""
     out, checkpoint = prepare_output(settings.output)
-    problem = build_problem(source, arguments)
-    plan = plan_run(problem, settings.spectrum, settings.scaling)
+    problem, plan = _problem_and_plan(source, arguments, settings, session)
     if settings.output.resume and _finished_already(out, settings.spectrum, plan, source, arguments):
         logger.info("the run in %s is finished; its outputs are rendered again from tridiag.npy", out)
         return rerender(out.location, settings.density)
@@ -252,6 +260,23 @@ def run_spectrum(
     )
     run = RunInfo(_version("raylanczos"), _versions(), config, problem.data.describe(), layout, timing_record(state.timings))
     return outputs.finish(run, residuals, deflation_records(plan, deflations, settings.spectrum))
+
+
+def _problem_and_plan(
+    source: ProblemSource, arguments: dict[str, Any] | None, settings: RunSettings, session: RaySession
+) -> tuple[Problem, RunPlan]:
+    """The problem and its plan; built while the session starts or joins its Ray
+    (:func:`~raylanczos.run.startup.beside_ray`) when it has yet to, unless the run
+    resumes (a finished one is rendered again without Ray) or the factory's module cannot
+    be found (refused at once, before any Ray starts)."""
+
+    def prepare() -> tuple[Problem, RunPlan]:
+        problem = build_problem(source, arguments)
+        return problem, plan_run(problem, settings.spectrum, settings.scaling)
+
+    if session.connected or settings.output.resume or not factory_module_found(source):
+        return prepare()
+    return beside_ray(prepare, session.connect)
 
 
 def _draws(

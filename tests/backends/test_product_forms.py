@@ -17,6 +17,7 @@ from raylanczos.distributed.policy import (
     FORM_MIN_SECONDS,
     fastest_product_form,
     measures_product_forms,
+    times_other_forms,
 )
 from raylanczos.distributed.workers import product_form_line
 from raylanczos.examples import digits
@@ -107,6 +108,20 @@ def test_the_choice_is_the_form_whose_slowest_worker_is_fastest():
     short = FORM_MIN_SECONDS / 2
     assert fastest_product_form([{"jvp-grad": short, "map": short / 10}])[0] == "jvp-grad", "too short to choose by"
     assert fastest_product_form([{}, {}]) == (None, {}), "Keras has no forms"
+
+
+def test_a_second_round_times_the_other_forms_and_keeps_the_first(worker):
+    first, error = worker.time_default_product_form(3)
+    assert error == "" and list(first) == ["jvp-grad"]
+    every, error = worker.time_other_product_forms(3)
+    assert error == "" and list(every) == list(JAX_PRODUCT_FORMS) and every["jvp-grad"] == first["jvp-grad"]
+
+
+def test_the_other_forms_are_timed_only_when_the_default_block_is_long_enough():
+    short, long = FORM_MIN_SECONDS / 2, FORM_MIN_SECONDS
+    assert not times_other_forms([{"jvp-grad": short}, {"jvp-grad": short}])
+    assert times_other_forms([{"jvp-grad": short}, {"jvp-grad": long}]), "the slowest worker decides"
+    assert not times_other_forms([{}, {}]), "Keras has no forms"
 
 
 def test_auto_measures_only_with_several_draws_per_pass():
