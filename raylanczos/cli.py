@@ -52,6 +52,7 @@ FLAGS = {
     "grid_range": "--grid-min/--grid-max",
     "log_scale": "--log",
     "out": "--out",
+    "checkpoint_every_s": "--checkpoint-every",
 }
 
 

@@ -120,6 +120,11 @@ CASES = [
         lambda c: run_argv(TINY, c.fresh, "--workers", "5", "--cpus-per-worker", "1"),
         ("5 workers need 5 CPU in all", "the cluster has 2 CPU"),
     ),
+    Case(
+        "checkpoint-every-negative",
+        lambda c: run_argv(TINY, c.fresh, "--checkpoint-every", "-1"),
+        ("--checkpoint-every must be a number >= 0, got -1.0",),
+    ),
     Case("resume-and-overwrite", lambda c: run_argv(TINY, c.fresh, "--resume", "--overwrite"), ("resume and overwrite contradict",)),
     Case(
         "blocks-no-match",

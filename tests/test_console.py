@@ -74,6 +74,35 @@ def test_the_command_names_a_factory_it_cannot_find(tmp_path):
     ]
 
 
+def test_a_misspelt_factory_function_is_refused_before_any_ray_starts(tmp_path):
+    project = write_project(tmp_path / "project")
+    done = run_command(project, "run", "--problem", "my_problem:problme", "--out", "runs/x", "--address", "local")
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "raylanczos: error: module 'my_problem' has no attribute 'problme' (problem factory 'my_problem:problme')"
+    ], "one line, and no Ray started"
+
+
+def test_a_factory_failing_while_ray_starts_is_one_line_and_leaves_no_ray(tmp_path):
+    """The factory runs while the run's private Ray starts: its error is the run's one
+    line, and that Ray is ended as after any run."""
+    project = write_project(tmp_path / "project")
+    ray_tmp = tempfile.mkdtemp(prefix="rl-", dir="/tmp")
+    done = run_command(
+        project, "run", "--problem", "my_problem:broken", "--out", "runs/x", "--address", "local", env={"RAY_TMPDIR": ray_tmp},
+    )
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert done.stderr.strip().splitlines()[-1] == (
+        "raylanczos: error: problem factory 'my_problem:broken' raised FileNotFoundError: weights.npz: no such checkpoint"
+    ), done.stderr
+    assert "Traceback" not in done.stderr and not (project / "runs" / "x" / "summary.json").exists()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and processes_naming(ray_tmp):
+        time.sleep(0.2)
+    assert not processes_naming(ray_tmp), "the run's local Ray still runs 20 s after the command ended"
+    shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
 def test_an_address_nothing_answers_on_is_refused_in_seconds(tmp_path):
     """A typo in the port: one line naming the address, not minutes of Ray's reconnection logs."""
     project = write_project(tmp_path / "project")

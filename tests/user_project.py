@@ -36,6 +36,10 @@ def problem():
         return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), batch["y"][:, None], axis=1))
 
     return rl.Problem.from_jax(params, loss_fn, {"x": x, "y": y}, batch_size=128)
+
+
+def broken():
+    raise FileNotFoundError("weights.npz: no such checkpoint")
 '''
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import functools
 import importlib
-import importlib.util
 import inspect
 import os
 import sys
@@ -346,22 +345,6 @@ def load_factory(spec: str) -> Callable[..., Problem]:
     if not callable(factory):
         raise ProblemError(f"problem factory {spec!r} is a {type(factory).__name__}, not a function")
     return factory
-
-
-def factory_module_found(source: "ProblemSource") -> bool:
-    """Whether ``source`` is a problem or a factory, or an import path whose module can be
-    found, without importing it (a check in microseconds; :func:`load_factory` says what
-    is wrong with one that cannot)."""
-    if not isinstance(source, str):
-        return True
-    module_name, sep, attribute = source.partition(":")
-    if not sep or not module_name or not attribute:
-        return False
-    ensure_on_path(factory_search_path())
-    try:
-        return importlib.util.find_spec(module_name) is not None
-    except (ImportError, ValueError):
-        return False
 
 
 def source_name(source: "ProblemSource") -> str:

@@ -60,7 +60,7 @@ from raylanczos.problem.definition import (
     Problem,
     ProblemSource,
     build_problem,
-    factory_module_found,
+    load_factory,
     source_name,
 )
 from raylanczos.run.bases import new_bases
@@ -265,17 +265,20 @@ def run_spectrum(
 def _problem_and_plan(
     source: ProblemSource, arguments: dict[str, Any] | None, settings: RunSettings, session: RaySession
 ) -> tuple[Problem, RunPlan]:
-    """The problem and its plan; built while the session starts or joins its Ray
-    (:func:`~raylanczos.run.startup.beside_ray`) when it has yet to, unless the run
-    resumes (a finished one is rendered again without Ray) or the factory's module cannot
-    be found (refused at once, before any Ray starts)."""
+    """The problem and its plan; when the session has yet to start or join its Ray, the
+    factory is called and the problem planned while it does
+    (:func:`~raylanczos.run.startup.beside_ray`), after the factory's module is imported
+    here (a misspelt module or function is refused at once, before any Ray starts). A
+    resumed run builds first: a finished one is rendered again without Ray."""
 
     def prepare() -> tuple[Problem, RunPlan]:
         problem = build_problem(source, arguments)
         return problem, plan_run(problem, settings.spectrum, settings.scaling)
 
-    if session.connected or settings.output.resume or not factory_module_found(source):
+    if session.connected or settings.output.resume:
         return prepare()
+    if isinstance(source, str):
+        load_factory(source)
     return beside_ray(prepare, session.connect)
 
 
