@@ -19,7 +19,8 @@ T = TypeVar("T")
 def beside_ray(prepare: Callable[[], T], connect: Callable[[], None]) -> T:
     """``prepare()`` on a thread of its own while ``connect()`` runs on this one; returns
     what ``prepare`` returned. An error of ``prepare`` (the problem's: a bad factory, a loss
-    that fails) is raised in preference to one of ``connect``, once both have ended."""
+    that fails) is raised in preference to one of ``connect``, once both have ended; an
+    interrupt (Ctrl-C) is raised at once, without waiting for ``prepare``."""
     outcome: dict[str, object] = {}
 
     def run() -> None:
@@ -32,10 +33,14 @@ def beside_ray(prepare: Callable[[], T], connect: Callable[[], None]) -> T:
     worker.start()
     try:
         connect()
-    finally:
+    except Exception:
         worker.join()
         if "error" in outcome:
-            raise outcome["error"]  # type: ignore[misc]
+            raise outcome["error"] from None  # type: ignore[misc]
+        raise
+    worker.join()
+    if "error" in outcome:
+        raise outcome["error"]  # type: ignore[misc]
     return outcome["value"]  # type: ignore[return-value]
 
 
