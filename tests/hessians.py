@@ -72,3 +72,11 @@ def digits_hessian() -> np.ndarray:
 def tiny_ggn() -> np.ndarray:
     return dense_ggn(digits.tiny_problem())
 
+
+@functools.cache
+def tiny_transformer_hessian() -> np.ndarray:
+    """The tiny transformer's dense Hessian (n = 2,383; 6 s), computed once per session: the
+    transformer's and the devices' checks both compare against it."""
+    from raylanczos.examples import transformer
+
+    return dense_hessian(transformer.tiny_problem())

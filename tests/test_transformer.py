@@ -15,7 +15,7 @@ from raylanczos.examples import transformer
 from raylanczos.operators.local import LocalHessian
 from raylanczos.problem.blocks import select_blocks
 from raylanczos.problem.definition import build_problem
-from tests.hessians import dense_hessian
+from tests.hessians import tiny_transformer_hessian
 
 SHAPE, STEPS, SEED = transformer.TINY, 5, 3
 
@@ -132,7 +132,7 @@ def test_float64_extremes_of_the_tiny_transformer_match_the_dense_hessian():
     problem = transformer.tiny_problem()
     n = sum(leaf.size for leaf in jax.tree_util.tree_leaves(problem.params))
     assert 1000 < n < 5000 and n == expected_count(SHAPE, len(transformer.vocabulary()))
-    dense = dense_hessian(problem)
+    dense = tiny_transformer_hessian()
     exact = np.linalg.eigvalsh(dense)
     norm = np.max(np.abs(exact))
     operator = LocalHessian(problem, compute_dtype="float64")

@@ -25,6 +25,7 @@ import pytest
 import raylanczos as rl
 from raylanczos.operators.contract import WorkerError
 from raylanczos.operators.local import LocalHessian
+from tests.hessians import tiny_transformer_hessian
 
 SCRIPT = """
 import json
@@ -39,7 +40,6 @@ from raylanczos.operators.local import LocalHessian
 from raylanczos.operators.shard_worker import ShardWorker
 from raylanczos.problem.data import ShardPlan
 from tests import problems
-from tests.hessians import dense_hessian
 
 report = {"devices": len(jax.devices())}
 
@@ -72,12 +72,8 @@ report["largest"] = {
     "devices": len({shard.device for shard in leaf.addressable_shards}),
 }
 
-# 2. The tiny transformer in float64: the extremes of Lanczos on 1 and on 2 devices against
-# the dense Hessian's.
-tiny = transformer.tiny_problem()
-eigenvalues = np.linalg.eigvalsh(dense_hessian(tiny))
-report["dense"] = [float(eigenvalues[0]), float(eigenvalues[-1])]
-report["n_tiny"] = int(eigenvalues.size)
+# 2. The tiny transformer in float64: the extremes of Lanczos on 1 and on 2 devices (the
+# dense Hessian's are the test's).
 for devices in (1, 2):
     hessian = LocalHessian(transformer.tiny_problem, compute_dtype="float64", devices=devices)
     report[f"tiny_{devices}"] = extremes(rl.lanczos(hessian, order=150, seed=0))
@@ -119,7 +115,9 @@ def four_devices():
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
     result = subprocess.run([sys.executable, "-c", textwrap.dedent(SCRIPT)], capture_output=True, text=True, env=env, timeout=900, check=False)
     assert result.returncode == 0, result.stderr[-3000:]
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    eigenvalues = np.linalg.eigvalsh(tiny_transformer_hessian())
+    return dict(report, dense=[float(eigenvalues[0]), float(eigenvalues[-1])], n_tiny=int(eigenvalues.size))
 
 
 @pytest.mark.slow
