@@ -50,7 +50,7 @@ def test_run_writes_every_output(finished_run):
     assert summary["config"]["draws_per_pass"] == 2, "the default B, clamped to the 2 draws"
     assert timings.shape == (12, len(summary["timings"]["columns"])), "one row per pass over the data"
     assert np.all(timings[:, summary["timings"]["columns"].index("hvp_max")] > 0), "every pass records the slowest worker"
-    assert summary["reduce"] == {"mode": "node", "node_groups": [[0, 1]], "sums_on_driver": True}
+    assert summary["reduce"] == {"mode": "node", "node_groups": [[0, 1]], "sums_on_driver": True, "shared_memory": True}
     received = timings[:, summary["timings"]["columns"].index("bytes_received")]
     assert np.all(received == 2 * (2 * 310 * 8)), "the driver's node alone: the driver sums both partials itself"
     assert summary["lambda_max"] == pytest.approx(max(summary["top_ritz_values"]))

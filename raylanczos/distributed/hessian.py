@@ -54,6 +54,7 @@ class PendingProducts:
     submitted: float
     broadcast: float
     block_bytes: int
+    rows: int
 
 
 class DistributedHessian:
@@ -81,6 +82,11 @@ class DistributedHessian:
     node in one group in worker order: the sum then runs in the same order either way (the
     same bits), and the driver reads the partials from its own node's object store without
     waiting for a node sum.
+
+    ``shared``: with every worker on the driver's node and the driver summing, the partials
+    come through buffers in the node's shared memory instead of Ray's object store
+    (:mod:`~raylanczos.distributed.shared_partials`; the same bits); None otherwise, or
+    with ``shared_memory=False``.
     """
 
     def __init__(
@@ -92,6 +98,7 @@ class DistributedHessian:
         reduce: str = "node",
         groups: Sequence[Sequence[int]] | None = None,
         arguments: Mapping[str, Any] | None = None,
+        shared_memory: bool = True,
     ):
         check_choice("reduce", reduce, REDUCTIONS)
         dims = {info["num_params"] for info in group.infos}
@@ -109,8 +116,11 @@ class DistributedHessian:
             raise ValueError(f"node groups {self.groups} do not cover the {len(group.actors)} workers exactly once")
         compute = {info["compute_dtype"] for info in group.infos}
         self.broadcast_dtype = np.dtype(np.float32 if compute == {"float32"} else np.float64)
-        one_local_group = len(self.groups) == 1 and self.groups[0] == sorted(self.groups[0]) and group.on_driver_node()
+        local = group.on_driver_node()
+        one_local_group = len(self.groups) == 1 and self.groups[0] == sorted(self.groups[0]) and local
         self.sums_on_driver = reduce == "flat" or one_local_group
+        self._driver_node = ray.get_runtime_context().get_node_id()
+        self.shared = group.shared_partials(block_size, self.dim) if shared_memory and self.sums_on_driver and local else None
 
     def submit(self, vectors: np.ndarray) -> PendingProducts:
         """Start C·v for every row of ``vectors`` (B, n) on every worker (one ``ray.put``)."""
@@ -121,7 +131,12 @@ class DistributedHessian:
         infos, info_workers, products, product_workers = [], [], [], []
         if self.sums_on_driver:
             for worker, actor in enumerate(actors):
-                info, product = actor.partial_products.options(num_returns=2).remote(ref, self.arguments, self.product_form)
+                if self.shared is not None:
+                    info, product = actor.partial_products_shared.options(num_returns=2).remote(
+                        ref, self.shared.paths[worker], self.shared.rows, self._driver_node, self.arguments, self.product_form
+                    )
+                else:
+                    info, product = actor.partial_products.options(num_returns=2).remote(ref, self.arguments, self.product_form)
                 infos.append(info), info_workers.append(worker), products.append(product), product_workers.append(worker)
         else:
             for members in self.groups:
@@ -133,7 +148,9 @@ class DistributedHessian:
                 info, product = actors[leader].node_sum_of_refs.options(num_returns=2).remote(ref, member_products, 0, self.arguments, self.product_form)
                 infos.append(info), info_workers.append(leader), products.append(product), product_workers.append(leader)
         submitted = time.perf_counter()
-        return PendingProducts(infos, info_workers, products, product_workers, submitted, submitted - start, block.nbytes)
+        return PendingProducts(
+            infos, info_workers, products, product_workers, submitted, submitted - start, block.nbytes, block.shape[0]
+        )
 
     def collect(self, pending: PendingProducts) -> tuple[np.ndarray, StepTiming]:
         """C·v of a :meth:`submit`, float64 (B, n), and what it cost. The block counts once per
@@ -142,6 +159,8 @@ class DistributedHessian:
         for info in infos:
             check_answer(info.error)
         partials = self.group.get(pending.products, pending.product_workers)
+        if self.shared is not None:  # None: written into the worker's shared buffer
+            partials = [self.shared.partial(w, pending.rows) if p is None else p for w, p in zip(pending.product_workers, partials)]
         gathered = time.perf_counter()
         counts = [info.count for info in infos]
         product = reduce_partials(partials, counts, self.num_examples)
@@ -190,7 +209,7 @@ class SlicedHessian(DistributedHessian):
     """
 
     def __init__(self, group: WorkerGroup, num_examples: int, *, bounds: Sequence[int], **options: Any):
-        super().__init__(group, num_examples, **options)
+        super().__init__(group, num_examples, shared_memory=False, **options)  # no product comes to the driver
         if self.reduce == "flat":
             self.groups = [[worker] for members in self.groups for worker in members]
         self.bounds = tuple(int(b) for b in bounds)

@@ -37,6 +37,11 @@ from raylanczos.distributed.policy import (
     measures_product_forms,
     times_other_forms,
 )
+from raylanczos.distributed.shared_partials import (
+    SharedPartials,
+    shared_memory_fits,
+    write_partial,
+)
 from raylanczos.operators.contract import (
     NodeSumInfo,
     PartialInfo,
@@ -62,6 +67,10 @@ class ShardActor(ShardWorker):
     keeper slice, each put in this node's object store (the first half of the
     reduce-scatter): no vector passes through the driver.
     """
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        self._shared_buffers: dict[str, np.ndarray] = {}  # the driver's shared buffers this worker has mapped
+        super().__init__(*args, **kwargs)
 
     def node_sum_of_refs(
         self, vectors: np.ndarray, member_refs: Sequence[Any], own_index: int, arguments: Mapping[str, Any] | None = None,
@@ -94,6 +103,20 @@ class ShardActor(ShardWorker):
         if total is None:
             return info, None
         return info, [ray.put(np.ascontiguousarray(total[:, lo:hi])) for lo, hi in zip(bounds[:-1], bounds[1:])]
+
+
+    def partial_products_shared(
+        self, vectors: np.ndarray, path: str, rows: int, driver_node: str, arguments: Mapping[str, Any] | None = None,
+        product_form: str | None = None,
+    ) -> tuple[PartialInfo, np.ndarray | None]:
+        """:meth:`partial_products`, the products written into the driver's shared buffer of
+        ``rows`` rows at ``path`` (:mod:`~raylanczos.distributed.shared_partials`) and None
+        returned in their place; returned as before when this worker is not on
+        ``driver_node`` (a fault moved it) or cannot write there."""
+        info, products = self.partial_products(vectors, arguments, product_form)
+        if products is None or ray.get_runtime_context().get_node_id() != driver_node:
+            return info, products
+        return info, None if write_partial(path, rows, products, self._shared_buffers) else products
 
 
 def _assembled(slice_refs: Sequence[Any]) -> tuple[np.ndarray, float]:
@@ -181,6 +204,7 @@ class WorkerGroup:
         self.plan = plan
         self.timeout = options.timeout
         self._nodes_in_use: tuple[int, float] | None = None
+        self._shared: SharedPartials | None = None
         resources = {"num_cpus": 1, **(resources or {})}
         unknown = set(resources) - {"num_cpus", "num_gpus", "resources", "memory"}
         if unknown:
@@ -357,6 +381,16 @@ class WorkerGroup:
             max(answer.seconds for answer in compiled),
         )
 
+    def shared_partials(self, rows: int, dim: int) -> SharedPartials | None:
+        """The group's buffers in shared memory for partials of (rows, dim), one per worker
+        (made on first use, kept until :meth:`shutdown`), or None where they do not fit."""
+        if self._shared is not None and (self._shared.rows, self._shared.dim) != (rows, dim):
+            self._shared.close()
+            self._shared = None
+        if self._shared is None and shared_memory_fits(len(self.actors), rows, dim):
+            self._shared = SharedPartials(len(self.actors), rows, dim)
+        return self._shared
+
     def current_pids(self) -> list[int]:
         """Each worker's process id now (a worker restarted after a fault has a new one)."""
         return self.get([actor.__ray_call__.remote(_pid) for actor in self.actors])
@@ -378,6 +412,9 @@ class WorkerGroup:
                 ray.kill(actor, no_restart=True)
             self.actors = []
             remove_placement_group(self.placement)
+            if self._shared is not None:
+                self._shared.close()
+                self._shared = None
 
 
 def _forced(requested: str) -> str | None:

@@ -109,7 +109,8 @@ class ConfigRecord:
 class LayoutRecord:
     """Where the products ran: the workers (their own descriptions), their resources, the
     reduction and its node groups, whether the driver summed the partials itself (one
-    local group; the same order, so the same bits), the broadcast dtype, the flat vector's
+    local group; the same order, so the same bits) and read them from the node's shared
+    memory (``shared_memory``; the same numbers), the broadcast dtype, the flat vector's
     layout (``[{"name", "shape", "offset", "size"}, ...]``; a block's own layout for a
     block), and with a sharded state the keepers (each one's slice ``[lo, hi)``, where it
     ran and its sweep threads)."""
@@ -122,11 +123,14 @@ class LayoutRecord:
     parameter_layout: list[dict[str, Any]]
     sums_on_driver: bool | None = None
     keepers: list[dict[str, Any]] | None = None
+    shared_memory: bool | None = None
 
     def to_json(self) -> dict[str, Any]:
         reduce = {"mode": self.reduce, "node_groups": self.node_groups}
         if self.sums_on_driver is not None:
             reduce["sums_on_driver"] = self.sums_on_driver
+        if self.shared_memory is not None:
+            reduce["shared_memory"] = self.shared_memory
         data = {
             "workers": self.workers,
             "worker_resources": self.worker_resources,
@@ -148,6 +152,7 @@ class LayoutRecord:
             reduce=reduce.get("mode", "flat"), node_groups=[list(g) for g in reduce.get("node_groups", [])],
             broadcast_dtype=data.get("broadcast_dtype", ""), parameter_layout=list(data.get("parameter_layout") or []),
             sums_on_driver=reduce.get("sums_on_driver"), keepers=data.get("keepers"),
+            shared_memory=reduce.get("shared_memory"),
         )
 
 

@@ -257,6 +257,7 @@ def run_spectrum(
         workers=[dict(info) for info in group.infos], worker_resources=group.resources, reduce=settings.scaling.reduce,
         node_groups=home.operator.groups, broadcast_dtype=str(home.operator.broadcast_dtype),
         parameter_layout=plan.facts.layout.to_json(), sums_on_driver=home.operator.sums_on_driver, keepers=home.keepers,
+        shared_memory=home.operator.shared is not None,
     )
     run = RunInfo(_version("raylanczos"), _versions(), config, problem.data.describe(), layout, timing_record(state.timings))
     return outputs.finish(run, residuals, deflation_records(plan, deflations, settings.spectrum))

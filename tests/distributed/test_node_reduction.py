@@ -82,7 +82,7 @@ def test_workers_are_placed_two_one_one(three_nodes, node_run):
     assert nodes[0] == nodes[2] == three_nodes["pair"].node_id
     assert nodes[1] == three_nodes["solo"].node_id
     assert len(set(nodes)) == 3
-    assert node_run.summary["reduce"] == {"mode": "node", "node_groups": GROUPS, "sums_on_driver": False}
+    assert node_run.summary["reduce"] == {"mode": "node", "node_groups": GROUPS, "sums_on_driver": False, "shared_memory": False}
 
 
 @pytest.mark.slow
@@ -95,7 +95,7 @@ def test_driver_receives_one_partial_per_node(node_run):
     assert max(column(node_run.summary, "node_reduce")) > 0
 
     flat = run_reduced("flat")
-    assert flat.summary["reduce"] == {"mode": "flat", "node_groups": GROUPS, "sums_on_driver": True}
+    assert flat.summary["reduce"] == {"mode": "flat", "node_groups": GROUPS, "sums_on_driver": True, "shared_memory": False}
     assert column(flat.summary, "bytes_received") == [4 * PARTIAL_BYTES] * ORDER
     assert column(flat.summary, "bytes_sent") == [3 * PARTIAL_BYTES] * ORDER
     assert column(flat.summary, "node_reduce") == [0.0] * ORDER
@@ -138,7 +138,7 @@ def test_lost_node_keeps_the_groups_and_the_bits(ray_cluster, three_nodes, node_
     workers = summary["workers"]
     assert workers[0]["node_id"] == workers[2]["node_id"] == lost.node_id
     assert [w["restarted"] for w in workers] == [True, False, True, False]
-    assert summary["reduce"] == {"mode": "node", "node_groups": GROUPS, "sums_on_driver": False}
+    assert summary["reduce"] == {"mode": "node", "node_groups": GROUPS, "sums_on_driver": False, "shared_memory": False}
     assert column(summary, "bytes_received") == [3 * PARTIAL_BYTES] * ORDER
     # The block goes to the nodes the workers run on: three before the fault, four after.
     sent = column(summary, "bytes_sent")
