@@ -12,6 +12,7 @@ import hashlib
 import json
 import re
 import shutil
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from raylanczos import cli
+from raylanczos.distributed.workers import SETTLE_S
 from tests import bad_problems
 from tests.conftest import FAST, TINY, TINY_RUN
 
@@ -102,6 +104,7 @@ class Case:
     argv: Callable[[Ctx], list[str]]
     expect: tuple[str | tuple[str, ...], ...]  # all of these on the error line; a tuple: any one of it
     in_workers: bool = False  # False: the driver refuses it before any worker starts
+    within_s: float | None = None  # the command ends within this many seconds (None: not checked)
 
 
 def bad(problem: str) -> str:
@@ -228,6 +231,7 @@ CASES = [
         lambda c: run_argv("tests.problems:hangs_in_workers", c.fresh, "--timeout", "5"),
         ("worker 0", "did not answer within 5 s"),
         in_workers=True,
+        within_s=5 + SETTLE_S,  # the hung worker is not waited for to settle
     ),
     # --- the density command ---
     Case("density-no-run", lambda c: ["density", "--out", str(c.tmp)], ("cannot read", "summary.json")),
@@ -259,10 +263,13 @@ def test_bad_input(case: Case, finished_run, tmp_path, capsys):
     before = snapshot(finished_run)
     before_copy = snapshot(ctx.copy) if ctx.copied else None
     capsys.readouterr()
+    started = time.monotonic()
     code = cli.main(argv)
+    elapsed = time.monotonic() - started
     err = capsys.readouterr().err
     assert code == 2, err
     assert_one_line_error(err, case.expect)
+    assert case.within_s is None or elapsed < case.within_s, f"ended after {elapsed:.1f} s"
     if not case.in_workers:
         assert not re.search(r"^\S+ worker \d+: shard", err, re.MULTILINE), "refused only after workers started"
     assert snapshot(finished_run) == before, "the finished run changed"

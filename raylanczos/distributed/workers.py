@@ -205,6 +205,7 @@ class WorkerGroup:
         self.timeout = options.timeout
         self._nodes_in_use: tuple[int, float] | None = None
         self._shared: SharedPartials | None = None
+        self._unresponsive = False  # a worker did not answer within the timeout
         resources = {"num_cpus": 1, **(resources or {})}
         unknown = set(resources) - {"num_cpus", "num_gpus", "resources", "memory"}
         if unknown:
@@ -349,6 +350,7 @@ class WorkerGroup:
             try:
                 results.append(ray.get(ref, timeout=max(deadline - time.monotonic(), 0.0)))
             except ray.exceptions.GetTimeoutError as err:
+                self._unresponsive = True
                 where = f"worker {shard.worker} ({shard.describe()})"
                 raise WorkerError(
                     lost_worker_line(where, err, stopped_ray())
@@ -403,10 +405,11 @@ class WorkerGroup:
     def shutdown(self, settle_s: float = SETTLE_S) -> None:
         """Stop the workers, once each has ended the calls it was given (at most
         ``settle_s`` seconds): a worker killed in a call (Ctrl-C or an error mid-pass) makes
-        Ray announce the call's retry, after the run's own last line."""
+        Ray announce the call's retry, after the run's own last line. After a worker did not
+        answer within the group's timeout, at once: it would not end its calls either."""
         try:
             finished = [actor.__ray_call__.remote(_pid) for actor in self.actors]  # queued after those calls
-            ray.wait(finished, num_returns=len(finished), timeout=settle_s)
+            ray.wait(finished, num_returns=len(finished), timeout=0.0 if self._unresponsive else settle_s)
         finally:
             for actor in self.actors:
                 ray.kill(actor, no_restart=True)
