@@ -61,6 +61,7 @@ def test_the_command_finds_a_factory_in_the_current_directory(tmp_path):
     assert np.load(project / "runs" / "first" / "tridiag.npy").shape == (3, 8, 8)
     assert re.search(r"^λ_max \S+  λ_min \S+  trace ≈ \S+ ± \S+  negative eigenvalues \S+% ± \S+%", done.stdout, re.M), done.stdout
     assert "Traceback" not in done.stderr and "os.fork()" not in done.stderr and "WARNING" not in done.stderr, done.stderr
+    assert "partials: each worker's through the node's shared memory" in done.stderr, done.stderr
 
 
 def test_the_command_names_a_factory_it_cannot_find(tmp_path):

@@ -122,6 +122,14 @@ class DistributedHessian:
         self._driver_node = ray.get_runtime_context().get_node_id()
         self.shared = group.shared_partials(block_size, self.dim) if shared_memory and self.sums_on_driver and local else None
 
+    def describe_partials(self) -> str:
+        """How the partial products reach the driver, for the start-up line."""
+        if self.shared is not None:
+            return "each worker's through the node's shared memory (every worker on the driver's node), summed on the driver"
+        if self.sums_on_driver:
+            return "each worker's through Ray's object store, summed on the driver"
+        return "summed on each node, one per node through Ray's object store"
+
     def submit(self, vectors: np.ndarray) -> PendingProducts:
         """Start C·v for every row of ``vectors`` (B, n) on every worker (one ``ray.put``)."""
         start = time.perf_counter()

@@ -507,6 +507,7 @@ def _loop(
     threads = home.operator.group.driver_threads(max(task.dim for task in plan.tasks), settings.scaling.thread_policy)
     if home.keepers is None:
         logger.info("driver: %s", threads.describe())
+        logger.info("partials: %s", home.operator.describe_partials())
     hooks = LoopHooks(
         checkpoint=SaveCadence(outputs.checkpoint.save, settings.output.checkpoint_every_s) if outputs.checkpoint is not None else None,
         finished=finished, progress=report,

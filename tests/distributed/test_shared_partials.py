@@ -54,6 +54,7 @@ def test_partials_through_shared_memory_have_the_object_stores_bits(ray_session)
         shared = DistributedHessian(group, 1797, block_size=3)
         through_ray = DistributedHessian(group, 1797, block_size=3, shared_memory=False)
         assert shared.shared is not None and through_ray.shared is None
+        assert "shared memory" in shared.describe_partials() and "object store" in through_ray.describe_partials()
         vectors = np.random.default_rng(0).standard_normal((3, shared.dim))
         products, timing = shared.collect(shared.submit(vectors))
         assert products.tobytes() == through_ray.matmat(vectors).tobytes()
