@@ -70,6 +70,7 @@ class ShardActor(ShardWorker):
 
     def __init__(self, *args: Any, **kwargs: Any):
         self._shared_buffers: dict[str, np.ndarray] = {}  # the driver's shared buffers this worker has mapped
+        self._node_id = ray.get_runtime_context().get_node_id()  # a restart on another node constructs the actor again
         super().__init__(*args, **kwargs)
 
     def node_sum_of_refs(
@@ -114,7 +115,7 @@ class ShardActor(ShardWorker):
         returned in their place; returned as before when this worker is not on
         ``driver_node`` (a fault moved it) or cannot write there."""
         info, products = self.partial_products(vectors, arguments, product_form)
-        if products is None or ray.get_runtime_context().get_node_id() != driver_node:
+        if products is None or self._node_id != driver_node:
             return info, products
         return info, None if write_partial(path, rows, products, self._shared_buffers) else products
 
